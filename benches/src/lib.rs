@@ -1,0 +1,1 @@
+//! Benchmarks of pos-p2p; the criterion benches live in `benches/`.
