@@ -18,6 +18,5 @@ pub use pos_p2p_protocol::codec;
 pub use pos_p2p_protocol::version;
 pub use pos_p2p_protocol::{
     Header, Identity, IdentityError, Metadata, MetadataError, OperatingSystem, PeerMetadata,
-    PeerMetadataError, Rejection, RemoteIdentity, SignatureError, VersionPolicy, Versions,
-    semver,
+    PeerMetadataError, Rejection, RemoteIdentity, SignatureError, VersionPolicy, Versions, semver,
 };

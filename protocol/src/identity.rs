@@ -317,7 +317,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        let good = Identity::from_bytes(&[3; 32]).to_remote_identity().to_string();
+        let good = Identity::from_bytes(&[3; 32])
+            .to_remote_identity()
+            .to_string();
         assert!(matches!(
             "".parse::<RemoteIdentity>(),
             Err(IdentityError::TextLength { actual: 0, .. })
@@ -338,7 +340,9 @@ mod tests {
         let mut with_one = good.clone().into_bytes();
         with_one[10] = b'1';
         assert_eq!(
-            String::from_utf8(with_one).unwrap().parse::<RemoteIdentity>(),
+            String::from_utf8(with_one)
+                .unwrap()
+                .parse::<RemoteIdentity>(),
             Err(IdentityError::InvalidCharacter { index: 10, ch: '1' })
         );
         // A multi-byte character of the right byte length is reported, not
@@ -347,7 +351,9 @@ mod tests {
         multibyte.push('é');
         assert_eq!(
             multibyte.parse::<RemoteIdentity>(),
-            Err(IdentityError::InvalidCharacter { index: 50, ch: 'é' })
+            Err(IdentityError::InvalidCharacter {
+                index: 50, ch: 'é'
+            })
         );
     }
 
@@ -362,7 +368,9 @@ mod tests {
         let mut tampered = text.into_bytes();
         tampered[51] = alphabet[value ^ 1];
         assert_eq!(
-            String::from_utf8(tampered).unwrap().parse::<RemoteIdentity>(),
+            String::from_utf8(tampered)
+                .unwrap()
+                .parse::<RemoteIdentity>(),
             Err(IdentityError::NonCanonicalText)
         );
     }

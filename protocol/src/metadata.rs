@@ -485,8 +485,9 @@ mod tests {
     }
 
     fn metadata() -> impl Strategy<Value = Metadata> {
-        proptest::collection::btree_map(key(), ".{0,40}", 0..20)
-            .prop_map(|map| Metadata::try_from_iter(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap())
+        proptest::collection::btree_map(key(), ".{0,40}", 0..20).prop_map(|map| {
+            Metadata::try_from_iter(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap()
+        })
     }
 
     #[test]
@@ -508,10 +509,22 @@ mod tests {
     fn limits_are_enforced_on_insert() {
         let mut m = Metadata::new();
         assert_eq!(m.insert("", "x"), Err(MetadataError::EmptyKey));
-        assert!(matches!(m.insert("k".repeat(65), "x"), Err(MetadataError::KeyTooLong { len: 65, .. })));
-        assert!(matches!(m.insert("a=b", "x"), Err(MetadataError::InvalidKeyChar { ch: '=', .. })));
-        assert!(matches!(m.insert("tab\t", "x"), Err(MetadataError::InvalidKeyChar { ch: '\t', .. })));
-        assert!(matches!(m.insert("é", "x"), Err(MetadataError::InvalidKeyChar { ch: 'é', .. })));
+        assert!(matches!(
+            m.insert("k".repeat(65), "x"),
+            Err(MetadataError::KeyTooLong { len: 65, .. })
+        ));
+        assert!(matches!(
+            m.insert("a=b", "x"),
+            Err(MetadataError::InvalidKeyChar { ch: '=', .. })
+        ));
+        assert!(matches!(
+            m.insert("tab\t", "x"),
+            Err(MetadataError::InvalidKeyChar { ch: '\t', .. })
+        ));
+        assert!(matches!(
+            m.insert("é", "x"),
+            Err(MetadataError::InvalidKeyChar { ch: 'é', .. })
+        ));
         assert!(matches!(
             m.insert("k", "v".repeat(1025)),
             Err(MetadataError::ValueTooLong { len: 1025, .. })
@@ -553,12 +566,19 @@ mod tests {
         let bad_key = [1, 3, b'a', b'=', b'b', 0];
         assert_eq!(
             Metadata::from_bytes(&bad_key),
-            Err(DecodeError::Invalid { what: "metadata key", offset: 1 })
+            Err(DecodeError::Invalid {
+                what: "metadata key",
+                offset: 1
+            })
         );
         let too_many = [65];
         assert!(matches!(
             Metadata::from_bytes(&too_many),
-            Err(DecodeError::TooLong { what: "map", len: 65, .. })
+            Err(DecodeError::TooLong {
+                what: "map",
+                len: 65,
+                ..
+            })
         ));
         // Eleven 1000-byte values pass every per-entry limit but not the total.
         let mut big = Writer::new();
@@ -570,7 +590,10 @@ mod tests {
         let big = big.finish().unwrap();
         assert!(matches!(
             Metadata::from_bytes(&big),
-            Err(DecodeError::TooLong { what: "metadata", .. })
+            Err(DecodeError::TooLong {
+                what: "metadata",
+                ..
+            })
         ));
         assert!(matches!(
             Metadata::from_bytes(&[1, 1, b'a', 2, 0xff, 0xfe]),

@@ -109,8 +109,9 @@ impl VersionPolicy {
     }
 
     /// Decide whether a peer with versions `remote` is compatible with a
-    /// local node with versions `local`.
-    pub fn check(&self, local: &Versions, remote: &Versions) -> Result<(), Rejection> {
+    /// local node with versions `local`. The rejection is boxed: it is the
+    /// cold path, and keeps the `Result` small.
+    pub fn check(&self, local: &Versions, remote: &Versions) -> Result<(), Box<Rejection>> {
         let reason = if !is_compatible(&local.protocol, &remote.protocol) {
             Some(RejectReason::ProtocolIncompatible)
         } else if self.app_must_be_compatible && !is_compatible(&local.app, &remote.app) {
@@ -123,11 +124,11 @@ impl VersionPolicy {
         };
         match reason {
             None => Ok(()),
-            Some(reason) => Err(Rejection {
+            Some(reason) => Err(Box::new(Rejection {
                 local: local.clone(),
                 remote: remote.clone(),
                 reason,
-            }),
+            })),
         }
     }
 }
@@ -242,7 +243,10 @@ mod tests {
         let local = versions("0.1.0", "1.4.0");
         let newer_major = versions("0.1.0", "2.0.0");
         assert_eq!(
-            VersionPolicy::default().check(&local, &newer_major).unwrap_err().reason,
+            VersionPolicy::default()
+                .check(&local, &newer_major)
+                .unwrap_err()
+                .reason,
             RejectReason::AppIncompatible
         );
         let relaxed = VersionPolicy::default().allow_any_app_version();
@@ -252,7 +256,9 @@ mod tests {
         let strict = VersionPolicy::default().require_app_version(req.clone());
         assert_eq!(strict.app_requirement(), Some(&req));
         assert_eq!(strict.check(&local, &versions("0.1.0", "1.3.5")), Ok(()));
-        let rejection = strict.check(&local, &versions("0.1.0", "1.2.9")).unwrap_err();
+        let rejection = strict
+            .check(&local, &versions("0.1.0", "1.2.9"))
+            .unwrap_err();
         assert_eq!(rejection.reason, RejectReason::AppRequirementUnmet(req));
         assert_eq!(
             rejection.to_string(),

@@ -151,7 +151,8 @@ pub enum FrameError {
         /// How many bytes followed.
         count: usize,
     },
-    /// The frame arrived whole but its contents did not decode.
+    /// The frame arrived whole but its contents did not decode. Offsets in
+    /// the inner error count from the start of the frame body.
     #[error("invalid frame contents: {0}")]
     Body(#[source] DecodeError),
 }

@@ -220,10 +220,12 @@ impl FrameDecoder {
         self.prefix_len += 1;
         match decode_varint(&self.prefix[..self.prefix_len]) {
             Ok(None) => Ok(()),
-            Ok(Some((len, _))) if len > self.max_len as u64 => Err(self.fail(FrameError::TooLarge {
-                len,
-                max: self.max_len,
-            })),
+            Ok(Some((len, _))) if len > self.max_len as u64 => {
+                Err(self.fail(FrameError::TooLarge {
+                    len,
+                    max: self.max_len,
+                }))
+            }
             Ok(Some((len, _))) => {
                 // `len <= max_len`, a `usize`.
                 self.body_len = Some(len as usize);
@@ -283,7 +285,10 @@ mod tests {
             decode_frame(&[11], 10),
             Err(FrameError::TooLarge { len: 11, max: 10 })
         );
-        assert_eq!(decode_frame(&[0x81, 0x00], 10), Err(FrameError::NonMinimalLength));
+        assert_eq!(
+            decode_frame(&[0x81, 0x00], 10),
+            Err(FrameError::NonMinimalLength)
+        );
         assert_eq!(decode_frame(&[1, 9, 9], 10), Ok((&[9u8][..], 2)));
     }
 

@@ -88,7 +88,10 @@ mod tests {
     #[test]
     fn rejects_non_minimal_and_overflow() {
         assert_eq!(decode_varint(&[0x80, 0x00]), Err(VarintError::NonMinimal));
-        assert_eq!(decode_varint(&[0xff, 0x80, 0x00]), Err(VarintError::NonMinimal));
+        assert_eq!(
+            decode_varint(&[0xff, 0x80, 0x00]),
+            Err(VarintError::NonMinimal)
+        );
         let mut eleven = [0xffu8; 11];
         eleven[10] = 0x01;
         assert_eq!(decode_varint(&eleven), Err(VarintError::Overflow));

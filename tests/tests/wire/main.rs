@@ -1,0 +1,6 @@
+//! Property and bad-input tests of the wire toolkit, built into one binary.
+
+mod corpus;
+mod frames;
+mod headers;
+mod primitives;
