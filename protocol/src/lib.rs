@@ -18,6 +18,7 @@
 pub mod codec;
 mod identity;
 mod metadata;
+pub mod node;
 pub mod version;
 
 pub use codec::Header;

@@ -14,6 +14,7 @@ pub mod varint;
 mod writer;
 
 pub use error::{DecodeError, EncodeError, FrameError};
+pub(crate) use frame::encode_frame;
 pub use frame::{DEFAULT_MAX_FRAME_LEN, Decoded, FrameDecoder, decode_frame};
 pub use header::Header;
 pub use reader::Reader;

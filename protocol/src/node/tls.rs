@@ -1,0 +1,307 @@
+//! TLS 1.3 for QUIC with node identities instead of a PKI.
+//!
+//! Each node presents a self-signed X.509 certificate whose subject public key
+//! *is* its ed25519 identity key, and signs the TLS handshake with that key.
+//! Both sides require a certificate from the other (mutual authentication).
+//! The verifiers here accept exactly one certificate with an ed25519 subject
+//! public key, and check the handshake signature against that key: whoever
+//! completes the handshake holds the private key of the identity it presents.
+//! Names, validity periods and issuers carry no meaning and are not checked;
+//! the identity is the key. Whether that identity is the one a dialer wanted
+//! is decided by the node after the handshake (see `node`).
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, PeerIncompatible, SignatureScheme,
+};
+use zeroize::Zeroizing;
+
+use crate::{Identity, RemoteIdentity};
+
+/// The DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE {
+/// SEQUENCE { OID 1.3.101.112 }, BIT STRING (0 unused bits) }, then the 32
+/// key bytes.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The DER prefix of an ed25519 PKCS#8 v1 private key (RFC 8410 §7), followed
+/// by the 32-byte seed.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The server name a dialer puts in its ClientHello. It carries no meaning:
+/// the identity is checked against the certificate's key.
+pub(crate) const SERVER_NAME: &str = "pos-p2p";
+
+/// Why TLS configuration could not be built. These are local failures (a
+/// broken crypto backend), never caused by a peer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// The certificate could not be generated.
+    #[error("generating the node certificate: {0}")]
+    Certificate(String),
+    /// rustls rejected the configuration.
+    #[error("building the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// QUIC cannot use the TLS configuration.
+    #[error("the TLS configuration is unusable for QUIC: {0}")]
+    Quic(String),
+}
+
+/// The node's certificate and key in the forms rustls wants.
+#[derive(Debug)]
+pub(crate) struct NodeCertificate {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl NodeCertificate {
+    /// A self-signed certificate for `identity`, signed with it.
+    pub(crate) fn new(identity: &Identity) -> Result<Self, TlsSetupError> {
+        let mut pkcs8 = Zeroizing::new(Vec::with_capacity(48));
+        pkcs8.extend_from_slice(&ED25519_PKCS8_PREFIX);
+        pkcs8.extend_from_slice(identity.to_bytes().as_ref());
+        let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice())
+            .map_err(|e| TlsSetupError::Certificate(e.to_string()))?;
+        let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()])
+            .map_err(|e| TlsSetupError::Certificate(e.to_string()))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            identity.to_remote_identity().to_string(),
+        );
+        let cert = params
+            .self_signed(&key_pair)
+            .map_err(|e| TlsSetupError::Certificate(e.to_string()))?;
+        Ok(Self {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())),
+        })
+    }
+}
+
+/// The crypto provider: ring, TLS 1.3 only.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The core reads no clock. Certificates' validity periods mean nothing here
+/// (the identity is the key), so rustls is given a fixed time.
+#[derive(Debug)]
+struct NoClock;
+
+impl rustls::time_provider::TimeProvider for NoClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(std::time::Duration::ZERO))
+    }
+}
+
+/// The rustls client configuration of a dialer.
+pub(crate) fn client_config(
+    cert: &NodeCertificate,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let mut config = rustls::ClientConfig::builder_with_details(provider(), Arc::new(NoClock))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(IdentityVerifier))
+        .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    // Resumption would skip the certificate, and with it the identity proof.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// The rustls server configuration of a listener.
+pub(crate) fn server_config(
+    cert: &NodeCertificate,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, TlsSetupError> {
+    let mut config = rustls::ServerConfig::builder_with_details(provider(), Arc::new(NoClock))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(IdentityVerifier))
+        .with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    // 0-RTT would let a replayed first flight reach the application.
+    config.max_early_data_size = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The identity a certificate carries: its subject public key, if it is an
+/// ed25519 key that is a valid identity.
+pub(crate) fn identity_of(cert: &CertificateDer<'_>) -> Result<RemoteIdentity, rustls::Error> {
+    let parsed = webpki::EndEntityCert::try_from(cert)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let spki = parsed.subject_public_key_info();
+    let key = spki.as_ref().strip_prefix(&ED25519_SPKI_PREFIX[..]).ok_or(
+        rustls::Error::PeerIncompatible(PeerIncompatible::NoSignatureSchemesInCommon),
+    )?;
+    RemoteIdentity::try_from(key)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))
+}
+
+/// The identity of the peer of an established QUIC connection.
+pub(crate) fn peer_identity(session: &dyn quinn_proto::crypto::Session) -> Option<RemoteIdentity> {
+    let certs = session.peer_identity()?;
+    let certs = certs.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    identity_of(certs.first()?).ok()
+}
+
+/// Accepts a single self-signed certificate whose key is a valid ed25519
+/// identity and checks TLS 1.3 handshake signatures with that key. Used on
+/// both sides.
+#[derive(Debug)]
+struct IdentityVerifier;
+
+impl IdentityVerifier {
+    fn verify_cert(
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        if !intermediates.is_empty() {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ));
+        }
+        identity_of(end_entity).map(|_| ())
+    }
+
+    fn verify_signature(
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if dss.scheme != SignatureScheme::ED25519 {
+            return Err(rustls::Error::PeerIncompatible(
+                PeerIncompatible::NoSignatureSchemesInCommon,
+            ));
+        }
+        let parsed = webpki::EndEntityCert::try_from(cert)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        parsed
+            .verify_signature(webpki::ring::ED25519, message, dss.signature())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
+        Ok(HandshakeSignatureValid::assertion())
+    }
+}
+
+impl ServerCertVerifier for IdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Self::verify_cert(end_entity, intermediates)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Only TLS 1.3 is enabled, so rustls never asks.
+        Err(rustls::Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Self::verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+impl ClientCertVerifier for IdentityVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Self::verify_cert(end_entity, intermediates)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Self::verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_carries_the_identity() {
+        let identity = Identity::from_bytes(&[4; 32]);
+        let cert = NodeCertificate::new(&identity).unwrap();
+        assert_eq!(cert.chain.len(), 1);
+        assert_eq!(
+            identity_of(&cert.chain[0]).unwrap(),
+            identity.to_remote_identity()
+        );
+    }
+
+    #[test]
+    fn garbage_certificates_are_rejected() {
+        for bytes in [&[][..], &[0x30, 0x00][..], &[0xff; 64][..]] {
+            assert!(identity_of(&CertificateDer::from(bytes.to_vec())).is_err());
+        }
+    }
+
+    #[test]
+    fn configurations_build() {
+        let cert = NodeCertificate::new(&Identity::from_bytes(&[5; 32])).unwrap();
+        let client = client_config(&cert, b"pos-p2p/0.1").unwrap();
+        assert_eq!(client.alpn_protocols, vec![b"pos-p2p/0.1".to_vec()]);
+        let server = server_config(&cert, b"pos-p2p/0.1").unwrap();
+        assert_eq!(server.max_early_data_size, 0);
+    }
+}

@@ -1,0 +1,421 @@
+//! A deterministic in-memory network for [`Node`]s: virtual time, and links
+//! with seeded latency, jitter (reordering), loss, duplication and
+//! partitions. Time jumps straight to the next delivery or timer, so a test
+//! of a 30-second idle timeout takes milliseconds. The same seed gives the
+//! same schedule of faults.
+//!
+//! ```
+//! use pos_p2p_tests::sim::{Link, Sim};
+//!
+//! let mut sim = Sim::new(1, Link::lan());
+//! let a = sim.add_node(Sim::config(1));
+//! let b = sim.add_node(Sim::config(2));
+//! sim.connect(a, b);
+//! assert!(sim.run_until_connected(a, b));
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pos_p2p_protocol::node::{Event, Node, NodeConfig, ReadOutcome, StreamError, StreamId};
+use pos_p2p_protocol::semver::Version;
+use pos_p2p_protocol::{Identity, RemoteIdentity};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+/// The behaviour of every link of the simulated network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// One-way delay.
+    pub latency: Duration,
+    /// Extra delay, uniform in `0..=jitter`; reorders datagrams when larger
+    /// than their spacing.
+    pub jitter: Duration,
+    /// Probability that a datagram is dropped.
+    pub loss: f64,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+}
+
+impl Link {
+    /// A clean LAN: 1 ms one way, no faults.
+    pub fn lan() -> Self {
+        Self {
+            latency: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+/// One node of the simulation.
+#[derive(Debug)]
+pub struct SimNode {
+    /// The node under test.
+    pub node: Node,
+    /// Its address on the simulated network.
+    pub addr: SocketAddr,
+    /// Events it reported, oldest first; tests take from the front.
+    pub events: VecDeque<Event>,
+    /// Every event it ever reported, for assertions after the fact.
+    pub history: Vec<Event>,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// The simulated network and its nodes.
+#[derive(Debug)]
+pub struct Sim {
+    /// The virtual time.
+    pub now: Instant,
+    /// The time the simulation started.
+    pub start: Instant,
+    /// The nodes, by index.
+    pub nodes: Vec<SimNode>,
+    /// Link behaviour.
+    pub link: Link,
+    rng: ChaCha8Rng,
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    /// Node pairs that cannot reach each other.
+    partitions: BTreeSet<(usize, usize)>,
+    /// Datagrams sent, dropped and delivered, for tests that check faults
+    /// really happened.
+    pub stats: SimStats,
+    buf: Vec<u8>,
+}
+
+/// Counters of what the network did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Datagrams the nodes sent.
+    pub sent: u64,
+    /// Datagrams dropped by loss or partition.
+    pub dropped: u64,
+    /// Extra copies delivered.
+    pub duplicated: u64,
+    /// Datagrams delivered.
+    pub delivered: u64,
+}
+
+impl Sim {
+    /// An empty network whose faults are drawn from `seed`.
+    pub fn new(seed: u64, link: Link) -> Self {
+        // A fixed origin: virtual time only ever moves forward from it.
+        let start = Instant::now();
+        Self {
+            now: start,
+            start,
+            nodes: Vec::new(),
+            link,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            in_flight: BinaryHeap::new(),
+            seq: 0,
+            partitions: BTreeSet::new(),
+            stats: SimStats::default(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// A node configuration for application `sim` version 1.0.0 whose
+    /// identity and seed derive from `n`.
+    pub fn config(n: u8) -> NodeConfig {
+        Self::config_with_version(n, Version::new(1, 0, 0))
+    }
+
+    /// Like [`Sim::config`] with another application version.
+    pub fn config_with_version(n: u8, version: Version) -> NodeConfig {
+        let mut config = NodeConfig::new(Identity::from_bytes(&[n; 32]), "sim", version, [n; 32]);
+        config
+            .metadata
+            .insert("name", format!("node {n}"))
+            .expect("valid metadata");
+        config
+    }
+
+    /// Add a node; returns its index.
+    pub fn add_node(&mut self, config: NodeConfig) -> usize {
+        let index = self.nodes.len();
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 1, (index + 1) as u8)),
+            4433,
+        );
+        let node = Node::new(config, self.now).expect("valid node configuration");
+        self.nodes.push(SimNode {
+            node,
+            addr,
+            events: VecDeque::new(),
+            history: Vec::new(),
+        });
+        index
+    }
+
+    /// Replace node `index` with a fresh one (a restart), keeping its address.
+    pub fn restart(&mut self, index: usize, config: NodeConfig) {
+        self.nodes[index].node = Node::new(config, self.now).expect("valid node configuration");
+        self.nodes[index].events.clear();
+    }
+
+    /// The identity of node `index`.
+    pub fn id(&self, index: usize) -> RemoteIdentity {
+        self.nodes[index].node.local_identity()
+    }
+
+    /// Node `index` dials node `to`, pinning its identity.
+    pub fn connect(&mut self, index: usize, to: usize) {
+        let (addr, expected) = (self.nodes[to].addr, self.id(to));
+        self.nodes[index]
+            .node
+            .connect(self.now, addr, Some(expected))
+            .expect("connect");
+    }
+
+    /// Cut the link between `a` and `b` both ways.
+    pub fn partition(&mut self, a: usize, b: usize) {
+        self.partitions.insert((a.min(b), a.max(b)));
+    }
+
+    /// Restore the link between `a` and `b`.
+    pub fn heal(&mut self, a: usize, b: usize) {
+        self.partitions.remove(&(a.min(b), a.max(b)));
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes.iter().position(|n| n.addr == addr)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    /// Send every pending transmit of every node onto the network, and
+    /// collect every pending event.
+    pub fn flush(&mut self) {
+        for i in 0..self.nodes.len() {
+            loop {
+                let mut buf = std::mem::take(&mut self.buf);
+                let transmit = self.nodes[i].node.poll_transmit(self.now, 1, &mut buf);
+                let Some(transmit) = transmit else {
+                    self.buf = buf;
+                    break;
+                };
+                self.stats.sent += 1;
+                let from = self.nodes[i].addr;
+                let to = transmit.destination;
+                let data = buf[..transmit.size].to_vec();
+                self.buf = buf;
+                let cut = self
+                    .index_of(to)
+                    .is_none_or(|j| self.partitions.contains(&(i.min(j), i.max(j))));
+                let loss = self.link.loss;
+                if cut || self.chance(loss) {
+                    self.stats.dropped += 1;
+                    continue;
+                }
+                let copies = if self.chance(self.link.duplicate) {
+                    2
+                } else {
+                    1
+                };
+                self.stats.duplicated += copies - 1;
+                for _ in 0..copies {
+                    let jitter_ns = self.link.jitter.as_nanos() as u64;
+                    let jitter = if jitter_ns == 0 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_nanos(self.rng.next_u64() % (jitter_ns + 1))
+                    };
+                    self.seq += 1;
+                    self.in_flight.push(Reverse(InFlight {
+                        at: self.now + self.link.latency + jitter,
+                        seq: self.seq,
+                        from,
+                        to,
+                        data: data.clone(),
+                    }));
+                }
+            }
+            while let Some(event) = self.nodes[i].node.poll_event() {
+                self.nodes[i].history.push(event.clone());
+                self.nodes[i].events.push_back(event);
+            }
+        }
+    }
+
+    /// Advance to the next delivery or timer and process it. Returns false
+    /// when nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        self.flush();
+        let next_delivery = self.in_flight.peek().map(|Reverse(d)| d.at);
+        let next_timer = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.node.poll_timeout().map(|(at, _)| at))
+            .min();
+        let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {
+            return false;
+        };
+        self.now = self.now.max(next);
+        while self
+            .in_flight
+            .peek()
+            .is_some_and(|Reverse(d)| d.at <= self.now)
+        {
+            let Some(Reverse(datagram)) = self.in_flight.pop() else {
+                break;
+            };
+            if let Some(j) = self.index_of(datagram.to) {
+                self.stats.delivered += 1;
+                let now = self.now;
+                self.nodes[j].node.handle_datagram(
+                    now,
+                    datagram.from,
+                    None,
+                    None,
+                    BytesMut::from(&datagram.data[..]),
+                );
+            }
+        }
+        for i in 0..self.nodes.len() {
+            let due = self.nodes[i]
+                .node
+                .poll_timeout()
+                .is_some_and(|(at, _)| at <= self.now);
+            if due {
+                let now = self.now;
+                self.nodes[i].node.handle_timeout(now);
+            }
+        }
+        self.flush();
+        true
+    }
+
+    /// Step until `done` holds or `limit` of virtual time passes; returns
+    /// whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            self.flush();
+            if done(self) {
+                return true;
+            }
+            if self.now >= deadline || !self.step() {
+                return done(self);
+            }
+        }
+    }
+
+    /// Step for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let deadline = self.now + duration;
+        self.run_until(duration, |sim| sim.now >= deadline);
+    }
+
+    /// Run until `a` and `b` see each other connected (up to 10 s).
+    pub fn run_until_connected(&mut self, a: usize, b: usize) -> bool {
+        let (ida, idb) = (self.id(a), self.id(b));
+        self.run_until(Duration::from_secs(10), |sim| {
+            sim.nodes[a].node.peer(&idb).is_some() && sim.nodes[b].node.peer(&ida).is_some()
+        })
+    }
+
+    /// Remove and return the first event of node `index` that `pick` maps
+    /// to `Some`, running the network until one appears (up to `limit`).
+    pub fn take_event<T>(
+        &mut self,
+        index: usize,
+        limit: Duration,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> Option<T> {
+        let mut found = None;
+        self.run_until(limit, |sim| {
+            let events = &mut sim.nodes[index].events;
+            if let Some(pos) = events.iter().position(|e| pick(e).is_some()) {
+                found = events.remove(pos).and_then(|e| pick(&e));
+                true
+            } else {
+                false
+            }
+        });
+        found
+    }
+
+    /// Write all of `data` to `stream` on node `index`, then finish it,
+    /// stepping the network while flow control blocks.
+    pub fn write_all(
+        &mut self,
+        index: usize,
+        stream: StreamId,
+        data: &[u8],
+    ) -> Result<(), StreamError> {
+        let mut written = 0;
+        let deadline = self.now + Duration::from_secs(600);
+        while written < data.len() {
+            match self.nodes[index].node.write(stream, &data[written..]) {
+                Ok(n) => written += n,
+                Err(StreamError::Blocked) => {
+                    if self.now > deadline || !self.step() {
+                        return Err(StreamError::Blocked);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.nodes[index].node.finish(stream)
+    }
+
+    /// Read `stream` on node `index` to its end, stepping the network while
+    /// nothing is available. Returns the bytes, or the reset code.
+    pub fn read_to_end(
+        &mut self,
+        index: usize,
+        stream: StreamId,
+        limit: Duration,
+    ) -> Result<Vec<u8>, ReadEnd> {
+        let deadline = self.now + limit;
+        let mut data = Vec::new();
+        loop {
+            match self.nodes[index].node.read(stream, usize::MAX) {
+                Ok(ReadOutcome::Data(bytes)) => data.extend_from_slice(&bytes),
+                Ok(ReadOutcome::Finished) => return Ok(data),
+                Ok(ReadOutcome::Reset(code)) => return Err(ReadEnd::Reset(code)),
+                Ok(ReadOutcome::Blocked) => {
+                    if self.now > deadline || !self.step() {
+                        return Err(ReadEnd::TimedOut(data.len()));
+                    }
+                }
+                Err(e) => return Err(ReadEnd::Error(e)),
+            }
+        }
+    }
+}
+
+/// Why [`Sim::read_to_end`] did not reach the end of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// The peer reset the stream.
+    Reset(u64),
+    /// The stream or connection failed.
+    Error(StreamError),
+    /// The limit passed; this many bytes had arrived.
+    TimedOut(usize),
+}
+
+/// A deterministic pseudo-random payload of `len` bytes.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut data = vec![0; len];
+    rng.fill_bytes(&mut data);
+    data
+}

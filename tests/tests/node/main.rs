@@ -1,0 +1,4 @@
+//! The sans-IO node on the deterministic in-memory network: real QUIC, TLS,
+//! Hellos and streams between nodes in one process, in virtual time.
+
+mod connect;
