@@ -22,7 +22,8 @@
 //! let rejection = VersionPolicy::default().check(&ours, &theirs).unwrap_err();
 //! assert_eq!(
 //!     rejection.to_string(),
-//!     "application version 2.0.0 of the peer is incompatible with local 1.4.0: major versions must match"
+//!     "application versions are incompatible: 1.4.0 (rejecting node) and 2.0.0 \
+//!      (rejected node); major versions must match"
 //! );
 //! ```
 
@@ -134,8 +135,8 @@ impl VersionPolicy {
 }
 
 /// A peer's versions were rejected. Carries both sides' versions; its
-/// `Display` is the human-readable reason, written from the rejecting
-/// (local) side.
+/// `Display` is the human-readable reason, worded so that both the rejecting
+/// and the rejected node can show it as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Rejection {
     /// The rejecting node's versions.
@@ -167,25 +168,27 @@ fn caret_rule(version: &Version) -> &'static str {
 }
 
 impl fmt::Display for Rejection {
+    /// The same text on both sides of a connection: it names the rejecting
+    /// and the rejected node rather than "local" and "remote".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
             RejectReason::ProtocolIncompatible => write!(
                 f,
-                "protocol version {} of the peer is incompatible with local {}: {}",
-                self.remote.protocol,
+                "protocol versions are incompatible: {} (rejecting node) and {} (rejected node); {}",
                 self.local.protocol,
+                self.remote.protocol,
                 caret_rule(&self.local.protocol)
             ),
             RejectReason::AppIncompatible => write!(
                 f,
-                "application version {} of the peer is incompatible with local {}: {}",
-                self.remote.app,
+                "application versions are incompatible: {} (rejecting node) and {} (rejected node); {}",
                 self.local.app,
+                self.remote.app,
                 caret_rule(&self.local.app)
             ),
             RejectReason::AppRequirementUnmet(requirement) => write!(
                 f,
-                "application version {} of the peer does not satisfy the requirement {}",
+                "application version {} of the rejected node does not satisfy the rejecting node's requirement {}",
                 self.remote.app, requirement
             ),
         }
@@ -233,8 +236,8 @@ mod tests {
         assert_eq!(rejection.remote, remote);
         assert_eq!(
             rejection.to_string(),
-            "protocol version 0.2.0 of the peer is incompatible with local 0.1.0: \
-             0.x versions must match in major and minor"
+            "protocol versions are incompatible: 0.1.0 (rejecting node) and 0.2.0 \
+             (rejected node); 0.x versions must match in major and minor"
         );
     }
 
@@ -262,7 +265,8 @@ mod tests {
         assert_eq!(rejection.reason, RejectReason::AppRequirementUnmet(req));
         assert_eq!(
             rejection.to_string(),
-            "application version 1.2.9 of the peer does not satisfy the requirement >=1.3"
+            "application version 1.2.9 of the rejected node does not satisfy the \
+             rejecting node's requirement >=1.3"
         );
     }
 

@@ -146,6 +146,14 @@ pub enum Event {
         /// Why.
         reason: DisconnectReason,
     },
+    /// An incoming connection was refused or failed before it started:
+    /// too many connections, an incompatible ALPN, a malformed handshake.
+    IncomingRefused {
+        /// The address it came from.
+        addr: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+    },
     /// A connected peer sent new metadata.
     MetadataUpdated {
         /// The peer.
@@ -290,4 +298,6 @@ pub enum TimeoutReason {
     Connection(ConnectionId),
     /// The deadline of a connection's Hello exchange.
     Handshake(ConnectionId),
+    /// A connection that said Goodbye closes at the latest now.
+    Close(ConnectionId),
 }

@@ -19,6 +19,9 @@ pub(crate) const MAX_REQUIREMENT_LEN: usize = 256;
 
 const TAG_HELLO: u64 = 0;
 const TAG_METADATA: u64 = 1;
+const TAG_GOODBYE: u64 = 2;
+/// The longest close reason, in bytes.
+pub(crate) const MAX_CLOSE_REASON_LEN: usize = 512;
 
 /// What a node says about itself when a connection starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,14 @@ pub(crate) struct Hello {
 pub(crate) enum ControlMessage {
     Hello(Hello),
     Metadata(Metadata),
+    /// The sender is closing the connection with this code and reason (the
+    /// same as its CONNECTION_CLOSE will carry). Sent on the control stream
+    /// first because QUIC strips application close reasons during the
+    /// handshake.
+    Goodbye {
+        code: u64,
+        reason: bytes::Bytes,
+    },
     /// A message of a later protocol version; ignored.
     Unknown(u64),
 }
@@ -61,6 +72,11 @@ impl ControlMessage {
                 w.tag(TAG_METADATA);
                 metadata.encode(w);
             }
+            Self::Goodbye { code, reason } => {
+                w.tag(TAG_GOODBYE);
+                w.varint(*code);
+                w.bytes(reason, MAX_CLOSE_REASON_LEN);
+            }
             // Never sent.
             Self::Unknown(tag) => w.tag(*tag),
         }
@@ -82,6 +98,10 @@ impl ControlMessage {
                 })
             }
             TAG_METADATA => Self::Metadata(Metadata::decode(&mut r)?),
+            TAG_GOODBYE => Self::Goodbye {
+                code: r.varint()?,
+                reason: bytes::Bytes::copy_from_slice(r.bytes(MAX_CLOSE_REASON_LEN)?),
+            },
             // Extensibility: a later version may add messages; the frame
             // length lets us skip them.
             tag => return Ok(Self::Unknown(tag)),
@@ -210,6 +230,17 @@ mod tests {
         expected.extend(b"\x050.1.0\x05notes\x051.2.3");
         expected.extend(b"\x01\x04name\x06laptop");
         assert_eq!(body, &expected[..]);
+    }
+
+    #[test]
+    fn goodbye_round_trip() {
+        let message = ControlMessage::Goodbye {
+            code: close_code::VERSION_REJECTED,
+            reason: bytes::Bytes::from_static(b"why"),
+        };
+        let frame = message.to_frame();
+        assert_eq!(&frame[..], [6, 2, 1, 3, b'w', b'h', b'y']);
+        assert_eq!(ControlMessage::decode(&frame[1..]).unwrap(), message);
     }
 
     #[test]

@@ -159,6 +159,12 @@ struct Conn {
     /// Another connection to the same peer is kept: open no streams here,
     /// close once the open ones are done.
     superseded: bool,
+    /// A Goodbye was sent; the QUIC close (code, reason) follows once the
+    /// peer acknowledged it, or at the deadline.
+    pending_close: Option<(u64, Bytes, Instant)>,
+    /// The peer's Goodbye, which explains its close better than the close
+    /// frame can during the handshake.
+    peer_goodbye: Option<(u64, Bytes)>,
 }
 
 #[derive(Debug)]
@@ -346,6 +352,13 @@ impl Node {
                 continue;
             };
             conn.quic.handle_timeout(now);
+            if let Some((code, reason, at)) = conn.pending_close.take() {
+                if at <= now {
+                    conn.quic.close(now, VarInt::from_u32(code as u32), reason);
+                } else {
+                    conn.pending_close = Some((code, reason, at));
+                }
+            }
             let expired = conn.phase == Phase::Handshaking
                 && conn.handshake_deadline.is_some_and(|at| at <= now);
             if expired {
@@ -607,6 +620,9 @@ impl Node {
                     consider(at, TimeoutReason::Handshake(conn.id));
                 }
             }
+            if let Some((_, _, at)) = conn.pending_close {
+                consider(at, TimeoutReason::Close(conn.id));
+            }
         }
         next
     }
@@ -645,6 +661,8 @@ impl Node {
                 early_streams: Vec::new(),
                 streams: BTreeMap::new(),
                 superseded: false,
+                pending_close: None,
+                peer_goodbye: None,
             },
         );
         id
@@ -665,8 +683,13 @@ impl Node {
             || self.conns.len() >= self.config.limits.max_connections
             || handshaking >= self.config.limits.max_incoming_handshakes
         {
+            let addr = incoming.remote_address();
             let transmit = self.endpoint.refuse(incoming, scratch);
             self.queue_response(transmit, std::mem::take(scratch));
+            self.events.push_back(Event::IncomingRefused {
+                addr,
+                reason: DisconnectReason::Refused,
+            });
             return;
         }
         let addr = incoming.remote_address();
@@ -685,6 +708,16 @@ impl Node {
                 self.process(now, id);
             }
             Err(error) => {
+                let reason = match error.cause {
+                    ConnectionError::TransportError(e)
+                        if e.code == TransportErrorCode::crypto(ALPN_ALERT) =>
+                    {
+                        DisconnectReason::AlpnMismatch
+                    }
+                    other => DisconnectReason::Transport(other.to_string()),
+                };
+                self.events
+                    .push_back(Event::IncomingRefused { addr, reason });
                 if let Some(transmit) = error.response {
                     self.queue_response(transmit, std::mem::take(scratch));
                 }
@@ -821,6 +854,12 @@ impl Node {
             return;
         };
         conn.remote = Some(remote);
+        // Take the control stream (without reading it) so that a Goodbye
+        // can explain a mismatch to the peer.
+        self.accept_streams(now, id);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if let Some(expected) = conn.expected {
             if expected != remote {
                 self.close_conn(
@@ -846,7 +885,6 @@ impl Node {
             );
             return;
         }
-        self.accept_streams(now, id);
         self.read_control(now, id);
         self.try_establish(now, id);
     }
@@ -856,7 +894,10 @@ impl Node {
             return;
         };
         match event {
-            StreamEvent::Opened { dir: Dir::Bi } => self.accept_streams(now, id),
+            StreamEvent::Opened { dir: Dir::Bi } => {
+                self.accept_streams(now, id);
+                self.read_control(now, id);
+            }
             StreamEvent::Opened { dir: Dir::Uni } | StreamEvent::Available { .. } => {}
             StreamEvent::Readable { id: stream } => {
                 if Some(stream) == conn.control {
@@ -879,7 +920,12 @@ impl Node {
                 }
             }
             StreamEvent::Finished { id: stream } => {
-                if conn.streams.contains_key(&stream) {
+                if Some(stream) == conn.control {
+                    // The Goodbye was acknowledged: close for real.
+                    if let Some((code, reason, _)) = conn.pending_close.take() {
+                        conn.quic.close(now, VarInt::from_u32(code as u32), reason);
+                    }
+                } else if conn.streams.contains_key(&stream) {
                     let stream = StreamId {
                         conn: id,
                         id: stream,
@@ -955,9 +1001,6 @@ impl Node {
                     },
                 });
             }
-        }
-        if self.conns.get(&id).is_some_and(|c| c.control.is_some()) {
-            self.read_control(now, id);
         }
     }
 
@@ -1047,14 +1090,9 @@ impl Node {
                         local: self.config.app_name.clone(),
                         remote: hello.app_name,
                     };
-                    let text = reason.to_string();
-                    self.close_conn(
-                        now,
-                        id,
-                        close_code::APPLICATION_MISMATCH,
-                        Bytes::from(text.into_bytes()),
-                        reason,
-                    );
+                    // The reason names our application, for the peer to show.
+                    let ours = Bytes::from(self.config.app_name.clone().into_bytes());
+                    self.close_conn(now, id, close_code::APPLICATION_MISMATCH, ours, reason);
                     return;
                 }
                 if let Err(rejection) = self
@@ -1107,6 +1145,18 @@ impl Node {
                 }
                 self.events
                     .push_back(Event::MetadataUpdated { peer, metadata });
+            }
+            ControlMessage::Goodbye { code, reason } => {
+                let why = self.peer_close_reason(code, &reason);
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.peer_goodbye = Some((code, reason));
+                    conn.quic.close(
+                        now,
+                        VarInt::from_u32(close_code::NORMAL as u32),
+                        Bytes::new(),
+                    );
+                }
+                self.end_conn(id, why);
             }
             ControlMessage::Unknown(_) => {}
         }
@@ -1196,10 +1246,28 @@ impl Node {
         if conn.phase == Phase::Closed {
             return;
         }
-        // Codes are small constants; the reason is cut to what fits in one
-        // packet's CONNECTION_CLOSE frame.
-        let reason = reason.slice(..reason.len().min(512));
-        conn.quic.close(now, VarInt::from_u32(code as u32), reason);
+        let reason = reason.slice(..reason.len().min(hello::MAX_CLOSE_REASON_LEN));
+        match conn.control {
+            // QUIC replaces an application close sent before the handshake
+            // is confirmed with a bare APPLICATION_ERROR, losing the code
+            // and reason. So say goodbye on the control stream first (1-RTT
+            // data), and close once the peer has acknowledged it.
+            Some(control) if !conn.quic.is_handshaking() && conn.peer_goodbye.is_none() => {
+                let goodbye = ControlMessage::Goodbye {
+                    code,
+                    reason: reason.clone(),
+                };
+                conn.control_out.push_back(goodbye.to_frame());
+                flush_control(conn);
+                let _ = conn.quic.send_stream(control).finish();
+                let grace = (conn.quic.rtt() * 3).clamp(
+                    std::time::Duration::from_millis(10),
+                    std::time::Duration::from_secs(1),
+                );
+                conn.pending_close = Some((code, reason, now + grace));
+            }
+            _ => conn.quic.close(now, VarInt::from_u32(code as u32), reason),
+        }
         self.end_conn(id, local_reason);
     }
 
@@ -1251,28 +1319,47 @@ impl Node {
         });
     }
 
+    /// What the peer's close code and reason (from its Goodbye or its
+    /// CONNECTION_CLOSE) mean for this node.
+    fn peer_close_reason(&self, code: u64, reason: &[u8]) -> DisconnectReason {
+        let text = || String::from_utf8_lossy(reason).into_owned();
+        match code {
+            close_code::VERSION_REJECTED => match hello::decode_rejection(reason) {
+                Ok(rejection) => DisconnectReason::RejectedByPeer(Box::new(rejection)),
+                Err(_) => DisconnectReason::ClosedByPeer {
+                    code,
+                    reason: text(),
+                },
+            },
+            close_code::IDENTITY_MISMATCH => DisconnectReason::NotExpectedByPeer,
+            close_code::APPLICATION_MISMATCH => DisconnectReason::ApplicationMismatch {
+                local: self.config.app_name.clone(),
+                remote: text(),
+            },
+            close_code::DUPLICATE => DisconnectReason::Duplicate,
+            close_code::HANDSHAKE_TIMEOUT => DisconnectReason::HandshakeTimeout,
+            close_code::PROTOCOL_VIOLATION => DisconnectReason::ClosedByPeer {
+                code,
+                reason: text(),
+            },
+            _ => DisconnectReason::ClosedByPeer {
+                code,
+                reason: text(),
+            },
+        }
+    }
+
     fn lost_reason(&self, id: ConnectionId, error: ConnectionError) -> DisconnectReason {
+        if let Some((code, reason)) = self.conns.get(&id).and_then(|c| c.peer_goodbye.as_ref()) {
+            return self.peer_close_reason(*code, reason);
+        }
         let handshaking = self
             .conns
             .get(&id)
             .is_some_and(|c| c.phase == Phase::Handshaking);
         match error {
             ConnectionError::ApplicationClosed(close) => {
-                let code = close.error_code.into_inner();
-                let text = String::from_utf8_lossy(&close.reason).into_owned();
-                match code {
-                    close_code::VERSION_REJECTED => match hello::decode_rejection(&close.reason) {
-                        Ok(rejection) => DisconnectReason::RejectedByPeer(Box::new(rejection)),
-                        Err(_) => DisconnectReason::ClosedByPeer { code, reason: text },
-                    },
-                    close_code::IDENTITY_MISMATCH => DisconnectReason::NotExpectedByPeer,
-                    close_code::APPLICATION_MISMATCH => DisconnectReason::ApplicationMismatch {
-                        local: self.config.app_name.clone(),
-                        remote: String::new(),
-                    },
-                    close_code::DUPLICATE => DisconnectReason::Duplicate,
-                    _ => DisconnectReason::ClosedByPeer { code, reason: text },
-                }
+                self.peer_close_reason(close.error_code.into_inner(), &close.reason)
             }
             ConnectionError::ConnectionClosed(close)
                 if close.error_code == TransportErrorCode::crypto(ALPN_ALERT) =>

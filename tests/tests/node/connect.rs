@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use pos_p2p_protocol::node::{Direction, Event};
+use pos_p2p_protocol::node::{Direction, DisconnectReason, Event};
+use pos_p2p_protocol::semver::Version;
+use pos_p2p_protocol::version::{RejectReason, VersionPolicy};
 use pos_p2p_tests::sim::{Link, Sim};
 
 #[test]
@@ -40,4 +42,182 @@ fn connect_exchanges_hellos_without_an_extra_round_trip() {
         "dialer ready after {dialer_ready:?}, one RTT is {rtt:?}"
     );
     println!("dialer connected after {dialer_ready:?} (RTT {rtt:?})");
+}
+
+#[test]
+fn identity_mismatch_fails_the_dialer_with_both_identities() {
+    let mut sim = Sim::new(2, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    let c = sim.add_node(Sim::config(3));
+    // a dials b's address but expects c.
+    let (addr, wrong) = (sim.nodes[b].addr, sim.id(c));
+    let now = sim.now;
+    sim.nodes[a].node.connect(now, addr, Some(wrong)).unwrap();
+    let reason = sim
+        .take_event(a, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("a fails");
+    assert_eq!(
+        reason,
+        DisconnectReason::IdentityMismatch {
+            expected: sim.id(c),
+            actual: sim.id(b)
+        }
+    );
+    let reason_b = sim
+        .take_event(b, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, peer, .. } => Some((reason.clone(), *peer)),
+            _ => None,
+        })
+        .expect("b is told");
+    assert_eq!(
+        reason_b,
+        (DisconnectReason::NotExpectedByPeer, Some(sim.id(a)))
+    );
+    assert!(sim.nodes[a].node.peer(&sim.id(b)).is_none());
+    assert!(sim.nodes[b].node.peer(&sim.id(a)).is_none());
+    assert!(
+        !sim.nodes[a]
+            .history
+            .iter()
+            .any(|e| matches!(e, Event::Connected(_)))
+    );
+}
+
+#[test]
+fn dialing_without_an_expected_identity_learns_it() {
+    let mut sim = Sim::new(3, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    let (addr, now) = (sim.nodes[b].addr, sim.now);
+    sim.nodes[a].node.connect(now, addr, None).unwrap();
+    assert!(sim.run_until_connected(a, b));
+    assert_eq!(
+        sim.nodes[a].node.peers().next().unwrap().identity,
+        sim.id(b)
+    );
+}
+
+#[test]
+fn incompatible_application_versions_are_rejected_with_the_reason_on_both_sides() {
+    let mut sim = Sim::new(4, Link::lan());
+    let a = sim.add_node(Sim::config_with_version(1, Version::new(1, 4, 0)));
+    let b = sim.add_node(Sim::config_with_version(2, Version::new(2, 0, 0)));
+    sim.connect(a, b);
+    let failed = |sim: &mut Sim, i: usize| {
+        sim.take_event(i, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("connection fails")
+    };
+    let (at_a, at_b) = (failed(&mut sim, a), failed(&mut sim, b));
+    // The listener speaks first, so the dialer a sees b's Hello first and
+    // rejects it; b learns exactly what a decided.
+    let DisconnectReason::VersionRejected(ours) = &at_a else {
+        panic!("a should reject: {at_a:?}");
+    };
+    let DisconnectReason::RejectedByPeer(theirs) = &at_b else {
+        panic!("b should be rejected: {at_b:?}");
+    };
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.reason, RejectReason::AppIncompatible);
+    let text = "application versions are incompatible: 1.4.0 (rejecting node) and 2.0.0 \
+                (rejected node); major versions must match";
+    assert_eq!(ours.to_string(), text);
+    assert_eq!(at_a.to_string(), format!("rejected the peer: {text}"));
+    assert_eq!(at_b.to_string(), format!("rejected by the peer: {text}"));
+    assert!(sim.nodes[a].node.peers().next().is_none());
+    assert!(sim.nodes[b].node.peers().next().is_none());
+}
+
+#[test]
+fn a_version_requirement_is_enforced_by_the_dialer_too() {
+    let mut sim = Sim::new(5, Link::lan());
+    let mut strict = Sim::config_with_version(1, Version::new(1, 5, 0));
+    strict.version_policy = VersionPolicy::default().require_app_version(">=1.3".parse().unwrap());
+    let a = sim.add_node(strict);
+    let b = sim.add_node(Sim::config_with_version(2, Version::new(1, 2, 0)));
+    sim.connect(a, b);
+    let at_a = sim
+        .take_event(a, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let at_b = sim
+        .take_event(b, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let DisconnectReason::VersionRejected(rejection) = at_a else {
+        panic!("{at_a:?}")
+    };
+    assert_eq!(at_b, DisconnectReason::RejectedByPeer(rejection.clone()));
+    assert_eq!(
+        rejection.reason,
+        RejectReason::AppRequirementUnmet(">=1.3".parse().unwrap())
+    );
+}
+
+#[test]
+fn different_protocol_majors_fail_at_alpn() {
+    let mut sim = Sim::new(6, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let mut other = Sim::config(2);
+    other.versions.protocol = Version::new(7, 0, 0);
+    let b = sim.add_node(other);
+    sim.connect(a, b);
+    let at_a = sim
+        .take_event(a, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the dialer reports the failure");
+    assert_eq!(at_a, DisconnectReason::AlpnMismatch);
+    // The listener never had a connection: it reports a refused attempt.
+    let at_b = sim
+        .take_event(b, Duration::from_secs(5), |e| match e {
+            Event::IncomingRefused { reason, addr } => Some((reason.clone(), *addr)),
+            _ => None,
+        })
+        .expect("the listener reports the refusal");
+    assert_eq!(at_b, (DisconnectReason::AlpnMismatch, sim.nodes[a].addr));
+}
+
+#[test]
+fn different_applications_refuse_each_other() {
+    let mut sim = Sim::new(7, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let mut other = Sim::config(2);
+    other.app_name = "photos".into();
+    let b = sim.add_node(other);
+    sim.connect(a, b);
+    let at_b = sim
+        .take_event(b, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        at_b,
+        DisconnectReason::ApplicationMismatch {
+            local: "photos".into(),
+            remote: "sim".into()
+        }
+    );
+    let at_a = sim
+        .take_event(a, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        matches!(at_a, DisconnectReason::ApplicationMismatch { .. }),
+        "{at_a:?}"
+    );
 }
