@@ -20,6 +20,7 @@ pub(crate) const MAX_REQUIREMENT_LEN: usize = 256;
 const TAG_HELLO: u64 = 0;
 const TAG_METADATA: u64 = 1;
 const TAG_GOODBYE: u64 = 2;
+const TAG_SUPERSEDED: u64 = 3;
 /// The longest close reason, in bytes.
 pub(crate) const MAX_CLOSE_REASON_LEN: usize = 512;
 
@@ -43,6 +44,11 @@ pub(crate) enum ControlMessage {
     Goodbye {
         code: u64,
         reason: bytes::Bytes,
+    },
+    /// The sender keeps another connection to this peer and opens no more
+    /// streams on this one; it had opened `opened` bidirectional streams.
+    Superseded {
+        opened: u64,
     },
     /// A message of a later protocol version; ignored.
     Unknown(u64),
@@ -72,6 +78,10 @@ impl ControlMessage {
                 w.tag(TAG_METADATA);
                 metadata.encode(w);
             }
+            Self::Superseded { opened } => {
+                w.tag(TAG_SUPERSEDED);
+                w.varint(*opened);
+            }
             Self::Goodbye { code, reason } => {
                 w.tag(TAG_GOODBYE);
                 w.varint(*code);
@@ -98,6 +108,9 @@ impl ControlMessage {
                 })
             }
             TAG_METADATA => Self::Metadata(Metadata::decode(&mut r)?),
+            TAG_SUPERSEDED => Self::Superseded {
+                opened: r.varint()?,
+            },
             TAG_GOODBYE => Self::Goodbye {
                 code: r.varint()?,
                 reason: bytes::Bytes::copy_from_slice(r.bytes(MAX_CLOSE_REASON_LEN)?),

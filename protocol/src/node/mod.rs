@@ -59,6 +59,7 @@ mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -159,6 +160,12 @@ struct Conn {
     /// Another connection to the same peer is kept: open no streams here,
     /// close once the open ones are done.
     superseded: bool,
+    /// The peer's `Superseded`: how many streams it opened here in all.
+    peer_superseded: Option<u64>,
+    /// Application streams this node opened here.
+    opened: u64,
+    /// Application streams the peer opened here that were accepted.
+    accepted: u64,
     /// A Goodbye was sent; the QUIC close (code, reason) follows once the
     /// peer acknowledged it, or at the deadline.
     pending_close: Option<(u64, Bytes, Instant)>,
@@ -426,6 +433,7 @@ impl Node {
             .open(Dir::Bi)
             .ok_or(StreamError::StreamsExhausted)?;
         conn.streams.insert(id, StreamHalves::default());
+        conn.opened += 1;
         Ok(StreamId { conn: conn_id, id })
     }
 
@@ -572,8 +580,7 @@ impl Node {
         let order: Vec<ConnectionId> = match start {
             Some(cursor) => self
                 .conns
-                .range(cursor..)
-                .skip(1)
+                .range((Bound::Excluded(cursor), Bound::Unbounded))
                 .chain(self.conns.range(..=cursor))
                 .map(|(id, _)| *id)
                 .collect(),
@@ -661,6 +668,9 @@ impl Node {
                 early_streams: Vec::new(),
                 streams: BTreeMap::new(),
                 superseded: false,
+                peer_superseded: None,
+                opened: 0,
+                accepted: 0,
                 pending_close: None,
                 peer_goodbye: None,
             },
@@ -776,19 +786,43 @@ impl Node {
         self.close_if_drained_duplicate(stream.conn);
     }
 
+    /// Stop opening streams on a duplicate connection and tell the peer how
+    /// many were opened, so it knows when none are in flight any more.
+    fn supersede(&mut self, id: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.superseded || conn.phase != Phase::Established {
+            return;
+        }
+        conn.superseded = true;
+        let message = ControlMessage::Superseded {
+            opened: conn.opened,
+        };
+        conn.control_out.push_back(message.to_frame());
+        flush_control(conn);
+        self.close_if_drained_duplicate(id);
+    }
+
+    /// Close a duplicate connection once both sides gave it up and every
+    /// stream either side opened on it has been seen and is done.
     fn close_if_drained_duplicate(&mut self, id: ConnectionId) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.superseded && conn.streams.is_empty() && conn.phase == Phase::Established {
-            // Commands carry no time: the latest input's is close enough for
-            // the closing timer.
-            conn.quic.close(
-                self.now,
-                VarInt::from_u32(close_code::DUPLICATE as u32),
+        let drained = conn.superseded
+            && conn.phase == Phase::Established
+            && conn.peer_superseded.is_some_and(|n| conn.accepted >= n)
+            && conn.streams.is_empty();
+        if drained {
+            let now = self.now;
+            self.close_conn(
+                now,
+                id,
+                close_code::DUPLICATE,
                 Bytes::from_static(b"duplicate connection"),
+                DisconnectReason::Duplicate,
             );
-            self.end_conn(id, DisconnectReason::Duplicate);
         }
     }
 
@@ -984,6 +1018,7 @@ impl Node {
                 continue;
             }
             conn.streams.insert(stream, StreamHalves::default());
+            conn.accepted += 1;
             if conn.phase == Phase::Established {
                 announce.push(stream);
             } else {
@@ -1146,6 +1181,10 @@ impl Node {
                 self.events
                     .push_back(Event::MetadataUpdated { peer, metadata });
             }
+            ControlMessage::Superseded { opened } => {
+                conn.peer_superseded = Some(opened);
+                self.close_if_drained_duplicate(id);
+            }
             ControlMessage::Goodbye { code, reason } => {
                 let why = self.peer_close_reason(code, &reason);
                 if let Some(conn) = self.conns.get_mut(&id) {
@@ -1215,10 +1254,7 @@ impl Node {
                 } else {
                     id
                 };
-                if let Some(loser) = self.conns.get_mut(&loser) {
-                    loser.superseded = true;
-                }
-                self.close_if_drained_duplicate(loser);
+                self.supersede(loser);
             }
         }
         for stream in early {

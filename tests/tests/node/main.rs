@@ -2,3 +2,5 @@
 //! Hellos and streams between nodes in one process, in virtual time.
 
 mod connect;
+mod lifecycle;
+mod streams;

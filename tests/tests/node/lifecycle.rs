@@ -1,0 +1,229 @@
+//! Connections over time: idle timeouts, restarts, dial races, metadata
+//! updates, closing.
+
+use std::time::Duration;
+
+use pos_p2p_protocol::Metadata;
+use pos_p2p_protocol::node::{DisconnectReason, Event};
+use pos_p2p_tests::sim::{Link, Sim, payload};
+
+fn disconnected(sim: &mut Sim, node: usize, limit: Duration) -> Option<DisconnectReason> {
+    sim.take_event(node, limit, |e| match e {
+        Event::Disconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_silent_peer_times_out_on_both_sides() {
+    let mut sim = Sim::new(20, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    // Keep-alives hold an idle connection open well past the idle timeout.
+    sim.run_for(Duration::from_secs(90));
+    assert!(
+        sim.nodes[a].node.peer(&sim.id(b)).is_some(),
+        "keep-alive works"
+    );
+    sim.partition(a, b);
+    let cut = sim.now;
+    let idle = sim.nodes[a].node.config().timeouts.idle;
+    assert_eq!(
+        disconnected(&mut sim, a, idle * 2),
+        Some(DisconnectReason::TimedOut)
+    );
+    assert!(
+        sim.now - cut <= idle + Duration::from_secs(1),
+        "within the idle timeout"
+    );
+    assert_eq!(
+        disconnected(&mut sim, b, idle * 2),
+        Some(DisconnectReason::TimedOut)
+    );
+    // Both nodes forget the connection entirely.
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.nodes[a].node.connection_count(), 0);
+    assert_eq!(sim.nodes[b].node.connection_count(), 0);
+}
+
+#[test]
+fn a_restarted_peer_is_reconnected() {
+    let mut sim = Sim::new(21, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    // b restarts with the same identity and a fresh random seed, as a real
+    // process would: it no longer knows the connection.
+    let mut restarted = Sim::config(2);
+    restarted.rng_seed = [99; 32];
+    sim.restart(b, restarted);
+    let now = sim.now;
+    sim.nodes[a].node.handle_timeout(now);
+    let peer = sim.id(b);
+    let _ = sim.nodes[a]
+        .node
+        .open_stream(now, &peer)
+        .map(|s| sim.nodes[a].node.write(s, b"x"));
+    let reason = disconnected(&mut sim, a, Duration::from_secs(60)).expect("a notices");
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::Transport(_) | DisconnectReason::TimedOut
+        ),
+        "{reason:?}"
+    );
+    sim.connect(a, b);
+    let ok = sim.run_until_connected(a, b);
+    assert!(ok, "a reconnects to the new b");
+}
+
+#[test]
+fn simultaneous_dials_settle_on_one_connection_without_losing_streams() {
+    for seed in 0..8 {
+        let mut sim = Sim::new(100 + seed, Link::lan());
+        let a = sim.add_node(Sim::config(1));
+        let b = sim.add_node(Sim::config(2));
+        sim.connect(a, b);
+        sim.connect(b, a);
+        assert!(sim.run_until_connected(a, b), "seed {seed}");
+        // Each side opens a stream at once, on whichever connection it
+        // considers primary right now.
+        let (ida, idb) = (sim.id(a), sim.id(b));
+        let now = sim.now;
+        let from_a = sim.nodes[a].node.open_stream(now, &idb).unwrap();
+        let from_b = sim.nodes[b].node.open_stream(now, &ida).unwrap();
+        let (da, db) = (payload(seed, 100_000), payload(seed + 1000, 100_000));
+        sim.write_all(a, from_a, &da).unwrap();
+        sim.write_all(b, from_b, &db).unwrap();
+        let at_b = sim
+            .take_event(b, Duration::from_secs(5), |e| match e {
+                Event::IncomingStream { stream, .. } => Some(*stream),
+                _ => None,
+            })
+            .expect("b gets a's stream");
+        let at_a = sim
+            .take_event(a, Duration::from_secs(5), |e| match e {
+                Event::IncomingStream { stream, .. } => Some(*stream),
+                _ => None,
+            })
+            .expect("a gets b's stream");
+        assert!(sim.read_to_end(b, at_b, Duration::from_secs(5)).unwrap() == da);
+        assert!(sim.read_to_end(a, at_a, Duration::from_secs(5)).unwrap() == db);
+        // Finish the other halves so every stream is done on both sides.
+        sim.write_all(b, at_b, b"ok").unwrap();
+        sim.write_all(a, at_a, b"ok").unwrap();
+        assert_eq!(
+            sim.read_to_end(a, from_a, Duration::from_secs(5)).unwrap(),
+            b"ok"
+        );
+        assert_eq!(
+            sim.read_to_end(b, from_b, Duration::from_secs(5)).unwrap(),
+            b"ok"
+        );
+        sim.run_for(Duration::from_secs(2));
+        for (i, other) in [(a, idb), (b, ida)] {
+            let connected = sim.nodes[i]
+                .history
+                .iter()
+                .filter(|e| matches!(e, Event::Connected(_)))
+                .count();
+            assert_eq!(connected, 1, "seed {seed}: one Connected event on node {i}");
+            assert!(
+                !sim.nodes[i]
+                    .history
+                    .iter()
+                    .any(|e| matches!(e, Event::Disconnected { .. })),
+                "seed {seed}: node {i} stays connected"
+            );
+            assert_eq!(
+                sim.nodes[i].node.connection_count(),
+                1,
+                "seed {seed}: the duplicate is gone"
+            );
+            assert!(sim.nodes[i].node.peer(&other).is_some());
+        }
+        // Both kept the same connection: the one dialed by the smaller identity.
+        let dialer = ida.min(idb);
+        let kept_a = sim.nodes[a].node.peer(&idb).unwrap().direction;
+        let expected_a = if dialer == ida {
+            pos_p2p_protocol::node::Direction::Outbound
+        } else {
+            pos_p2p_protocol::node::Direction::Inbound
+        };
+        assert_eq!(kept_a, expected_a, "seed {seed}");
+    }
+}
+
+#[test]
+fn metadata_updates_reach_connected_peers() {
+    let mut sim = Sim::new(22, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let mut metadata = Metadata::new();
+    metadata.insert("name", "renamed").unwrap();
+    sim.nodes[a].node.set_metadata(metadata.clone());
+    let ida = sim.id(a);
+    let update = sim.take_event(b, Duration::from_secs(1), |e| match e {
+        Event::MetadataUpdated { peer, metadata } if *peer == ida => Some(metadata.clone()),
+        _ => None,
+    });
+    assert_eq!(update, Some(metadata.clone()));
+    assert_eq!(sim.nodes[b].node.peer(&ida).unwrap().metadata, metadata);
+}
+
+#[test]
+fn closing_tells_the_peer_why() {
+    let mut sim = Sim::new(23, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let (now, idb) = (sim.now, sim.id(b));
+    sim.nodes[a]
+        .node
+        .close(now, &idb, "user removed the device");
+    assert_eq!(
+        disconnected(&mut sim, a, Duration::from_secs(1)),
+        Some(DisconnectReason::ClosedLocally)
+    );
+    assert_eq!(
+        disconnected(&mut sim, b, Duration::from_secs(1)),
+        Some(DisconnectReason::ClosedByPeer {
+            code: 0,
+            reason: "user removed the device".into()
+        })
+    );
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.nodes[a].node.is_idle() && sim.nodes[b].node.is_idle());
+}
+
+#[test]
+fn shutdown_closes_everything_and_refuses_new_dials() {
+    let mut sim = Sim::new(24, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    let c = sim.add_node(Sim::config(3));
+    sim.connect(a, b);
+    sim.connect(c, b);
+    assert!(sim.run_until_connected(a, b) && sim.run_until_connected(c, b));
+    let now = sim.now;
+    sim.nodes[b].node.shutdown(now);
+    assert!(sim.run_until(Duration::from_secs(5), |sim| sim.nodes[b].node.is_idle()));
+    for i in [a, c] {
+        assert!(matches!(
+            disconnected(&mut sim, i, Duration::from_secs(1)),
+            Some(DisconnectReason::ClosedByPeer { .. })
+        ));
+    }
+    sim.connect(a, b);
+    let refused = sim.take_event(a, Duration::from_secs(5), |e| match e {
+        Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(refused, Some(DisconnectReason::Refused));
+}
