@@ -73,7 +73,7 @@ impl Identity {
 
     /// The public half of this identity, as other nodes see it.
     pub fn to_remote_identity(&self) -> RemoteIdentity {
-        RemoteIdentity(self.key.verifying_key())
+        RemoteIdentity(self.key.verifying_key().to_bytes())
     }
 }
 
@@ -99,8 +99,8 @@ impl fmt::Debug for Identity {
 /// assert_eq!(text.len(), 52);
 /// assert_eq!(text.parse::<RemoteIdentity>().unwrap(), id);
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RemoteIdentity(VerifyingKey);
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteIdentity([u8; PUBLIC_KEY_LEN]);
 
 impl RemoteIdentity {
     /// Validate a 32-byte ed25519 public key.
@@ -112,12 +112,14 @@ impl RemoteIdentity {
         if key.is_weak() {
             return Err(IdentityError::WeakKey);
         }
-        Ok(Self(key))
+        // Only the 32 bytes are kept: a cheap `Copy` key for maps, ordered
+        // bytewise. The point is decompressed again to verify.
+        Ok(Self(*bytes))
     }
 
     /// The 32 bytes of the public key.
     pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// Verify an ed25519 signature made by this identity over `message`.
@@ -129,8 +131,9 @@ impl RemoteIdentity {
         signature: &[u8; SIGNATURE_LEN],
     ) -> Result<(), SignatureError> {
         let signature = ed25519_dalek::Signature::from_bytes(signature);
-        self.0
-            .verify_strict(message, &signature)
+        // Validated on construction, so decompression succeeds.
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError)?;
+        key.verify_strict(message, &signature)
             .map_err(|_| SignatureError)
     }
 }
@@ -158,18 +161,6 @@ impl TryFrom<&[u8]> for RemoteIdentity {
                 actual: bytes.len(),
             })?;
         Self::from_bytes(bytes)
-    }
-}
-
-impl PartialOrd for RemoteIdentity {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for RemoteIdentity {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        self.as_bytes().cmp(other.as_bytes())
     }
 }
 

@@ -243,6 +243,8 @@ mod tests {
         expected.extend(b"\x050.1.0\x05notes\x051.2.3");
         expected.extend(b"\x01\x04name\x06laptop");
         assert_eq!(body, &expected[..]);
+        // The example in docs/PROTOCOL.md §7.1.
+        assert_eq!(frame[0], 32);
     }
 
     #[test]

@@ -52,9 +52,13 @@
 //! and closed once its streams are done, so no stream opened during the race
 //! is cut off.
 
+mod close;
 mod config;
+mod conn;
+mod control;
 mod event;
 mod hello;
+mod setup;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -65,8 +69,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    ConnectionError, ConnectionHandle, DatagramEvent, Dir, Side, StreamEvent, TransportErrorCode,
-    VarInt,
+    ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, TransportErrorCode, VarInt,
 };
 
 pub use config::{Limits, NodeConfig, Timeouts};
@@ -80,8 +83,10 @@ pub use tls::TlsSetupError;
 use crate::RemoteIdentity;
 use crate::codec::FrameDecoder;
 use crate::metadata::Metadata;
+use conn::{Conn, Phase, StreamHalves, flush_control, send_hello};
 pub use event::Direction;
-use hello::{ControlMessage, Hello, MAX_CONTROL_MESSAGE_LEN, close_code};
+use hello::{ControlMessage, MAX_CONTROL_MESSAGE_LEN, close_code};
+use setup::{NoClock, derive_seeds, transport_config};
 
 /// The ALPN protocol id for a protocol version: the protocol's name and its
 /// major version (`pos-p2p/1`), or for `0.x` versions its major and minor
@@ -115,63 +120,6 @@ pub enum NodeError {
     /// A limit or timeout cannot be used.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
-}
-
-/// The phase of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// TLS and the Hello exchange are under way.
-    Handshaking,
-    /// Both Hellos were accepted.
-    Established,
-    /// Closed or lost; waiting for QUIC to drain it.
-    Closed,
-}
-
-/// Per application stream: which halves are still open, so that a drained
-/// duplicate connection can be closed once it carries nothing.
-#[derive(Debug, Clone, Copy, Default)]
-struct StreamHalves {
-    send_done: bool,
-    recv_done: bool,
-}
-
-#[derive(Debug)]
-struct Conn {
-    id: ConnectionId,
-    handle: ConnectionHandle,
-    quic: quinn_proto::Connection,
-    direction: Direction,
-    addr: SocketAddr,
-    expected: Option<RemoteIdentity>,
-    remote: Option<RemoteIdentity>,
-    phase: Phase,
-    control: Option<quinn_proto::StreamId>,
-    control_decoder: FrameDecoder,
-    /// Control-stream bytes not yet accepted by flow control.
-    control_out: VecDeque<Bytes>,
-    local_hello_sent: bool,
-    remote_hello: Option<Hello>,
-    handshake_deadline: Option<Instant>,
-    /// Peer-opened streams that arrived before the connection was
-    /// established; announced when it is.
-    early_streams: Vec<quinn_proto::StreamId>,
-    streams: BTreeMap<quinn_proto::StreamId, StreamHalves>,
-    /// Another connection to the same peer is kept: open no streams here,
-    /// close once the open ones are done.
-    superseded: bool,
-    /// The peer's `Superseded`: how many streams it opened here in all.
-    peer_superseded: Option<u64>,
-    /// Application streams this node opened here.
-    opened: u64,
-    /// Application streams the peer opened here that were accepted.
-    accepted: u64,
-    /// A Goodbye was sent; the QUIC close (code, reason) follows once the
-    /// peer acknowledged it, or at the deadline.
-    pending_close: Option<(u64, Bytes, Instant)>,
-    /// The peer's Goodbye, which explains its close better than the close
-    /// frame can during the handshake.
-    peer_goodbye: Option<(u64, Bytes)>,
 }
 
 #[derive(Debug)]
@@ -622,10 +570,10 @@ impl Node {
             if let Some(at) = conn.quic.poll_timeout() {
                 consider(at, TimeoutReason::Connection(conn.id));
             }
-            if conn.phase == Phase::Handshaking {
-                if let Some(at) = conn.handshake_deadline {
-                    consider(at, TimeoutReason::Handshake(conn.id));
-                }
+            if conn.phase == Phase::Handshaking
+                && let Some(at) = conn.handshake_deadline
+            {
+                consider(at, TimeoutReason::Handshake(conn.id));
             }
             if let Some((_, _, at)) = conn.pending_close {
                 consider(at, TimeoutReason::Close(conn.id));
@@ -709,11 +657,11 @@ impl Node {
                 // The listener speaks first: its Hello goes out with its
                 // handshake flight (0.5-RTT data), so the dialer is ready
                 // as soon as its own handshake completes.
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    if let Some(control) = conn.quic.streams().open(Dir::Bi) {
-                        conn.control = Some(control);
-                        send_hello(conn, &self.config);
-                    }
+                if let Some(conn) = self.conns.get_mut(&id)
+                    && let Some(control) = conn.quic.streams().open(Dir::Bi)
+                {
+                    conn.control = Some(control);
+                    send_hello(conn, &self.config);
                 }
                 self.process(now, id);
             }
@@ -844,16 +792,10 @@ impl Node {
         }
         let drained = self.conns.get(&id).is_some_and(|c| c.quic.is_drained());
         if drained {
+            // Drained without a lost event (not expected): report it closed.
+            self.end_conn(id, DisconnectReason::ClosedLocally);
             if let Some(conn) = self.conns.remove(&id) {
                 self.by_handle.remove(&conn.handle);
-                if conn.phase != Phase::Closed {
-                    // Drained without a lost event: treat as closed.
-                    self.conns.insert(id, conn);
-                    self.end_conn(id, DisconnectReason::ClosedLocally);
-                    if let Some(conn) = self.conns.remove(&id) {
-                        self.by_handle.remove(&conn.handle);
-                    }
-                }
             }
         }
     }
@@ -894,20 +836,20 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if let Some(expected) = conn.expected {
-            if expected != remote {
-                self.close_conn(
-                    now,
-                    id,
-                    close_code::IDENTITY_MISMATCH,
-                    Bytes::from_static(b"unexpected identity"),
-                    DisconnectReason::IdentityMismatch {
-                        expected,
-                        actual: remote,
-                    },
-                );
-                return;
-            }
+        if let Some(expected) = conn.expected
+            && expected != remote
+        {
+            self.close_conn(
+                now,
+                id,
+                close_code::IDENTITY_MISMATCH,
+                Bytes::from_static(b"unexpected identity"),
+                DisconnectReason::IdentityMismatch {
+                    expected,
+                    actual: remote,
+                },
+            );
+            return;
         }
         if remote == self.local {
             self.close_conn(
@@ -997,210 +939,6 @@ impl Node {
         }
     }
 
-    /// Accept peer-opened bidirectional streams: the control stream (the
-    /// listener's first stream) and application streams.
-    fn accept_streams(&mut self, now: Instant, id: ConnectionId) {
-        let _ = now;
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        // Streams are only announced once the peer's identity is known.
-        if conn.remote.is_none() || conn.phase == Phase::Closed {
-            return;
-        }
-        let mut announce = Vec::new();
-        while let Some(stream) = conn.quic.streams().accept(Dir::Bi) {
-            let is_control = conn.direction == Direction::Outbound
-                && stream.initiator() == Side::Server
-                && stream.index() == 0;
-            if is_control {
-                conn.control = Some(stream);
-                continue;
-            }
-            conn.streams.insert(stream, StreamHalves::default());
-            conn.accepted += 1;
-            if conn.phase == Phase::Established {
-                announce.push(stream);
-            } else {
-                conn.early_streams.push(stream);
-            }
-        }
-        let peer = conn.remote;
-        if let Some(peer) = peer {
-            for stream in announce {
-                self.events.push_back(Event::IncomingStream {
-                    peer,
-                    stream: StreamId {
-                        conn: id,
-                        id: stream,
-                    },
-                });
-            }
-        }
-    }
-
-    fn read_control(&mut self, now: Instant, id: ConnectionId) {
-        let mut messages = Vec::new();
-        let mut failure: Option<String> = None;
-        {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return;
-            };
-            let Some(control) = conn.control else {
-                return;
-            };
-            if conn.phase == Phase::Closed || conn.remote.is_none() {
-                return;
-            }
-            let mut recv = conn.quic.recv_stream(control);
-            let Ok(mut chunks) = recv.read(true) else {
-                return;
-            };
-            loop {
-                match chunks.next(MAX_CONTROL_MESSAGE_LEN) {
-                    Ok(Some(chunk)) => {
-                        let mut input = &chunk.bytes[..];
-                        while !input.is_empty() {
-                            match conn.control_decoder.decode(input) {
-                                Ok(decoded) => {
-                                    input = &input[decoded.consumed..];
-                                    if let Some(frame) = decoded.frame {
-                                        match ControlMessage::decode(&frame) {
-                                            Ok(message) => messages.push(message),
-                                            Err(e) => {
-                                                failure = Some(format!("bad control message: {e}"));
-                                                break;
-                                            }
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    failure = Some(format!("bad control frame: {e}"));
-                                    break;
-                                }
-                            }
-                        }
-                        if failure.is_some() {
-                            break;
-                        }
-                    }
-                    Ok(None) => {
-                        failure = Some("control stream finished".into());
-                        break;
-                    }
-                    Err(quinn_proto::ReadError::Reset(_)) => {
-                        failure = Some("control stream reset".into());
-                        break;
-                    }
-                    Err(quinn_proto::ReadError::Blocked) => break,
-                }
-            }
-            let _ = chunks.finalize();
-        }
-        for message in messages {
-            if self.conns.get(&id).is_none_or(|c| c.phase == Phase::Closed) {
-                return;
-            }
-            self.handle_control(now, id, message);
-        }
-        if let Some(why) = failure {
-            self.close_conn(
-                now,
-                id,
-                close_code::PROTOCOL_VIOLATION,
-                Bytes::from(why.clone().into_bytes()),
-                DisconnectReason::ProtocolViolation(why),
-            );
-        }
-    }
-
-    fn handle_control(&mut self, now: Instant, id: ConnectionId, message: ControlMessage) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        match message {
-            ControlMessage::Hello(hello) if conn.remote_hello.is_none() => {
-                if hello.app_name != self.config.app_name {
-                    let reason = DisconnectReason::ApplicationMismatch {
-                        local: self.config.app_name.clone(),
-                        remote: hello.app_name,
-                    };
-                    // The reason names our application, for the peer to show.
-                    let ours = Bytes::from(self.config.app_name.clone().into_bytes());
-                    self.close_conn(now, id, close_code::APPLICATION_MISMATCH, ours, reason);
-                    return;
-                }
-                if let Err(rejection) = self
-                    .config
-                    .version_policy
-                    .check(&self.config.versions, &hello.versions)
-                {
-                    let bytes = hello::encode_rejection(&rejection);
-                    self.close_conn(
-                        now,
-                        id,
-                        close_code::VERSION_REJECTED,
-                        bytes,
-                        DisconnectReason::VersionRejected(rejection),
-                    );
-                    return;
-                }
-                conn.remote_hello = Some(hello);
-                if !conn.local_hello_sent {
-                    send_hello(conn, &self.config);
-                }
-                self.try_establish(now, id);
-            }
-            ControlMessage::Hello(_) => self.close_conn(
-                now,
-                id,
-                close_code::PROTOCOL_VIOLATION,
-                Bytes::from_static(b"second hello"),
-                DisconnectReason::ProtocolViolation("peer sent a second Hello".into()),
-            ),
-            ControlMessage::Metadata(metadata) => {
-                if conn.phase != Phase::Established {
-                    self.close_conn(
-                        now,
-                        id,
-                        close_code::PROTOCOL_VIOLATION,
-                        Bytes::from_static(b"metadata before hello"),
-                        DisconnectReason::ProtocolViolation("metadata before Hello".into()),
-                    );
-                    return;
-                }
-                let Some(peer) = conn.remote else {
-                    return;
-                };
-                if let Some(hello) = conn.remote_hello.as_mut() {
-                    hello.metadata = metadata.clone();
-                }
-                if let Some(entry) = self.peers.get_mut(&peer) {
-                    entry.info.metadata = metadata.clone();
-                }
-                self.events
-                    .push_back(Event::MetadataUpdated { peer, metadata });
-            }
-            ControlMessage::Superseded { opened } => {
-                conn.peer_superseded = Some(opened);
-                self.close_if_drained_duplicate(id);
-            }
-            ControlMessage::Goodbye { code, reason } => {
-                let why = self.peer_close_reason(code, &reason);
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.peer_goodbye = Some((code, reason));
-                    conn.quic.close(
-                        now,
-                        VarInt::from_u32(close_code::NORMAL as u32),
-                        Bytes::new(),
-                    );
-                }
-                self.end_conn(id, why);
-            }
-            ControlMessage::Unknown(_) => {}
-        }
-    }
-
     /// Once TLS proved the peer's identity and both Hellos are through, the
     /// connection is established.
     fn try_establish(&mut self, now: Instant, id: ConnectionId) {
@@ -1266,236 +1004,5 @@ impl Node {
                 },
             });
         }
-    }
-
-    fn close_conn(
-        &mut self,
-        now: Instant,
-        id: ConnectionId,
-        code: u64,
-        reason: Bytes,
-        local_reason: DisconnectReason,
-    ) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.phase == Phase::Closed {
-            return;
-        }
-        let reason = reason.slice(..reason.len().min(hello::MAX_CLOSE_REASON_LEN));
-        match conn.control {
-            // QUIC replaces an application close sent before the handshake
-            // is confirmed with a bare APPLICATION_ERROR, losing the code
-            // and reason. So say goodbye on the control stream first (1-RTT
-            // data), and close once the peer has acknowledged it.
-            Some(control) if !conn.quic.is_handshaking() && conn.peer_goodbye.is_none() => {
-                let goodbye = ControlMessage::Goodbye {
-                    code,
-                    reason: reason.clone(),
-                };
-                conn.control_out.push_back(goodbye.to_frame());
-                flush_control(conn);
-                let _ = conn.quic.send_stream(control).finish();
-                let grace = (conn.quic.rtt() * 3).clamp(
-                    std::time::Duration::from_millis(10),
-                    std::time::Duration::from_secs(1),
-                );
-                conn.pending_close = Some((code, reason, now + grace));
-            }
-            _ => conn.quic.close(now, VarInt::from_u32(code as u32), reason),
-        }
-        self.end_conn(id, local_reason);
-    }
-
-    /// The connection is over for the application: report it once.
-    fn end_conn(&mut self, id: ConnectionId, reason: DisconnectReason) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.phase == Phase::Closed {
-            return;
-        }
-        let was_established = conn.phase == Phase::Established;
-        conn.phase = Phase::Closed;
-        conn.handshake_deadline = None;
-        let remote = conn.remote;
-        let addr = conn.addr;
-        if !was_established {
-            self.events.push_back(Event::ConnectFailed {
-                connection: id,
-                addr,
-                peer: remote,
-                reason,
-            });
-            return;
-        }
-        let Some(remote) = remote else {
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(&remote) else {
-            return;
-        };
-        peer.conns.remove(&id);
-        if let Some(&next) = peer.conns.iter().next() {
-            // Another connection to this peer carries on.
-            if peer.info.connection == id {
-                peer.info.connection = next;
-                if let Some(conn) = self.conns.get_mut(&next) {
-                    conn.superseded = false;
-                    peer.info.addr = conn.quic.remote_address();
-                    peer.info.direction = conn.direction;
-                }
-            }
-            return;
-        }
-        self.peers.remove(&remote);
-        self.events.push_back(Event::Disconnected {
-            peer: remote,
-            reason,
-        });
-    }
-
-    /// What the peer's close code and reason (from its Goodbye or its
-    /// CONNECTION_CLOSE) mean for this node.
-    fn peer_close_reason(&self, code: u64, reason: &[u8]) -> DisconnectReason {
-        let text = || String::from_utf8_lossy(reason).into_owned();
-        match code {
-            close_code::VERSION_REJECTED => match hello::decode_rejection(reason) {
-                Ok(rejection) => DisconnectReason::RejectedByPeer(Box::new(rejection)),
-                Err(_) => DisconnectReason::ClosedByPeer {
-                    code,
-                    reason: text(),
-                },
-            },
-            close_code::IDENTITY_MISMATCH => DisconnectReason::NotExpectedByPeer,
-            close_code::APPLICATION_MISMATCH => DisconnectReason::ApplicationMismatch {
-                local: self.config.app_name.clone(),
-                remote: text(),
-            },
-            close_code::DUPLICATE => DisconnectReason::Duplicate,
-            close_code::HANDSHAKE_TIMEOUT => DisconnectReason::HandshakeTimeout,
-            close_code::PROTOCOL_VIOLATION => DisconnectReason::ClosedByPeer {
-                code,
-                reason: text(),
-            },
-            _ => DisconnectReason::ClosedByPeer {
-                code,
-                reason: text(),
-            },
-        }
-    }
-
-    fn lost_reason(&self, id: ConnectionId, error: ConnectionError) -> DisconnectReason {
-        if let Some((code, reason)) = self.conns.get(&id).and_then(|c| c.peer_goodbye.as_ref()) {
-            return self.peer_close_reason(*code, reason);
-        }
-        let handshaking = self
-            .conns
-            .get(&id)
-            .is_some_and(|c| c.phase == Phase::Handshaking);
-        match error {
-            ConnectionError::ApplicationClosed(close) => {
-                self.peer_close_reason(close.error_code.into_inner(), &close.reason)
-            }
-            ConnectionError::ConnectionClosed(close)
-                if close.error_code == TransportErrorCode::crypto(ALPN_ALERT) =>
-            {
-                DisconnectReason::AlpnMismatch
-            }
-            ConnectionError::TransportError(error)
-                if error.code == TransportErrorCode::crypto(ALPN_ALERT) =>
-            {
-                DisconnectReason::AlpnMismatch
-            }
-            ConnectionError::ConnectionClosed(close)
-                if close.error_code == TransportErrorCode::CONNECTION_REFUSED =>
-            {
-                DisconnectReason::Refused
-            }
-            ConnectionError::TimedOut if handshaking => DisconnectReason::TimedOut,
-            ConnectionError::TimedOut => DisconnectReason::TimedOut,
-            ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
-            other => DisconnectReason::Transport(other.to_string()),
-        }
-    }
-}
-
-/// Queue this node's Hello on the control stream.
-fn send_hello(conn: &mut Conn, config: &NodeConfig) {
-    let hello = ControlMessage::Hello(Hello {
-        versions: config.versions.clone(),
-        app_name: config.app_name.clone(),
-        metadata: config.metadata.clone(),
-    });
-    conn.control_out.push_back(hello.to_frame());
-    conn.local_hello_sent = true;
-    flush_control(conn);
-}
-
-/// Write queued control bytes as far as flow control allows.
-fn flush_control(conn: &mut Conn) {
-    let Some(control) = conn.control else {
-        return;
-    };
-    while let Some(front) = conn.control_out.front_mut() {
-        match conn.quic.send_stream(control).write(front) {
-            Ok(n) if n == front.len() => {
-                conn.control_out.pop_front();
-            }
-            Ok(n) => {
-                let _ = bytes::Buf::advance(front, n);
-                return;
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-fn transport_config(config: &NodeConfig) -> Result<quinn_proto::TransportConfig, NodeError> {
-    let limits = &config.limits;
-    let idle = quinn_proto::IdleTimeout::try_from(config.timeouts.idle)
-        .map_err(|_| NodeError::InvalidConfig("idle timeout too large"))?;
-    let mut transport = quinn_proto::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_connection))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(limits.stream_receive_window))
-        .receive_window(VarInt::from_u32(limits.connection_receive_window))
-        .send_window(limits.send_window)
-        .max_idle_timeout(Some(idle))
-        .keep_alive_interval(Some(config.timeouts.keep_alive))
-        .datagram_receive_buffer_size(None);
-    Ok(transport)
-}
-
-/// Independent keys and seeds derived from the configured seed.
-struct Seeds {
-    endpoint_rng: [u8; 32],
-    reset_key: [u8; 32],
-    token_key: [u8; 32],
-}
-
-fn derive_seeds(seed: &[u8; 32]) -> Seeds {
-    use rand_core::{RngCore, SeedableRng};
-    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
-    let mut seeds = Seeds {
-        endpoint_rng: [0; 32],
-        reset_key: [0; 32],
-        token_key: [0; 32],
-    };
-    rng.fill_bytes(&mut seeds.endpoint_rng);
-    rng.fill_bytes(&mut seeds.reset_key);
-    rng.fill_bytes(&mut seeds.token_key);
-    seeds
-}
-
-/// quinn's server asks a time source for address-validation tokens, which
-/// are disabled; the core reads no clock.
-#[derive(Debug)]
-struct NoClock;
-
-impl quinn_proto::TimeSource for NoClock {
-    fn now(&self) -> std::time::SystemTime {
-        std::time::SystemTime::UNIX_EPOCH
     }
 }

@@ -2,5 +2,6 @@
 //! Hellos and streams between nodes in one process, in virtual time.
 
 mod connect;
+mod faults;
 mod lifecycle;
 mod streams;

@@ -24,3 +24,8 @@ fn frame_header_corpus() {
 fn metadata_corpus() {
     replay("metadata", fuzzing::metadata);
 }
+
+#[test]
+fn node_datagrams_corpus() {
+    replay("node_datagrams", fuzzing::node_datagrams);
+}

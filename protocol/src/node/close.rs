@@ -1,0 +1,163 @@
+//! Closing connections and explaining why they ended.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_proto::{ConnectionError, TransportErrorCode, VarInt};
+
+use super::conn::{Phase, flush_control};
+use super::hello::{self, ControlMessage, close_code};
+use super::{ALPN_ALERT, ConnectionId, DisconnectReason, Event, Node};
+
+impl Node {
+    pub(super) fn close_conn(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        code: u64,
+        reason: Bytes,
+        local_reason: DisconnectReason,
+    ) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.phase == Phase::Closed {
+            return;
+        }
+        let reason = reason.slice(..reason.len().min(hello::MAX_CLOSE_REASON_LEN));
+        match conn.control {
+            // QUIC replaces an application close sent before the handshake
+            // is confirmed with a bare APPLICATION_ERROR, losing the code
+            // and reason. So say goodbye on the control stream first (1-RTT
+            // data), and close once the peer has acknowledged it.
+            Some(control) if !conn.quic.is_handshaking() && conn.peer_goodbye.is_none() => {
+                let goodbye = ControlMessage::Goodbye {
+                    code,
+                    reason: reason.clone(),
+                };
+                conn.control_out.push_back(goodbye.to_frame());
+                flush_control(conn);
+                let _ = conn.quic.send_stream(control).finish();
+                let grace = (conn.quic.rtt() * 3).clamp(
+                    std::time::Duration::from_millis(10),
+                    std::time::Duration::from_secs(1),
+                );
+                conn.pending_close = Some((code, reason, now + grace));
+            }
+            _ => conn.quic.close(now, VarInt::from_u32(code as u32), reason),
+        }
+        self.end_conn(id, local_reason);
+    }
+
+    /// The connection is over for the application: report it once.
+    pub(super) fn end_conn(&mut self, id: ConnectionId, reason: DisconnectReason) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.phase == Phase::Closed {
+            return;
+        }
+        let was_established = conn.phase == Phase::Established;
+        conn.phase = Phase::Closed;
+        conn.handshake_deadline = None;
+        let remote = conn.remote;
+        let addr = conn.addr;
+        if !was_established {
+            self.events.push_back(Event::ConnectFailed {
+                connection: id,
+                addr,
+                peer: remote,
+                reason,
+            });
+            return;
+        }
+        let Some(remote) = remote else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&remote) else {
+            return;
+        };
+        peer.conns.remove(&id);
+        if let Some(&next) = peer.conns.iter().next() {
+            // Another connection to this peer carries on.
+            if peer.info.connection == id {
+                peer.info.connection = next;
+                if let Some(conn) = self.conns.get_mut(&next) {
+                    conn.superseded = false;
+                    peer.info.addr = conn.quic.remote_address();
+                    peer.info.direction = conn.direction;
+                }
+            }
+            return;
+        }
+        self.peers.remove(&remote);
+        self.events.push_back(Event::Disconnected {
+            peer: remote,
+            reason,
+        });
+    }
+
+    /// What the peer's close code and reason (from its Goodbye or its
+    /// CONNECTION_CLOSE) mean for this node.
+    pub(super) fn peer_close_reason(&self, code: u64, reason: &[u8]) -> DisconnectReason {
+        let text = || String::from_utf8_lossy(reason).into_owned();
+        match code {
+            close_code::VERSION_REJECTED => match hello::decode_rejection(reason) {
+                Ok(rejection) => DisconnectReason::RejectedByPeer(Box::new(rejection)),
+                Err(_) => DisconnectReason::ClosedByPeer {
+                    code,
+                    reason: text(),
+                },
+            },
+            close_code::IDENTITY_MISMATCH => DisconnectReason::NotExpectedByPeer,
+            close_code::APPLICATION_MISMATCH => DisconnectReason::ApplicationMismatch {
+                local: self.config.app_name.clone(),
+                remote: text(),
+            },
+            close_code::DUPLICATE => DisconnectReason::Duplicate,
+            close_code::HANDSHAKE_TIMEOUT => DisconnectReason::HandshakeTimeout,
+            close_code::PROTOCOL_VIOLATION => DisconnectReason::ClosedByPeer {
+                code,
+                reason: text(),
+            },
+            _ => DisconnectReason::ClosedByPeer {
+                code,
+                reason: text(),
+            },
+        }
+    }
+
+    pub(super) fn lost_reason(&self, id: ConnectionId, error: ConnectionError) -> DisconnectReason {
+        if let Some((code, reason)) = self.conns.get(&id).and_then(|c| c.peer_goodbye.as_ref()) {
+            return self.peer_close_reason(*code, reason);
+        }
+        let handshaking = self
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.phase == Phase::Handshaking);
+        match error {
+            ConnectionError::ApplicationClosed(close) => {
+                self.peer_close_reason(close.error_code.into_inner(), &close.reason)
+            }
+            ConnectionError::ConnectionClosed(close)
+                if close.error_code == TransportErrorCode::crypto(ALPN_ALERT) =>
+            {
+                DisconnectReason::AlpnMismatch
+            }
+            ConnectionError::TransportError(error)
+                if error.code == TransportErrorCode::crypto(ALPN_ALERT) =>
+            {
+                DisconnectReason::AlpnMismatch
+            }
+            ConnectionError::ConnectionClosed(close)
+                if close.error_code == TransportErrorCode::CONNECTION_REFUSED =>
+            {
+                DisconnectReason::Refused
+            }
+            ConnectionError::TimedOut if handshaking => DisconnectReason::TimedOut,
+            ConnectionError::TimedOut => DisconnectReason::TimedOut,
+            ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
+            other => DisconnectReason::Transport(other.to_string()),
+        }
+    }
+}

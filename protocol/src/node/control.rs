@@ -1,0 +1,222 @@
+//! The receive side of the control stream: accepting streams, reading and
+//! acting on control messages.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_proto::{Dir, Side, VarInt};
+
+use super::conn::{Phase, StreamHalves, send_hello};
+use super::hello::{self, ControlMessage, MAX_CONTROL_MESSAGE_LEN, close_code};
+use super::{ConnectionId, Direction, DisconnectReason, Event, Node, StreamId};
+
+impl Node {
+    /// Accept peer-opened bidirectional streams: the control stream (the
+    /// listener's first stream) and application streams.
+    pub(super) fn accept_streams(&mut self, now: Instant, id: ConnectionId) {
+        let _ = now;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        // Streams are only announced once the peer's identity is known.
+        if conn.remote.is_none() || conn.phase == Phase::Closed {
+            return;
+        }
+        let mut announce = Vec::new();
+        while let Some(stream) = conn.quic.streams().accept(Dir::Bi) {
+            let is_control = conn.direction == Direction::Outbound
+                && stream.initiator() == Side::Server
+                && stream.index() == 0;
+            if is_control {
+                conn.control = Some(stream);
+                continue;
+            }
+            conn.streams.insert(stream, StreamHalves::default());
+            conn.accepted += 1;
+            if conn.phase == Phase::Established {
+                announce.push(stream);
+            } else {
+                conn.early_streams.push(stream);
+            }
+        }
+        let peer = conn.remote;
+        if let Some(peer) = peer {
+            for stream in announce {
+                self.events.push_back(Event::IncomingStream {
+                    peer,
+                    stream: StreamId {
+                        conn: id,
+                        id: stream,
+                    },
+                });
+            }
+        }
+    }
+
+    pub(super) fn read_control(&mut self, now: Instant, id: ConnectionId) {
+        let mut messages = Vec::new();
+        let mut failure: Option<String> = None;
+        {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Some(control) = conn.control else {
+                return;
+            };
+            if conn.phase == Phase::Closed || conn.remote.is_none() {
+                return;
+            }
+            let mut recv = conn.quic.recv_stream(control);
+            let Ok(mut chunks) = recv.read(true) else {
+                return;
+            };
+            loop {
+                match chunks.next(MAX_CONTROL_MESSAGE_LEN) {
+                    Ok(Some(chunk)) => {
+                        let mut input = &chunk.bytes[..];
+                        while !input.is_empty() {
+                            match conn.control_decoder.decode(input) {
+                                Ok(decoded) => {
+                                    input = &input[decoded.consumed..];
+                                    if let Some(frame) = decoded.frame {
+                                        match ControlMessage::decode(&frame) {
+                                            Ok(message) => messages.push(message),
+                                            Err(e) => {
+                                                failure = Some(format!("bad control message: {e}"));
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    failure = Some(format!("bad control frame: {e}"));
+                                    break;
+                                }
+                            }
+                        }
+                        if failure.is_some() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        failure = Some("control stream finished".into());
+                        break;
+                    }
+                    Err(quinn_proto::ReadError::Reset(_)) => {
+                        failure = Some("control stream reset".into());
+                        break;
+                    }
+                    Err(quinn_proto::ReadError::Blocked) => break,
+                }
+            }
+            let _ = chunks.finalize();
+        }
+        for message in messages {
+            if self.conns.get(&id).is_none_or(|c| c.phase == Phase::Closed) {
+                return;
+            }
+            self.handle_control(now, id, message);
+        }
+        if let Some(why) = failure {
+            self.close_conn(
+                now,
+                id,
+                close_code::PROTOCOL_VIOLATION,
+                Bytes::from(why.clone().into_bytes()),
+                DisconnectReason::ProtocolViolation(why),
+            );
+        }
+    }
+
+    pub(super) fn handle_control(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        message: ControlMessage,
+    ) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match message {
+            ControlMessage::Hello(hello) if conn.remote_hello.is_none() => {
+                if hello.app_name != self.config.app_name {
+                    let reason = DisconnectReason::ApplicationMismatch {
+                        local: self.config.app_name.clone(),
+                        remote: hello.app_name,
+                    };
+                    // The reason names our application, for the peer to show.
+                    let ours = Bytes::from(self.config.app_name.clone().into_bytes());
+                    self.close_conn(now, id, close_code::APPLICATION_MISMATCH, ours, reason);
+                    return;
+                }
+                if let Err(rejection) = self
+                    .config
+                    .version_policy
+                    .check(&self.config.versions, &hello.versions)
+                {
+                    let bytes = hello::encode_rejection(&rejection);
+                    self.close_conn(
+                        now,
+                        id,
+                        close_code::VERSION_REJECTED,
+                        bytes,
+                        DisconnectReason::VersionRejected(rejection),
+                    );
+                    return;
+                }
+                conn.remote_hello = Some(hello);
+                if !conn.local_hello_sent {
+                    send_hello(conn, &self.config);
+                }
+                self.try_establish(now, id);
+            }
+            ControlMessage::Hello(_) => self.close_conn(
+                now,
+                id,
+                close_code::PROTOCOL_VIOLATION,
+                Bytes::from_static(b"second hello"),
+                DisconnectReason::ProtocolViolation("peer sent a second Hello".into()),
+            ),
+            ControlMessage::Metadata(metadata) => {
+                if conn.phase != Phase::Established {
+                    self.close_conn(
+                        now,
+                        id,
+                        close_code::PROTOCOL_VIOLATION,
+                        Bytes::from_static(b"metadata before hello"),
+                        DisconnectReason::ProtocolViolation("metadata before Hello".into()),
+                    );
+                    return;
+                }
+                let Some(peer) = conn.remote else {
+                    return;
+                };
+                if let Some(hello) = conn.remote_hello.as_mut() {
+                    hello.metadata = metadata.clone();
+                }
+                if let Some(entry) = self.peers.get_mut(&peer) {
+                    entry.info.metadata = metadata.clone();
+                }
+                self.events
+                    .push_back(Event::MetadataUpdated { peer, metadata });
+            }
+            ControlMessage::Superseded { opened } => {
+                conn.peer_superseded = Some(opened);
+                self.close_if_drained_duplicate(id);
+            }
+            ControlMessage::Goodbye { code, reason } => {
+                let why = self.peer_close_reason(code, &reason);
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.peer_goodbye = Some((code, reason));
+                    conn.quic.close(
+                        now,
+                        VarInt::from_u32(close_code::NORMAL as u32),
+                        Bytes::new(),
+                    );
+                }
+                self.end_conn(id, why);
+            }
+            ControlMessage::Unknown(_) => {}
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Building quinn-proto's configuration from a [`NodeConfig`].
+
+use super::{NodeConfig, NodeError};
+use quinn_proto::VarInt;
+
+pub(super) fn transport_config(
+    config: &NodeConfig,
+) -> Result<quinn_proto::TransportConfig, NodeError> {
+    let limits = &config.limits;
+    let idle = quinn_proto::IdleTimeout::try_from(config.timeouts.idle)
+        .map_err(|_| NodeError::InvalidConfig("idle timeout too large"))?;
+    let mut transport = quinn_proto::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_connection))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(limits.stream_receive_window))
+        .receive_window(VarInt::from_u32(limits.connection_receive_window))
+        .send_window(limits.send_window)
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(config.timeouts.keep_alive))
+        .datagram_receive_buffer_size(None);
+    Ok(transport)
+}
+
+/// Independent keys and seeds derived from the configured seed.
+pub(super) struct Seeds {
+    pub(super) endpoint_rng: [u8; 32],
+    pub(super) reset_key: [u8; 32],
+    pub(super) token_key: [u8; 32],
+}
+
+pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
+    use rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+    let mut seeds = Seeds {
+        endpoint_rng: [0; 32],
+        reset_key: [0; 32],
+        token_key: [0; 32],
+    };
+    rng.fill_bytes(&mut seeds.endpoint_rng);
+    rng.fill_bytes(&mut seeds.reset_key);
+    rng.fill_bytes(&mut seeds.token_key);
+    seeds
+}
+
+/// quinn's server asks a time source for address-validation tokens, which
+/// are disabled; the core reads no clock.
+#[derive(Debug)]
+pub(super) struct NoClock;
+
+impl quinn_proto::TimeSource for NoClock {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH
+    }
+}
