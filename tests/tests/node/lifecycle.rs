@@ -227,3 +227,82 @@ fn shutdown_closes_everything_and_refuses_new_dials() {
     });
     assert_eq!(refused, Some(DisconnectReason::Refused));
 }
+
+#[test]
+fn connection_limits_refuse_the_excess_with_a_typed_reason() {
+    let mut sim = Sim::new(25, Link::lan());
+    let mut small = Sim::config(1);
+    small.limits.max_connections = 1;
+    let server = sim.add_node(small);
+    let first = sim.add_node(Sim::config(2));
+    let second = sim.add_node(Sim::config(3));
+    sim.connect(first, server);
+    assert!(sim.run_until_connected(first, server));
+    sim.connect(second, server);
+    let refused = sim.take_event(second, Duration::from_secs(5), |e| match e {
+        Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(refused, Some(DisconnectReason::Refused));
+    let seen = sim.take_event(server, Duration::from_secs(1), |e| match e {
+        Event::IncomingRefused { addr, reason } => Some((*addr, reason.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        seen,
+        Some((sim.nodes[second].addr, DisconnectReason::Refused))
+    );
+    // The first peer is unaffected.
+    assert!(sim.nodes[server].node.peer(&sim.id(first)).is_some());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_schedule_and_outcome() {
+    let run = |seed: u64| {
+        let link = Link {
+            latency: Duration::from_millis(3),
+            jitter: Duration::from_millis(3),
+            loss: 0.1,
+            duplicate: 0.05,
+        };
+        let mut sim = Sim::new(seed, link);
+        let a = sim.add_node(Sim::config(1));
+        let b = sim.add_node(Sim::config(2));
+        sim.connect(a, b);
+        assert!(sim.run_until_connected(a, b));
+        let peer = sim.id(b);
+        let now = sim.now;
+        let stream = sim.nodes[a].node.open_stream(now, &peer).unwrap();
+        sim.write_all(a, stream, &payload(seed, 200_000)).unwrap();
+        let remote = sim
+            .take_event(b, Duration::from_secs(30), |e| match e {
+                Event::IncomingStream { stream, .. } => Some(*stream),
+                _ => None,
+            })
+            .unwrap();
+        let data = sim.read_to_end(b, remote, Duration::from_secs(60)).unwrap();
+        let kinds = |i: usize| -> Vec<String> {
+            sim.nodes[i]
+                .history
+                .iter()
+                .map(|e| {
+                    format!("{e:?}")
+                        .split(['(', ' '])
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        };
+        (
+            sim.stats,
+            sim.now - sim.start,
+            data.len(),
+            kinds(a),
+            kinds(b),
+        )
+    };
+    let first = run(7);
+    assert_eq!(first, run(7), "same seed, same run");
+    assert_ne!(first.0, run(8).0, "another seed, another schedule");
+}
