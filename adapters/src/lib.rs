@@ -1,22 +1,78 @@
 //! pos-p2p: peer-to-peer sync between a user's devices.
 //!
-//! This crate is the async face of pos-p2p. Today it re-exports the wire
-//! toolkit of the sans-IO core ([`pos_p2p_protocol`]): node identities,
-//! stream [`Header`]s with their framing, [`Metadata`] and version gating.
-//! The `P2P` node, `Peer`, `UnicastStream` and the tokio and async-std
-//! adapters build on it (see the project's issue tracker for their status).
+//! A node has an ed25519 [`Identity`]; it finds peers by address (LAN
+//! discovery is coming), keeps one mutually authenticated QUIC connection per
+//! peer, and opens cheap streams on it that begin with an
+//! application-defined [`Header`]. A handshake exchanges metadata and
+//! refuses incompatible versions with a reason both sides see.
 //!
-//! ```
-//! use pos_p2p::{Identity, RemoteIdentity};
+//! ```no_run
+//! use std::sync::Arc;
+//! use pos_p2p::prelude::*;
+//! use pos_p2p::{P2P, P2PConfig, RemoteIdentity, generate_identity, semver::Version};
+//! use tokio::io::AsyncWriteExt;
 //!
-//! let identity = Identity::from_bytes(&[42; 32]);
-//! let id: RemoteIdentity = identity.to_remote_identity().to_string().parse().unwrap();
-//! assert_eq!(id, identity.to_remote_identity());
+//! # #[derive(Debug)] enum AppHeader { Ping }
+//! # impl Header for AppHeader {
+//! #     fn encode(&self, w: &mut pos_p2p::codec::Writer) { w.tag(0) }
+//! #     fn decode(r: &mut pos_p2p::codec::Reader<'_>) -> Result<Self, pos_p2p::codec::DecodeError> {
+//! #         match r.tag()? { 0 => Ok(AppHeader::Ping), t => Err(r.unknown_tag("AppHeader", t)) }
+//! #     }
+//! # }
+//! async fn ping(p2p: Arc<P2P>, identity: RemoteIdentity) -> Result<(), Box<dyn std::error::Error>> {
+//!     let peer = p2p
+//!         .peers()
+//!         .get(&identity)
+//!         .ok_or("Peer not found, has it been discovered?")?
+//!         .clone();
+//!     let mut stream = peer.new_stream().await?;
+//!     stream.write_all(&AppHeader::Ping.to_bytes()).await?;
+//!     Ok(())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = P2PConfig::new(generate_identity()?, "notes", Version::new(1, 0, 0))?;
+//! let p2p = P2P::new(config)?;
+//! while let Some(mut stream) = p2p.accept().await {
+//!     match AppHeader::from_stream(&mut stream).await? {
+//!         AppHeader::Ping => println!("ping from {}", stream.remote_identity()),
+//!     }
+//! }
+//! # Ok(()) }
 //! ```
+//!
+//! Runtimes: with the `tokio` feature (default) a node started inside a
+//! tokio runtime runs its driver there; with the `async-std` feature nodes
+//! run on async-io, the reactor of async-std and smol. The protocol itself
+//! lives in the sans-IO crate [`pos_p2p_protocol`].
+
+mod driver;
+mod error;
+mod event;
+mod header;
+mod p2p;
+mod peer;
+mod runtime;
+mod stream;
+
+pub use error::{ConnectError, HeaderError, NewStreamError, StartError};
+pub use event::{Events, P2PEvent};
+pub use header::HeaderExt;
+pub use p2p::{P2P, P2PConfig, generate_identity};
+pub use peer::Peer;
+pub use runtime::RuntimeKind;
+pub use stream::{StreamReset, UnicastStream};
 
 pub use pos_p2p_protocol::codec;
+pub use pos_p2p_protocol::node::{DisconnectReason, Limits, Timeouts};
 pub use pos_p2p_protocol::version;
 pub use pos_p2p_protocol::{
     Header, Identity, IdentityError, Metadata, MetadataError, OperatingSystem, PeerMetadata,
     PeerMetadataError, Rejection, RemoteIdentity, SignatureError, VersionPolicy, Versions, semver,
 };
+
+/// The traits application code needs in scope: `use pos_p2p::prelude::*;`.
+pub mod prelude {
+    pub use crate::HeaderExt;
+    pub use pos_p2p_protocol::Header;
+}

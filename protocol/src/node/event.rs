@@ -27,6 +27,17 @@ impl StreamId {
     }
 }
 
+/// Where a connection stands, for callers waiting on a dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// TLS or the Hello exchange is under way.
+    Handshaking,
+    /// Established with this peer (possibly a duplicate being drained).
+    Established(RemoteIdentity),
+    /// Closed or lost; an event said why.
+    Closed,
+}
+
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -167,6 +178,12 @@ pub enum Event {
         peer: RemoteIdentity,
         /// The stream.
         stream: StreamId,
+    },
+    /// A connected peer allows more streams again after
+    /// [`StreamError::StreamsExhausted`].
+    StreamsAvailable {
+        /// The peer.
+        peer: RemoteIdentity,
     },
     /// A stream has data, its end, or a reset waiting to be read.
     StreamReadable(StreamId),

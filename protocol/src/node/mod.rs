@@ -74,8 +74,8 @@ use quinn_proto::{
 
 pub use config::{Limits, NodeConfig, Timeouts};
 pub use event::{
-    ConnectError, ConnectionId, DisconnectReason, Ecn, Event, PeerInfo, ReadOutcome, StreamError,
-    StreamId, TimeoutReason, Transmit,
+    ConnectError, ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, PeerInfo,
+    ReadOutcome, StreamError, StreamId, TimeoutReason, Transmit,
 };
 pub use hello::MAX_APP_NAME_LEN;
 pub use tls::TlsSetupError;
@@ -252,6 +252,16 @@ impl Node {
     /// [`Node::shutdown`], the adapter may stop driving it).
     pub fn is_idle(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// Where connection `id` stands; `None` once it is gone entirely.
+    pub fn connection_state(&self, id: ConnectionId) -> Option<ConnectionState> {
+        let conn = self.conns.get(&id)?;
+        Some(match (conn.phase, conn.remote) {
+            (Phase::Established, Some(peer)) => ConnectionState::Established(peer),
+            (Phase::Closed, _) => ConnectionState::Closed,
+            _ => ConnectionState::Handshaking,
+        })
     }
 
     /// The peer on the other end of a stream.
@@ -874,7 +884,12 @@ impl Node {
                 self.accept_streams(now, id);
                 self.read_control(now, id);
             }
-            StreamEvent::Opened { dir: Dir::Uni } | StreamEvent::Available { .. } => {}
+            StreamEvent::Available { dir: Dir::Bi } => {
+                if let (Phase::Established, Some(peer)) = (conn.phase, conn.remote) {
+                    self.events.push_back(Event::StreamsAvailable { peer });
+                }
+            }
+            StreamEvent::Opened { dir: Dir::Uni } | StreamEvent::Available { dir: Dir::Uni } => {}
             StreamEvent::Readable { id: stream } => {
                 if Some(stream) == conn.control {
                     self.read_control(now, id);

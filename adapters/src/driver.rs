@@ -1,0 +1,443 @@
+//! The one driver all runtimes share: it owns the sockets, feeds datagrams
+//! and timeouts to the sans-IO [`Node`], sends what it polls, and wakes the
+//! tasks waiting on streams, dials and events. It holds no protocol logic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pos_p2p_protocol::RemoteIdentity;
+use pos_p2p_protocol::node::{ConnectionId, DisconnectReason, Ecn, Event, Node, StreamId};
+
+use crate::event::P2PEvent;
+use crate::runtime::{Interest, Timer, UdpIo};
+use crate::stream::UnicastStream;
+
+/// How many receive batches one driver turn handles before yielding, so
+/// that one busy peer cannot starve the application's tasks.
+const RECV_BATCHES_PER_TURN: usize = 32;
+/// How many transmits one driver turn sends before yielding.
+const TRANSMITS_PER_TURN: usize = 256;
+/// The largest UDP payload read at once (with GRO, several datagrams).
+const RECV_BUF_LEN: usize = 64 * 1024;
+/// Streams the peer opened that wait for the application to accept them.
+pub(crate) const INCOMING_QUEUE: usize = 256;
+/// Events buffered for a slow subscriber before it loses some.
+pub(crate) const EVENT_QUEUE: usize = 1024;
+/// The stream error code sent when the application's incoming queue is full.
+pub(crate) const BUSY_CODE: u64 = 1;
+/// How long `shutdown` waits for the peers to acknowledge the close.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What a dial is waiting for.
+#[derive(Debug)]
+pub(crate) struct Dial {
+    pub(crate) failure: Option<DisconnectReason>,
+}
+
+/// Everything the driver and the application's handles share, behind one
+/// lock that is never held across an await.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) node: Node,
+    pub(crate) driver: Option<Waker>,
+    pub(crate) readers: HashMap<StreamId, Waker>,
+    pub(crate) writers: HashMap<StreamId, Waker>,
+    /// Tasks waiting for something to happen to a peer (connected, failed,
+    /// more streams allowed).
+    pub(crate) peer_waiters: HashMap<RemoteIdentity, Vec<Waker>>,
+    pub(crate) dials: HashMap<ConnectionId, Dial>,
+    pub(crate) dial_waiters: Vec<Waker>,
+    /// Peers added by address with their identity, and the addresses seen
+    /// for connected peers: where `new_stream` dials.
+    pub(crate) known: BTreeMap<RemoteIdentity, Vec<SocketAddr>>,
+    pub(crate) subscribers: Vec<async_channel::Sender<P2PEvent>>,
+    pub(crate) incoming: async_channel::Sender<UnicastStream>,
+    /// Set by `shutdown` or by dropping `P2P`.
+    pub(crate) closing: Option<Instant>,
+    pub(crate) stopped: bool,
+    pub(crate) stopped_waiters: Vec<Waker>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn new(state: State) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The state. A poisoned lock means a panic in a previous holder; the
+    /// state itself is still consistent enough to shut down, so go on.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// Wake the driver: a command may have produced transmits or events.
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(waker) = &self.driver {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn wake_peer(&mut self, peer: &RemoteIdentity) {
+        if let Some(waiters) = self.peer_waiters.remove(peer) {
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    fn wake_all_streams(&mut self) {
+        self.readers.drain().for_each(|(_, w)| w.wake());
+        self.writers.drain().for_each(|(_, w)| w.wake());
+    }
+
+    fn publish(&mut self, event: P2PEvent) {
+        self.subscribers
+            .retain(|tx| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                // A subscriber that does not keep up loses events rather than
+                // growing a queue without bound.
+                Err(async_channel::TrySendError::Full(_)) => true,
+                Err(async_channel::TrySendError::Closed(_)) => false,
+            });
+    }
+}
+
+#[derive(Debug)]
+struct Socket {
+    io: Box<dyn UdpIo>,
+    state: quinn_udp::UdpSocketState,
+    local: SocketAddr,
+}
+
+/// The driver task.
+#[derive(Debug)]
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    sockets: Vec<Socket>,
+    timer: Pin<Box<dyn Timer>>,
+    recv_buf: Vec<u8>,
+    send_buf: Vec<u8>,
+    /// A transmit that the socket refused for now (`WouldBlock`).
+    pending: Option<(pos_p2p_protocol::node::Transmit, Vec<u8>)>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        sockets: Vec<Box<dyn UdpIo>>,
+        timer: Pin<Box<dyn Timer>>,
+    ) -> io::Result<Self> {
+        let sockets = sockets
+            .into_iter()
+            .map(|io| {
+                let state = quinn_udp::UdpSocketState::new(io.sock_ref())?;
+                let local = io.local_addr()?;
+                Ok(Socket { io, state, local })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let gro = sockets
+            .iter()
+            .map(|s| s.state.gro_segments())
+            .max()
+            .unwrap_or(1);
+        Ok(Self {
+            shared,
+            sockets,
+            timer,
+            recv_buf: vec![0; RECV_BUF_LEN * gro.max(1)],
+            send_buf: Vec::with_capacity(64 * 1024),
+            pending: None,
+        })
+    }
+
+    /// The sockets' local addresses.
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.iter().map(|s| s.local).collect()
+    }
+
+    fn receive(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
+        let mut busy = false;
+        for socket in &self.sockets {
+            let mut batches = 0;
+            loop {
+                if batches == RECV_BATCHES_PER_TURN {
+                    busy = true;
+                    break;
+                }
+                match socket.io.poll_ready(cx, Interest::Read) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(error)) => {
+                        tracing::warn!(%error, "UDP socket not readable");
+                        break;
+                    }
+                    Poll::Ready(Ok(())) => {}
+                }
+                let mut meta = [quinn_udp::RecvMeta::default()];
+                let result = {
+                    let mut bufs = [IoSliceMut::new(&mut self.recv_buf)];
+                    socket.io.try_io(Interest::Read, &mut || {
+                        socket
+                            .state
+                            .recv(socket.io.sock_ref(), &mut bufs, &mut meta)
+                    })
+                };
+                match result {
+                    Ok(count) => {
+                        batches += 1;
+                        for meta in &meta[..count] {
+                            let data = &self.recv_buf[..meta.len];
+                            // With GRO, one buffer holds several datagrams
+                            // of `stride` bytes each (the last may be shorter).
+                            for datagram in data.chunks(meta.stride.max(1)) {
+                                state.node.handle_datagram(
+                                    now,
+                                    meta.addr,
+                                    meta.dst_ip,
+                                    meta.ecn.map(ecn_from_udp),
+                                    BytesMut::from(datagram),
+                                );
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // ICMP errors and the like surface on the next read;
+                    // QUIC's own timers deal with unreachable peers.
+                    Err(error) => {
+                        tracing::debug!(%error, "UDP receive failed");
+                        batches += 1;
+                    }
+                }
+            }
+        }
+        busy
+    }
+
+    /// Send what the node has; `true` if the turn budget ran out.
+    fn transmit(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
+        let segments = self
+            .sockets
+            .iter()
+            .map(|s| s.state.max_gso_segments())
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        for _ in 0..TRANSMITS_PER_TURN {
+            let (transmit, contents) = match self.pending.take() {
+                Some(pending) => pending,
+                None => {
+                    let mut buf = std::mem::take(&mut self.send_buf);
+                    match state.node.poll_transmit(now, segments, &mut buf) {
+                        Some(t) => (t, buf),
+                        None => {
+                            self.send_buf = buf;
+                            return false;
+                        }
+                    }
+                }
+            };
+            let Some(socket) = self
+                .sockets
+                .iter()
+                .find(|s| s.local.is_ipv4() == transmit.destination.is_ipv4())
+            else {
+                tracing::debug!(dest = %transmit.destination, "no socket for this address family");
+                self.send_buf = contents;
+                continue;
+            };
+            match socket.io.poll_ready(cx, Interest::Write) {
+                Poll::Pending => {
+                    self.pending = Some((transmit, contents));
+                    return false;
+                }
+                Poll::Ready(Err(error)) => {
+                    tracing::warn!(%error, "UDP socket not writable");
+                }
+                Poll::Ready(Ok(())) => {
+                    let udp = quinn_udp::Transmit {
+                        destination: transmit.destination,
+                        ecn: transmit.ecn.map(ecn_to_udp),
+                        contents: &contents[..transmit.size],
+                        segment_size: transmit.segment_size,
+                        src_ip: transmit.src_ip,
+                    };
+                    let result = socket.io.try_io(Interest::Write, &mut || {
+                        socket
+                            .state
+                            .try_send(socket.io.sock_ref(), &udp)
+                            .map(|()| 0)
+                    });
+                    match result {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.pending = Some((transmit, contents));
+                            continue;
+                        }
+                        // A lost datagram is QUIC's to recover.
+                        Err(error) => tracing::debug!(%error, "UDP send failed"),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            self.send_buf = contents;
+        }
+        true
+    }
+
+    fn dispatch(state: &mut State, shared: &Arc<Shared>) {
+        while let Some(event) = state.node.poll_event() {
+            match event {
+                Event::Connected(info) => {
+                    let addrs = state.known.entry(info.identity).or_default();
+                    if !addrs.contains(&info.addr) {
+                        addrs.push(info.addr);
+                    }
+                    state.wake_peer(&info.identity);
+                    state.dial_waiters.drain(..).for_each(Waker::wake);
+                    state.publish(P2PEvent::PeerConnected {
+                        peer: info.identity,
+                        addr: info.addr,
+                    });
+                }
+                Event::Disconnected { peer, reason } => {
+                    state.wake_peer(&peer);
+                    state.wake_all_streams();
+                    state.publish(P2PEvent::PeerDisconnected { peer, reason });
+                }
+                Event::ConnectFailed {
+                    connection,
+                    addr,
+                    peer,
+                    reason,
+                } => {
+                    if let Some(dial) = state.dials.get_mut(&connection) {
+                        dial.failure = Some(reason.clone());
+                    }
+                    state.dial_waiters.drain(..).for_each(Waker::wake);
+                    let waiting: Vec<RemoteIdentity> = state.peer_waiters.keys().copied().collect();
+                    for peer in waiting {
+                        state.wake_peer(&peer);
+                    }
+                    state.wake_all_streams();
+                    state.publish(P2PEvent::ConnectFailed { addr, peer, reason });
+                }
+                Event::IncomingRefused { addr, reason } => {
+                    state.publish(P2PEvent::IncomingRefused { addr, reason });
+                }
+                Event::MetadataUpdated { peer, metadata } => {
+                    state.publish(P2PEvent::MetadataUpdated {
+                        peer,
+                        metadata: metadata.to_hashmap(),
+                    });
+                }
+                Event::IncomingStream { peer, stream } => {
+                    let stream = UnicastStream::new(shared.clone(), stream, peer);
+                    if let Err(refused) = state.incoming.try_send(stream) {
+                        // The application is not accepting: refuse the
+                        // stream instead of queueing without bound. Dropping
+                        // the handle would lock the state again, so refuse
+                        // it here and forget the handle's drop work.
+                        let stream = refused.into_inner();
+                        let id = stream.id();
+                        let _ = state.node.reset(id, BUSY_CODE);
+                        let _ = state.node.stop(id, BUSY_CODE);
+                        stream.disarm();
+                    }
+                }
+                Event::StreamsAvailable { peer } => state.wake_peer(&peer),
+                Event::StreamReadable(stream) => {
+                    if let Some(waker) = state.readers.remove(&stream) {
+                        waker.wake();
+                    }
+                }
+                Event::StreamWritable(stream)
+                | Event::StreamFinished(stream)
+                | Event::StreamStopped { stream, .. } => {
+                    if let Some(waker) = state.writers.remove(&stream) {
+                        waker.wake();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let shared = this.shared.clone();
+        let mut state = shared.lock();
+        state.driver = Some(cx.waker().clone());
+        let now = Instant::now();
+        if let Some(since) = state.closing {
+            let expired = now.saturating_duration_since(since) > SHUTDOWN_GRACE;
+            if state.node.is_idle() || expired {
+                state.stopped = true;
+                state.wake_all_streams();
+                state.stopped_waiters.drain(..).for_each(Waker::wake);
+                let waiting: Vec<RemoteIdentity> = state.peer_waiters.keys().copied().collect();
+                for peer in waiting {
+                    state.wake_peer(&peer);
+                }
+                state.dial_waiters.drain(..).for_each(Waker::wake);
+                state.subscribers.clear();
+                state.incoming.close();
+                return Poll::Ready(());
+            }
+        }
+        let mut busy = this.receive(cx, &mut state, now);
+        state.node.handle_timeout(now);
+        busy |= this.transmit(cx, &mut state, now);
+        Self::dispatch(&mut state, &shared);
+        // Events may have been caused by reads that queued more transmits.
+        busy |= this.transmit(cx, &mut state, now);
+        let next = state.node.poll_timeout().map(|(at, _)| at);
+        if let Some(closing) = state.closing {
+            // Re-check the shutdown grace period even if nothing happens.
+            let at = closing + SHUTDOWN_GRACE;
+            this.timer.as_mut().reset(next.map_or(at, |n| n.min(at)));
+        } else if let Some(at) = next {
+            this.timer.as_mut().reset(at);
+        } else {
+            this.timer.as_mut().reset(now + Duration::from_secs(3600));
+        }
+        if this.timer.as_mut().poll_expired(cx).is_ready() {
+            busy = true;
+        }
+        drop(state);
+        if busy {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+fn ecn_from_udp(ecn: quinn_udp::EcnCodepoint) -> Ecn {
+    match ecn {
+        quinn_udp::EcnCodepoint::Ect0 => Ecn::Ect0,
+        quinn_udp::EcnCodepoint::Ect1 => Ecn::Ect1,
+        quinn_udp::EcnCodepoint::Ce => Ecn::Ce,
+    }
+}
+
+fn ecn_to_udp(ecn: Ecn) -> quinn_udp::EcnCodepoint {
+    match ecn {
+        Ecn::Ect0 => quinn_udp::EcnCodepoint::Ect0,
+        Ecn::Ect1 => quinn_udp::EcnCodepoint::Ect1,
+        Ecn::Ce => quinn_udp::EcnCodepoint::Ce,
+    }
+}

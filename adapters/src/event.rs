@@ -1,0 +1,78 @@
+//! [`P2PEvent`]: what happens to peers, for the application to observe.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use pos_p2p_protocol::RemoteIdentity;
+use pos_p2p_protocol::node::DisconnectReason;
+
+/// Something that happened to a peer. Subscribe with
+/// [`P2P::events`](crate::P2P::events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum P2PEvent {
+    /// A peer finished the handshake and can be used.
+    PeerConnected {
+        /// The peer.
+        peer: RemoteIdentity,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// The last connection to a peer ended.
+    PeerDisconnected {
+        /// The peer.
+        peer: RemoteIdentity,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A connection failed before its peer was connected: dialing failed,
+    /// versions were rejected (either way), the identity did not match.
+    ConnectFailed {
+        /// The address.
+        addr: SocketAddr,
+        /// The peer, if TLS got far enough to prove who it is.
+        peer: Option<RemoteIdentity>,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// An incoming connection was refused before it started.
+    IncomingRefused {
+        /// Where it came from.
+        addr: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A connected peer changed its metadata.
+    MetadataUpdated {
+        /// The peer.
+        peer: RemoteIdentity,
+        /// Its new metadata.
+        metadata: HashMap<String, String>,
+    },
+}
+
+/// The events of one subscriber, as a `futures_core::Stream` or with
+/// [`Events::recv`]. Bounded: a subscriber that falls more than 1,024
+/// events behind misses events rather than growing memory.
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) rx: std::pin::Pin<Box<async_channel::Receiver<P2PEvent>>>,
+}
+
+impl Events {
+    /// The next event; `None` once the node has shut down.
+    pub async fn recv(&self) -> Option<P2PEvent> {
+        self.rx.recv().await.ok()
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = P2PEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<P2PEvent>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}

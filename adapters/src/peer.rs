@@ -1,0 +1,160 @@
+//! [`Peer`]: a remote node this node knows, and opening streams to it.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use pos_p2p_protocol::RemoteIdentity;
+use pos_p2p_protocol::node::{ConnectionId, ConnectionState, DisconnectReason, StreamError};
+use pos_p2p_protocol::semver::Version;
+
+use crate::driver::{Dial, Shared};
+use crate::error::NewStreamError;
+use crate::stream::UnicastStream;
+
+/// A remote node: connected, or known by address. Cheap to clone through
+/// `Arc`; every getter reads the live state.
+#[derive(Debug)]
+pub struct Peer {
+    shared: Arc<Shared>,
+    identity: RemoteIdentity,
+}
+
+impl Peer {
+    pub(crate) fn new(shared: Arc<Shared>, identity: RemoteIdentity) -> Self {
+        Self { shared, identity }
+    }
+
+    /// The peer's identity.
+    pub fn identity(&self) -> RemoteIdentity {
+        self.identity
+    }
+
+    /// The peer's metadata, as it last sent it; empty if never connected.
+    /// [`PeerMetadata::from_hashmap`](crate::PeerMetadata::from_hashmap)
+    /// gives the typed view.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let state = self.shared.lock();
+        state
+            .node
+            .peer(&self.identity)
+            .map(|p| p.metadata.to_hashmap())
+            .unwrap_or_default()
+    }
+
+    /// The peer's application version, while connected.
+    pub fn version(&self) -> Option<Version> {
+        let state = self.shared.lock();
+        state
+            .node
+            .peer(&self.identity)
+            .map(|p| p.versions.app.clone())
+    }
+
+    /// Whether the peer is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().node.peer(&self.identity).is_some()
+    }
+
+    /// The addresses the peer is known at: the current connection's first.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let state = self.shared.lock();
+        let mut addrs: Vec<SocketAddr> = state
+            .node
+            .peer(&self.identity)
+            .map(|p| p.addr)
+            .into_iter()
+            .collect();
+        for addr in state.known.get(&self.identity).into_iter().flatten() {
+            if !addrs.contains(addr) {
+                addrs.push(*addr);
+            }
+        }
+        addrs
+    }
+
+    /// Open a stream to the peer, connecting first if needed (pinned to the
+    /// peer's identity, trying each known address). Reuses the one
+    /// connection to the peer. A peer that cannot be reached fails within
+    /// the handshake timeout with [`NewStreamError::Unreachable`].
+    pub async fn new_stream(&self) -> Result<UnicastStream, NewStreamError> {
+        let mut dials: Vec<ConnectionId> = Vec::new();
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if state.closing.is_some() || state.stopped {
+                return Poll::Ready(Err(NewStreamError::Shutdown));
+            }
+            let now = Instant::now();
+            if state.node.peer(&self.identity).is_some() {
+                return match state.node.open_stream(now, &self.identity) {
+                    Ok(id) => {
+                        state.wake_driver();
+                        for id in &dials {
+                            state.dials.remove(id);
+                        }
+                        Poll::Ready(Ok(UnicastStream::new(
+                            self.shared.clone(),
+                            id,
+                            self.identity,
+                        )))
+                    }
+                    Err(StreamError::StreamsExhausted) => {
+                        state
+                            .peer_waiters
+                            .entry(self.identity)
+                            .or_default()
+                            .push(cx.waker().clone());
+                        Poll::Pending
+                    }
+                    Err(error) => Poll::Ready(Err(error.into())),
+                };
+            }
+            if dials.is_empty() {
+                let addrs = state.known.get(&self.identity).cloned().unwrap_or_default();
+                if addrs.is_empty() {
+                    return Poll::Ready(Err(NewStreamError::NoAddress));
+                }
+                for addr in addrs {
+                    if let Ok(id) = state.node.connect(now, addr, Some(self.identity)) {
+                        state.dials.insert(id, Dial { failure: None });
+                        dials.push(id);
+                    }
+                }
+                if dials.is_empty() {
+                    return Poll::Ready(Err(NewStreamError::Unreachable(
+                        DisconnectReason::Refused,
+                    )));
+                }
+                state.wake_driver();
+            } else {
+                let all_failed = dials.iter().all(|id| {
+                    !matches!(
+                        state.node.connection_state(*id),
+                        Some(ConnectionState::Handshaking | ConnectionState::Established(_))
+                    )
+                });
+                if all_failed {
+                    let reason = dials
+                        .iter()
+                        .rev()
+                        .find_map(|id| state.dials.get_mut(id).and_then(|d| d.failure.take()))
+                        .unwrap_or(DisconnectReason::ClosedLocally);
+                    for id in &dials {
+                        state.dials.remove(id);
+                    }
+                    return Poll::Ready(Err(NewStreamError::Unreachable(reason)));
+                }
+            }
+            state
+                .peer_waiters
+                .entry(self.identity)
+                .or_default()
+                .push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}

@@ -1,0 +1,256 @@
+//! [`UnicastStream`]: one bidirectional stream to a peer, as
+//! `AsyncRead + AsyncWrite`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pos_p2p_protocol::RemoteIdentity;
+use pos_p2p_protocol::node::{ReadOutcome, StreamError, StreamId};
+
+use crate::driver::Shared;
+
+/// A bidirectional stream to a peer: `futures::io::{AsyncRead, AsyncWrite}`
+/// and, with the `tokio` feature, `tokio::io::{AsyncRead, AsyncWrite}`.
+///
+/// Writes are accepted only as far as QUIC flow control and the send window
+/// allow; a writer that outpaces the network waits. Reads hand out what has
+/// arrived, in order; `Ok(0)` means the peer finished the stream.
+///
+/// `close()` (futures) or `shutdown()` (tokio) finishes the sending half:
+/// the peer reads everything written, then the end. Dropping the stream
+/// finishes the sending half too if it is still open (written data is still
+/// delivered), and asks the peer to stop sending if the receiving half was
+/// not read to its end.
+///
+/// Errors are `io::Error`s whose inner error, where there is one, is a
+/// [`StreamError`] (for example the peer's reset code); the kinds are
+/// `ConnectionReset` (the peer reset the stream), `BrokenPipe` (the peer
+/// stopped it) and `NotConnected` (the connection is gone).
+#[derive(Debug)]
+pub struct UnicastStream {
+    shared: Arc<Shared>,
+    id: StreamId,
+    remote: RemoteIdentity,
+    send_closed: bool,
+    recv_done: bool,
+    /// When false, dropping does nothing (used by the driver, which holds
+    /// the lock when it has to refuse a stream).
+    armed: bool,
+}
+
+impl UnicastStream {
+    pub(crate) fn new(shared: Arc<Shared>, id: StreamId, remote: RemoteIdentity) -> Self {
+        Self {
+            shared,
+            id,
+            remote,
+            send_closed: false,
+            recv_done: false,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn id(&self) -> StreamId {
+        self.id
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// The peer on the other end.
+    pub fn remote_identity(&self) -> RemoteIdentity {
+        self.remote
+    }
+
+    /// Abandon the sending half with an application error code; the peer's
+    /// reads fail with that code.
+    pub fn reset(&mut self, code: u64) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        self.send_closed = true;
+        let result = state.node.reset(self.id, code).map_err(to_io);
+        state.wake_driver();
+        result
+    }
+
+    /// Stop reading: ask the peer to stop sending, with an application error
+    /// code.
+    pub fn stop(&mut self, code: u64) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        self.recv_done = true;
+        let result = state.node.stop(self.id, code).map_err(to_io);
+        state.wake_driver();
+        result
+    }
+
+    fn poll_read_inner(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut state = self.shared.lock();
+        match state.node.read(self.id, buf.len()) {
+            Ok(ReadOutcome::Data(bytes)) => {
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                // Reading returns flow-control credit to the peer.
+                state.wake_driver();
+                Poll::Ready(Ok(bytes.len()))
+            }
+            Ok(ReadOutcome::Finished) => {
+                self.recv_done = true;
+                state.wake_driver();
+                Poll::Ready(Ok(0))
+            }
+            Ok(ReadOutcome::Reset(code)) => {
+                self.recv_done = true;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    StreamReset(code),
+                )))
+            }
+            Ok(ReadOutcome::Blocked) => {
+                if state.stopped {
+                    return Poll::Ready(Err(to_io(StreamError::NotConnected)));
+                }
+                state.readers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(error) => Poll::Ready(Err(to_io(error))),
+        }
+    }
+
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut state = self.shared.lock();
+        match state.node.write(self.id, buf) {
+            Ok(n) => {
+                state.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(StreamError::Blocked) => {
+                if state.stopped {
+                    return Poll::Ready(Err(to_io(StreamError::NotConnected)));
+                }
+                state.writers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(error) => Poll::Ready(Err(to_io(error))),
+        }
+    }
+
+    fn poll_close_inner(&mut self) -> Poll<io::Result<()>> {
+        if self.send_closed {
+            return Poll::Ready(Ok(()));
+        }
+        let mut state = self.shared.lock();
+        self.send_closed = true;
+        let result = state.node.finish(self.id).map_err(to_io);
+        state.wake_driver();
+        Poll::Ready(result)
+    }
+}
+
+/// The peer reset the stream with this application error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the peer reset the stream (code {0})")]
+pub struct StreamReset(pub u64);
+
+fn to_io(error: StreamError) -> io::Error {
+    let kind = match error {
+        StreamError::Stopped(_) => io::ErrorKind::BrokenPipe,
+        StreamError::NotConnected | StreamError::UnknownStream => io::ErrorKind::NotConnected,
+        StreamError::Blocked => io::ErrorKind::WouldBlock,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, error)
+}
+
+impl Drop for UnicastStream {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = self.shared.lock();
+        if !self.send_closed {
+            let _ = state.node.finish(self.id);
+        }
+        if !self.recv_done {
+            let _ = state.node.stop(self.id, 0);
+        }
+        state.readers.remove(&self.id);
+        state.writers.remove(&self.id);
+        state.wake_driver();
+    }
+}
+
+impl futures_io::AsyncRead for UnicastStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_read_inner(cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for UnicastStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_inner(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written data is already with QUIC, which sends it as fast as
+        // congestion control allows.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_inner()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl tokio::io::AsyncRead for UnicastStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let dst = buf.initialize_unfilled();
+        match this.poll_read_inner(cx, dst) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl tokio::io::AsyncWrite for UnicastStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_inner(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_inner()
+    }
+}
