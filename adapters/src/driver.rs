@@ -2,7 +2,7 @@
 //! and timeouts to the sans-IO [`Node`], sends what it polls, and wakes the
 //! tasks waiting on streams, dials and events. It holds no protocol logic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -17,7 +17,6 @@ use pos_p2p_protocol::node::{ConnectionId, DisconnectReason, Ecn, Event, Node, S
 
 use crate::event::P2PEvent;
 use crate::runtime::{Interest, Timer, UdpIo};
-use crate::stream::UnicastStream;
 
 /// How many receive batches one driver turn handles before yielding, so
 /// that one busy peer cannot starve the application's tasks.
@@ -26,12 +25,8 @@ const RECV_BATCHES_PER_TURN: usize = 32;
 const TRANSMITS_PER_TURN: usize = 256;
 /// The largest UDP payload read at once (with GRO, several datagrams).
 const RECV_BUF_LEN: usize = 64 * 1024;
-/// Streams the peer opened that wait for the application to accept them.
-pub(crate) const INCOMING_QUEUE: usize = 256;
 /// Events buffered for a slow subscriber before it loses some.
 pub(crate) const EVENT_QUEUE: usize = 1024;
-/// The stream error code sent when the application's incoming queue is full.
-pub(crate) const BUSY_CODE: u64 = 1;
 /// How long `shutdown` waits for the peers to acknowledge the close.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -53,12 +48,18 @@ pub(crate) struct State {
     /// more streams allowed).
     pub(crate) peer_waiters: HashMap<RemoteIdentity, Vec<Waker>>,
     pub(crate) dials: HashMap<ConnectionId, Dial>,
+    /// Dials under way to a known peer, shared by every `new_stream` that
+    /// waits for that peer.
+    pub(crate) peer_dials: HashMap<RemoteIdentity, Vec<ConnectionId>>,
     pub(crate) dial_waiters: Vec<Waker>,
     /// Peers added by address with their identity, and the addresses seen
     /// for connected peers: where `new_stream` dials.
     pub(crate) known: BTreeMap<RemoteIdentity, Vec<SocketAddr>>,
     pub(crate) subscribers: Vec<async_channel::Sender<P2PEvent>>,
-    pub(crate) incoming: async_channel::Sender<UnicastStream>,
+    /// Streams peers opened, waiting for `P2P::accept`. Bounded by QUIC:
+    /// each is an open stream counting against its connection's limit.
+    pub(crate) incoming: VecDeque<(StreamId, RemoteIdentity)>,
+    pub(crate) accept_waiters: Vec<Waker>,
     /// Set by `shutdown` or by dropping `P2P`.
     pub(crate) closing: Option<Instant>,
     pub(crate) stopped: bool,
@@ -295,7 +296,7 @@ impl Driver {
         true
     }
 
-    fn dispatch(state: &mut State, shared: &Arc<Shared>) {
+    fn dispatch(state: &mut State) {
         while let Some(event) = state.node.poll_event() {
             match event {
                 Event::Connected(info) => {
@@ -342,18 +343,8 @@ impl Driver {
                     });
                 }
                 Event::IncomingStream { peer, stream } => {
-                    let stream = UnicastStream::new(shared.clone(), stream, peer);
-                    if let Err(refused) = state.incoming.try_send(stream) {
-                        // The application is not accepting: refuse the
-                        // stream instead of queueing without bound. Dropping
-                        // the handle would lock the state again, so refuse
-                        // it here and forget the handle's drop work.
-                        let stream = refused.into_inner();
-                        let id = stream.id();
-                        let _ = state.node.reset(id, BUSY_CODE);
-                        let _ = state.node.stop(id, BUSY_CODE);
-                        stream.disarm();
-                    }
+                    state.incoming.push_back((stream, peer));
+                    state.accept_waiters.drain(..).for_each(Waker::wake);
                 }
                 Event::StreamsAvailable { peer } => state.wake_peer(&peer),
                 Event::StreamReadable(stream) => {
@@ -383,9 +374,17 @@ impl Future for Driver {
         let mut state = shared.lock();
         state.driver = Some(cx.waker().clone());
         let now = Instant::now();
+        let mut busy = this.receive(cx, &mut state, now);
+        state.node.handle_timeout(now);
+        busy |= this.transmit(cx, &mut state, now);
+        Self::dispatch(&mut state);
+        // Events may have been caused by reads that queued more transmits.
+        busy |= this.transmit(cx, &mut state, now);
         if let Some(since) = state.closing {
+            // Every close has been transmitted above (or the grace period
+            // is over): the peers were told, stop.
             let expired = now.saturating_duration_since(since) > SHUTDOWN_GRACE;
-            if state.node.is_idle() || expired {
+            if (state.node.is_closed() && this.pending.is_none()) || expired {
                 state.stopped = true;
                 state.wake_all_streams();
                 state.stopped_waiters.drain(..).for_each(Waker::wake);
@@ -395,16 +394,10 @@ impl Future for Driver {
                 }
                 state.dial_waiters.drain(..).for_each(Waker::wake);
                 state.subscribers.clear();
-                state.incoming.close();
+                state.accept_waiters.drain(..).for_each(Waker::wake);
                 return Poll::Ready(());
             }
         }
-        let mut busy = this.receive(cx, &mut state, now);
-        state.node.handle_timeout(now);
-        busy |= this.transmit(cx, &mut state, now);
-        Self::dispatch(&mut state, &shared);
-        // Events may have been caused by reads that queued more transmits.
-        busy |= this.transmit(cx, &mut state, now);
         let next = state.node.poll_timeout().map(|(at, _)| at);
         if let Some(closing) = state.closing {
             // Re-check the shutdown grace period even if nothing happens.
@@ -439,5 +432,13 @@ fn ecn_to_udp(ecn: Ecn) -> quinn_udp::EcnCodepoint {
         Ecn::Ect0 => quinn_udp::EcnCodepoint::Ect0,
         Ecn::Ect1 => quinn_udp::EcnCodepoint::Ect1,
         Ecn::Ce => quinn_udp::EcnCodepoint::Ce,
+    }
+}
+
+/// Add a waiting task, once: a task polled again before being woken must
+/// not grow the list.
+pub(crate) fn register(waiters: &mut Vec<Waker>, waker: &Waker) {
+    if !waiters.iter().any(|w| w.will_wake(waker)) {
+        waiters.push(waker.clone());
     }
 }

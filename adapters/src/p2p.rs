@@ -11,7 +11,7 @@ use pos_p2p_protocol::node::{ConnectionState, Node, NodeConfig};
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
 
-use crate::driver::{Dial, Driver, EVENT_QUEUE, INCOMING_QUEUE, Shared, State};
+use crate::driver::{Dial, Driver, EVENT_QUEUE, Shared, State, register};
 use crate::error::{ConnectError, StartError};
 use crate::event::Events;
 use crate::peer::Peer;
@@ -92,7 +92,6 @@ pub struct P2P {
     shared: Arc<Shared>,
     identity: RemoteIdentity,
     listen_addrs: Vec<SocketAddr>,
-    incoming: async_channel::Receiver<UnicastStream>,
 }
 
 impl P2P {
@@ -158,7 +157,6 @@ impl P2P {
             return Err(StartError::NoListenAddress);
         }
 
-        let (incoming_tx, incoming_rx) = async_channel::bounded(INCOMING_QUEUE);
         let shared = Shared::new(State {
             node,
             driver: None,
@@ -166,10 +164,12 @@ impl P2P {
             writers: HashMap::new(),
             peer_waiters: HashMap::new(),
             dials: HashMap::new(),
+            peer_dials: HashMap::new(),
             dial_waiters: Vec::new(),
             known: Default::default(),
             subscribers: Vec::new(),
-            incoming: incoming_tx,
+            incoming: Default::default(),
+            accept_waiters: Vec::new(),
             closing: None,
             stopped: false,
             stopped_waiters: Vec::new(),
@@ -187,7 +187,6 @@ impl P2P {
             shared,
             identity,
             listen_addrs,
-            incoming: incoming_rx,
         }))
     }
 
@@ -281,7 +280,7 @@ impl P2P {
                     Poll::Ready(result)
                 }
                 None => {
-                    state.dial_waiters.push(cx.waker().clone());
+                    register(&mut state.dial_waiters, cx.waker());
                     Poll::Pending
                 }
             }
@@ -290,10 +289,22 @@ impl P2P {
     }
 
     /// The next stream a peer opened; `None` once the node has shut down.
-    /// Streams that wait here count against a bounded queue (256): beyond it
-    /// new streams are refused, so accept promptly.
+    /// Streams not yet accepted count against their connection's stream
+    /// limit, so a slow acceptor slows its peers down instead of growing a
+    /// queue.
     pub async fn accept(&self) -> Option<UnicastStream> {
-        self.incoming.recv().await.ok()
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if let Some((id, peer)) = state.incoming.pop_front() {
+                return Poll::Ready(Some(UnicastStream::new(self.shared.clone(), id, peer)));
+            }
+            if state.stopped {
+                return Poll::Ready(None);
+            }
+            register(&mut state.accept_waiters, cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     /// A subscription to this node's events from now on.
@@ -321,7 +332,7 @@ impl P2P {
             if state.stopped {
                 Poll::Ready(())
             } else {
-                state.stopped_waiters.push(cx.waker().clone());
+                register(&mut state.stopped_waiters, cx.waker());
                 Poll::Pending
             }
         })

@@ -11,7 +11,7 @@ use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::node::{ConnectionId, ConnectionState, DisconnectReason, StreamError};
 use pos_p2p_protocol::semver::Version;
 
-use crate::driver::{Dial, Shared};
+use crate::driver::{Dial, Shared, State, register};
 use crate::error::NewStreamError;
 use crate::stream::UnicastStream;
 
@@ -92,9 +92,7 @@ impl Peer {
                 return match state.node.open_stream(now, &self.identity) {
                     Ok(id) => {
                         state.wake_driver();
-                        for id in &dials {
-                            state.dials.remove(id);
-                        }
+                        forget_dials(&mut state, &self.identity, &dials);
                         Poll::Ready(Ok(UnicastStream::new(
                             self.shared.clone(),
                             id,
@@ -102,33 +100,52 @@ impl Peer {
                         )))
                     }
                     Err(StreamError::StreamsExhausted) => {
-                        state
-                            .peer_waiters
-                            .entry(self.identity)
-                            .or_default()
-                            .push(cx.waker().clone());
+                        register(
+                            state.peer_waiters.entry(self.identity).or_default(),
+                            cx.waker(),
+                        );
                         Poll::Pending
                     }
                     Err(error) => Poll::Ready(Err(error.into())),
                 };
             }
             if dials.is_empty() {
-                let addrs = state.known.get(&self.identity).cloned().unwrap_or_default();
-                if addrs.is_empty() {
-                    return Poll::Ready(Err(NewStreamError::NoAddress));
-                }
-                for addr in addrs {
-                    if let Ok(id) = state.node.connect(now, addr, Some(self.identity)) {
-                        state.dials.insert(id, Dial { failure: None });
-                        dials.push(id);
+                // Join a dial to this peer that is already under way rather
+                // than opening a connection per waiting caller.
+                let in_flight: Vec<ConnectionId> = state
+                    .peer_dials
+                    .get(&self.identity)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|id| {
+                        matches!(
+                            state.node.connection_state(*id),
+                            Some(ConnectionState::Handshaking)
+                        )
+                    })
+                    .collect();
+                if in_flight.is_empty() {
+                    let addrs = state.known.get(&self.identity).cloned().unwrap_or_default();
+                    if addrs.is_empty() {
+                        return Poll::Ready(Err(NewStreamError::NoAddress));
                     }
+                    for addr in addrs {
+                        if let Ok(id) = state.node.connect(now, addr, Some(self.identity)) {
+                            state.dials.insert(id, Dial { failure: None });
+                            dials.push(id);
+                        }
+                    }
+                    if dials.is_empty() {
+                        return Poll::Ready(Err(NewStreamError::Unreachable(
+                            DisconnectReason::Refused,
+                        )));
+                    }
+                    state.peer_dials.insert(self.identity, dials.clone());
+                    state.wake_driver();
+                } else {
+                    dials = in_flight;
                 }
-                if dials.is_empty() {
-                    return Poll::Ready(Err(NewStreamError::Unreachable(
-                        DisconnectReason::Refused,
-                    )));
-                }
-                state.wake_driver();
             } else {
                 let all_failed = dials.iter().all(|id| {
                     !matches!(
@@ -140,21 +157,38 @@ impl Peer {
                     let reason = dials
                         .iter()
                         .rev()
-                        .find_map(|id| state.dials.get_mut(id).and_then(|d| d.failure.take()))
+                        .find_map(|id| state.dials.get(id).and_then(|d| d.failure.clone()))
                         .unwrap_or(DisconnectReason::ClosedLocally);
-                    for id in &dials {
-                        state.dials.remove(id);
-                    }
+                    forget_dials(&mut state, &self.identity, &dials);
                     return Poll::Ready(Err(NewStreamError::Unreachable(reason)));
                 }
             }
-            state
-                .peer_waiters
-                .entry(self.identity)
-                .or_default()
-                .push(cx.waker().clone());
+            register(
+                state.peer_waiters.entry(self.identity).or_default(),
+                cx.waker(),
+            );
             Poll::Pending
         })
         .await
+    }
+}
+
+/// Drop the records of a finished dial once, whoever sees it finish first;
+/// later waiters of the same dial still find the reason until then.
+fn forget_dials(state: &mut State, peer: &RemoteIdentity, dials: &[ConnectionId]) {
+    if dials.is_empty() {
+        return;
+    }
+    let finished = dials.iter().all(|id| {
+        !matches!(
+            state.node.connection_state(*id),
+            Some(ConnectionState::Handshaking)
+        )
+    });
+    if finished && state.peer_dials.get(peer).is_some_and(|d| d == dials) {
+        state.peer_dials.remove(peer);
+        for id in dials {
+            state.dials.remove(id);
+        }
     }
 }

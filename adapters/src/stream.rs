@@ -35,9 +35,6 @@ pub struct UnicastStream {
     remote: RemoteIdentity,
     send_closed: bool,
     recv_done: bool,
-    /// When false, dropping does nothing (used by the driver, which holds
-    /// the lock when it has to refuse a stream).
-    armed: bool,
 }
 
 impl UnicastStream {
@@ -48,16 +45,7 @@ impl UnicastStream {
             remote,
             send_closed: false,
             recv_done: false,
-            armed: true,
         }
-    }
-
-    pub(crate) fn id(&self) -> StreamId {
-        self.id
-    }
-
-    pub(crate) fn disarm(mut self) {
-        self.armed = false;
     }
 
     /// The peer on the other end.
@@ -170,9 +158,6 @@ fn to_io(error: StreamError) -> io::Error {
 
 impl Drop for UnicastStream {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
         let mut state = self.shared.lock();
         if !self.send_closed {
             let _ = state.node.finish(self.id);

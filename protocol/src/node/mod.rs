@@ -248,10 +248,20 @@ impl Node {
         self.conns.len()
     }
 
-    /// Whether the node has no connections left (after
-    /// [`Node::shutdown`], the adapter may stop driving it).
+    /// Whether the node has no connections left at all, not even closing
+    /// ones that QUIC keeps for a few round trips to absorb stray packets.
     pub fn is_idle(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// Whether every connection is closed and its close has been handed to
+    /// QUIC (a Goodbye awaiting acknowledgement counts as open). After
+    /// [`Node::shutdown`] and one more round of `poll_transmit`, an adapter
+    /// may stop driving the node: the peers have been told.
+    pub fn is_closed(&self) -> bool {
+        self.conns
+            .values()
+            .all(|c| c.phase == Phase::Closed && c.pending_close.is_none())
     }
 
     /// Where connection `id` stands; `None` once it is gone entirely.

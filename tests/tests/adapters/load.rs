@@ -1,0 +1,123 @@
+//! Volume: a large transfer, many streams, many peers.
+
+use std::sync::Arc;
+
+use futures_util::{AsyncReadExt, AsyncWriteExt};
+use pos_p2p::prelude::*;
+use pos_p2p::{P2P, RuntimeKind};
+
+use crate::common::{FNV_START, TestHeader, checksum, config, handle, start};
+
+/// Serve each incoming stream on its own task.
+async fn serve_concurrently(p2p: Arc<P2P>) {
+    while let Some(stream) = p2p.accept().await {
+        tokio::spawn(handle(stream));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_stream_arrives_intact() {
+    let a = start(21, RuntimeKind::Tokio);
+    let b = start(22, RuntimeKind::Tokio);
+    tokio::spawn(serve_concurrently(b.clone()));
+    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.remote_identity()].clone();
+    let mut stream = peer.new_stream().await.unwrap();
+    stream
+        .write_all(&TestHeader::Sink.to_bytes())
+        .await
+        .unwrap();
+    const TOTAL: u64 = 256 << 20;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut hash = FNV_START;
+    let mut sent = 0u64;
+    let mut i = 0u64;
+    while sent < TOTAL {
+        // Vary the bytes so that reordering or loss would show.
+        for (j, b) in chunk.iter_mut().enumerate().step_by(4096) {
+            *b = (i as usize + j) as u8;
+        }
+        hash = checksum(&chunk, hash);
+        stream.write_all(&chunk).await.unwrap();
+        sent += chunk.len() as u64;
+        i += 1;
+    }
+    stream.close().await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply.len(), 16);
+    assert_eq!(u64::from_be_bytes(reply[..8].try_into().unwrap()), TOTAL);
+    assert_eq!(
+        u64::from_be_bytes(reply[8..].try_into().unwrap()),
+        hash,
+        "checksum"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams_on_one_connection() {
+    let a = start(23, RuntimeKind::Tokio);
+    let b = start(24, RuntimeKind::Tokio);
+    tokio::spawn(serve_concurrently(b.clone()));
+    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.remote_identity()].clone();
+    let mut tasks = Vec::new();
+    for i in 0..1000u32 {
+        let peer = peer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = peer.new_stream().await.expect("stream");
+            let body = i.to_be_bytes().repeat(64);
+            stream
+                .write_all(&TestHeader::Echo.to_bytes())
+                .await
+                .unwrap();
+            stream.write_all(&body).await.unwrap();
+            stream.close().await.unwrap();
+            let mut echoed = Vec::new();
+            stream.read_to_end(&mut echoed).await.unwrap();
+            assert_eq!(echoed, body, "stream {i}");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("stream task");
+    }
+    // All of it on one connection.
+    let connections: Vec<_> = a
+        .peers()
+        .values()
+        .filter(|p| p.is_connected())
+        .map(|p| p.identity())
+        .collect();
+    assert_eq!(connections, vec![b.remote_identity()]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_peers_connect_to_one_node() {
+    let hub = start(30, RuntimeKind::Tokio);
+    tokio::spawn(serve_concurrently(hub.clone()));
+    let mut clients = Vec::new();
+    for n in 31..51u8 {
+        let client = P2P::with_runtime(config(n), RuntimeKind::Tokio).unwrap();
+        let (c, h) = (client.clone(), hub.clone());
+        let task = tokio::spawn(async move {
+            c.connect(h.listen_addrs()[0], Some(h.remote_identity()))
+                .await
+                .expect("connect");
+            crate::common::ping(&c, &h).await.expect("ping");
+        });
+        clients.push((client, task));
+    }
+    for (_, task) in &mut clients {
+        task.await.expect("client task");
+    }
+    let connected = hub.peers().values().filter(|p| p.is_connected()).count();
+    assert_eq!(connected, 20);
+    for (client, _) in clients {
+        client.shutdown().await;
+    }
+    hub.shutdown().await;
+}

@@ -1,0 +1,6 @@
+//! The async API over real sockets on loopback, under every runtime.
+
+mod common;
+mod failures;
+mod load;
+mod runtimes;
