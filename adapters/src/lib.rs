@@ -76,3 +76,8 @@ pub mod prelude {
     pub use crate::HeaderExt;
     pub use pos_p2p_protocol::Header;
 }
+
+/// `docs/USAGE.md`, compiled as doc tests so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/USAGE.md")]
+pub struct UsageGuide;
