@@ -19,6 +19,7 @@ pub mod codec;
 mod identity;
 mod metadata;
 pub mod node;
+pub mod tunnel;
 pub mod version;
 
 pub use codec::Header;

@@ -1,0 +1,465 @@
+//! [`TunnelHandshake`]: the hello, the Noise XX handshake with signed
+//! instance keys, and the responder's accept.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use snow::params::DHChoice;
+use snow::resolvers::CryptoResolver;
+use zeroize::Zeroizing;
+
+use super::frame::{FrameReader, write_frame};
+use super::rng::SeededResolver;
+use super::transport::TunnelTransport;
+use super::{LibraryId, LibraryKeys, NodePair, RejectCode, TunnelError, TunnelInfo};
+use crate::{Identity, RemoteIdentity, SIGNATURE_LEN};
+
+/// The tunnel protocol's label: the start of the prologue and of every
+/// signed message.
+pub(crate) const LABEL: &[u8] = b"pos-p2p/tunnel/1";
+const VERSION: u8 = 1;
+const FLAG_PSK: u8 = 0x01;
+const PATTERN: &str = "Noise_XX_25519_AESGCM_SHA256";
+const PATTERN_PSK: &str = "Noise_XXpsk3_25519_AESGCM_SHA256";
+
+/// Handshake frame kinds (the first byte of each handshake frame).
+const KIND_HELLO: u8 = 0;
+const KIND_NOISE: u8 = 1;
+pub(crate) const KIND_REJECT: u8 = 2;
+const KIND_ACCEPT: u8 = 3;
+
+/// An instance key and its signature.
+const PROOF_LEN: usize = 32 + SIGNATURE_LEN;
+/// Room for any Noise handshake message here.
+const NOISE_BUF: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Initiator,
+    Responder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Responder: waiting for the hello.
+    AwaitHello,
+    /// Responder: waiting for Noise message 1.
+    AwaitMessage1,
+    /// Initiator: waiting for message 2 (or a rejection).
+    AwaitMessage2,
+    /// Responder: waiting for message 3 (or a rejection).
+    AwaitMessage3,
+    /// Initiator: waiting for the accept (or a rejection).
+    AwaitAccept,
+    Done,
+    Failed,
+}
+
+/// A tunnel handshake in progress, as initiator or responder.
+///
+/// Drive it like any sans-IO machine: send what
+/// [`take_output`](Self::take_output) gives, feed what arrives to
+/// [`handle_input`](Self::handle_input) (which consumes only handshake
+/// bytes), until [`is_done`](Self::is_done); then
+/// [`into_transport`](Self::into_transport).
+pub struct TunnelHandshake {
+    role: Role,
+    stage: Stage,
+    nodes: NodePair,
+    seed: [u8; 32],
+    noise: Option<snow::HandshakeState>,
+    transport: Option<TunnelTransport>,
+    library: Option<LibraryId>,
+    instance: Option<Identity>,
+    static_public: Vec<u8>,
+    remote_instance: Option<RemoteIdentity>,
+    reader: FrameReader,
+    output: Vec<u8>,
+    error: Option<TunnelError>,
+}
+
+impl core::fmt::Debug for TunnelHandshake {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TunnelHandshake")
+            .field("role", &self.role)
+            .field("stage", &self.stage)
+            .field("library", &self.library)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TunnelHandshake {
+    /// Open a tunnel for `library`, as this node's instance of it.
+    /// `rng_seed` must be fresh for every tunnel (take it from a CSPRNG):
+    /// it makes the Noise keys.
+    pub fn initiator(
+        nodes: NodePair,
+        library: LibraryId,
+        keys: &dyn LibraryKeys,
+        rng_seed: [u8; 32],
+    ) -> Result<Self, TunnelError> {
+        let instance = keys
+            .local_instance(&library)
+            .ok_or(TunnelError::UnknownLibrary)?;
+        let psk = keys.psk(&library).map(Zeroizing::new);
+        let hello = hello_bytes(library, psk.is_some());
+        let mut this = Self::new(Role::Initiator, nodes, rng_seed);
+        this.library = Some(library);
+        this.instance = Some(instance);
+        let mut noise = this.build(&hello, psk.as_deref())?;
+        let mut msg = [0u8; NOISE_BUF];
+        let n = noise
+            .write_message(&[], &mut msg)
+            .map_err(|_| TunnelError::Crypto)?;
+        write_frame(&mut this.output, &[&hello])?;
+        write_frame(&mut this.output, &[&[KIND_NOISE], &msg[..n]])?;
+        this.noise = Some(noise);
+        this.stage = Stage::AwaitMessage2;
+        Ok(this)
+    }
+
+    /// Answer a tunnel; the library and everything else come from the
+    /// initiator and from `keys` (given to `handle_input`).
+    pub fn responder(nodes: NodePair, rng_seed: [u8; 32]) -> Self {
+        let mut this = Self::new(Role::Responder, nodes, rng_seed);
+        this.stage = Stage::AwaitHello;
+        this
+    }
+
+    fn new(role: Role, nodes: NodePair, seed: [u8; 32]) -> Self {
+        Self {
+            role,
+            stage: Stage::AwaitHello,
+            nodes,
+            seed,
+            noise: None,
+            transport: None,
+            library: None,
+            instance: None,
+            static_public: Vec::new(),
+            remote_instance: None,
+            reader: FrameReader::new(),
+            output: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Build the Noise state: pattern by PSK, a fresh static key from the
+    /// seed, and the prologue binding both nodes and the hello.
+    fn build(
+        &mut self,
+        hello: &[u8],
+        psk: Option<&[u8; 32]>,
+    ) -> Result<snow::HandshakeState, TunnelError> {
+        let pattern = if psk.is_some() { PATTERN_PSK } else { PATTERN };
+        let params: snow::params::NoiseParams = pattern.parse().map_err(|_| TunnelError::Crypto)?;
+        // The resolver's generator (stream 0) makes the ephemeral key; the
+        // static key comes from stream 1 of the same seed.
+        let mut static_rng = ChaCha20Rng::from_seed(self.seed);
+        static_rng.set_stream(1);
+        let mut private = Zeroizing::new([0u8; 32]);
+        static_rng.fill_bytes(private.as_mut());
+        let resolver = SeededResolver::new(self.seed);
+        let mut dh = resolver
+            .resolve_dh(&DHChoice::Curve25519)
+            .ok_or(TunnelError::Crypto)?;
+        dh.set(private.as_ref());
+        self.static_public = dh.pubkey().to_vec();
+        let prologue = prologue(&self.nodes, hello);
+        let mut builder = snow::Builder::with_resolver(params, Box::new(resolver))
+            .local_private_key(private.as_ref())
+            .map_err(|_| TunnelError::Crypto)?
+            .prologue(&prologue)
+            .map_err(|_| TunnelError::Crypto)?;
+        if let Some(psk) = psk {
+            builder = builder.psk(3, psk).map_err(|_| TunnelError::Crypto)?;
+        }
+        match self.role {
+            Role::Initiator => builder.build_initiator(),
+            Role::Responder => builder.build_responder(),
+        }
+        .map_err(|_| TunnelError::Crypto)
+    }
+
+    /// Bytes to send to the other side. Call after creating the handshake
+    /// and after every `handle_input`.
+    pub fn take_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.output);
+    }
+
+    /// Whether the handshake completed; [`into_transport`](Self::into_transport) next.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Feed bytes from the other side. Returns how many were consumed:
+    /// never more than the handshake needs, so bytes after it (the first
+    /// transport messages) stay with the caller.
+    pub fn handle_input(
+        &mut self,
+        input: &[u8],
+        keys: &dyn LibraryKeys,
+    ) -> Result<usize, TunnelError> {
+        if let Some(error) = &self.error {
+            return Err(if *error == TunnelError::Failed {
+                TunnelError::Failed
+            } else {
+                error.clone()
+            });
+        }
+        let mut used = 0;
+        while self.stage != Stage::Done && used < input.len() {
+            let (n, complete) = self.reader.push(&input[used..]);
+            used += n;
+            if !complete {
+                break;
+            }
+            let frame = self.reader.frame().to_vec();
+            self.reader.clear();
+            if let Err(error) = self.handle_frame(&frame, keys) {
+                // Tell the other side, so that both fail with a reason; a
+                // rejection from the other side needs no answer.
+                if let Some(code) = RejectCode::for_error(&error) {
+                    let _ = write_frame(&mut self.output, &[&[KIND_REJECT, code.to_u8()]]);
+                }
+                self.stage = Stage::Failed;
+                self.error = Some(error.clone());
+                return Err(error);
+            }
+        }
+        Ok(used)
+    }
+
+    fn handle_frame(&mut self, frame: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
+        let (&kind, body) = frame
+            .split_first()
+            .ok_or(TunnelError::Protocol("empty handshake frame"))?;
+        if kind == KIND_REJECT && self.stage != Stage::AwaitHello {
+            let code = body.first().copied().unwrap_or(0);
+            return Err(TunnelError::Rejected(RejectCode::from_u8(code)));
+        }
+        match (self.stage, kind) {
+            (Stage::AwaitHello, KIND_HELLO) => self.on_hello(frame, keys),
+            (Stage::AwaitMessage1, KIND_NOISE) => self.on_message1(body, keys),
+            (Stage::AwaitMessage2, KIND_NOISE) => self.on_message2(body, keys),
+            (Stage::AwaitMessage3, KIND_NOISE) => self.on_message3(body, keys),
+            (Stage::AwaitAccept, KIND_ACCEPT) => self.on_accept(body),
+            _ => Err(TunnelError::Protocol("unexpected handshake frame")),
+        }
+    }
+
+    /// The stream ended before the handshake did (or the caller gave up
+    /// waiting): fail, and leave a rejection in the output for the other
+    /// side in case its direction is still open.
+    pub fn handle_eof(&mut self) -> TunnelError {
+        let error = if self.stage == Stage::Done {
+            return TunnelError::Protocol("stream ended");
+        } else {
+            TunnelError::Protocol("stream ended during the tunnel handshake")
+        };
+        if let Some(code) = RejectCode::for_error(&error) {
+            let _ = write_frame(&mut self.output, &[&[KIND_REJECT, code.to_u8()]]);
+        }
+        self.stage = Stage::Failed;
+        self.error = Some(error.clone());
+        error
+    }
+
+    fn on_hello(&mut self, hello: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
+        let [KIND_HELLO, version, flags, id @ ..] = hello else {
+            return Err(TunnelError::Protocol("malformed hello"));
+        };
+        let id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| TunnelError::Protocol("malformed hello"))?;
+        let library = LibraryId::from_bytes(id);
+        if *version != VERSION || flags & !FLAG_PSK != 0 {
+            return Err(TunnelError::Incompatible);
+        }
+        let Some(instance) = keys.local_instance(&library) else {
+            return Err(TunnelError::UnknownLibrary);
+        };
+        let psk = keys.psk(&library).map(Zeroizing::new);
+        if psk.is_some() != (flags & FLAG_PSK != 0) {
+            return Err(TunnelError::Incompatible);
+        }
+        self.library = Some(library);
+        self.instance = Some(instance);
+        self.noise = Some(self.build(hello, psk.as_deref())?);
+        self.stage = Stage::AwaitMessage1;
+        Ok(())
+    }
+
+    fn on_message1(&mut self, message: &[u8], _keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
+        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
+        let mut payload = [0u8; NOISE_BUF];
+        let n = noise
+            .read_message(message, &mut payload)
+            .map_err(|_| TunnelError::Decrypt)?;
+        if n != 0 {
+            return Err(TunnelError::Protocol("message 1 has a payload"));
+        }
+        let proof = self.proof()?;
+        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
+        let mut msg = [0u8; NOISE_BUF];
+        let n = noise
+            .write_message(&proof, &mut msg)
+            .map_err(|_| TunnelError::Crypto)?;
+        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])?;
+        self.stage = Stage::AwaitMessage3;
+        Ok(())
+    }
+
+    fn on_message2(&mut self, message: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
+        self.read_proof(message, Role::Responder, keys)?;
+        let proof = self.proof()?;
+        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
+        let mut msg = [0u8; NOISE_BUF];
+        let n = noise
+            .write_message(&proof, &mut msg)
+            .map_err(|_| TunnelError::Crypto)?;
+        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])?;
+        let noise = self.noise.take().ok_or(TunnelError::Failed)?;
+        self.transport = Some(TunnelTransport::new(
+            noise
+                .into_transport_mode()
+                .map_err(|_| TunnelError::Crypto)?,
+        ));
+        self.stage = Stage::AwaitAccept;
+        Ok(())
+    }
+
+    fn on_message3(&mut self, message: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
+        self.read_proof(message, Role::Initiator, keys)?;
+        let noise = self.noise.take().ok_or(TunnelError::Failed)?;
+        let mut transport = TunnelTransport::new(
+            noise
+                .into_transport_mode()
+                .map_err(|_| TunnelError::Crypto)?,
+        );
+        // The accept is the first transport message: an empty, encrypted
+        // confirmation that the responder took the initiator's proof.
+        let mut sealed = [0u8; 2 + 16];
+        let n = transport.seal(&[], &mut sealed)?;
+        write_frame(&mut self.output, &[&[KIND_ACCEPT], &sealed[2..n]])?;
+        self.transport = Some(transport);
+        self.stage = Stage::Done;
+        Ok(())
+    }
+
+    fn on_accept(&mut self, body: &[u8]) -> Result<(), TunnelError> {
+        let transport = self.transport.as_mut().ok_or(TunnelError::Failed)?;
+        let mut plain = [0u8; 0];
+        let n = transport.open(body, &mut plain)?;
+        if n != 0 {
+            return Err(TunnelError::Protocol("accept carries data"));
+        }
+        self.stage = Stage::Done;
+        Ok(())
+    }
+
+    /// This side's instance key and its signature over the handshake hash
+    /// so far, the role, and the Noise static key about to be sent.
+    fn proof(&self) -> Result<[u8; PROOF_LEN], TunnelError> {
+        let instance = self.instance.as_ref().ok_or(TunnelError::Failed)?;
+        let noise = self.noise.as_ref().ok_or(TunnelError::Failed)?;
+        let signed = signed_message(self.role, noise.get_handshake_hash(), &self.static_public);
+        let mut proof = [0u8; PROOF_LEN];
+        proof[..32].copy_from_slice(instance.to_remote_identity().as_bytes());
+        proof[32..].copy_from_slice(&instance.sign(&signed));
+        Ok(proof)
+    }
+
+    /// Read a Noise message carrying the other side's proof and check it:
+    /// the signature, then membership.
+    fn read_proof(
+        &mut self,
+        message: &[u8],
+        signer: Role,
+        keys: &dyn LibraryKeys,
+    ) -> Result<(), TunnelError> {
+        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
+        let hash_before = noise.get_handshake_hash().to_vec();
+        let mut payload = [0u8; NOISE_BUF];
+        let n = noise
+            .read_message(message, &mut payload)
+            .map_err(|_| TunnelError::Decrypt)?;
+        let proof: &[u8; PROOF_LEN] = payload[..n]
+            .try_into()
+            .map_err(|_| TunnelError::Protocol("malformed instance proof"))?;
+        let remote_static = noise
+            .get_remote_static()
+            .ok_or(TunnelError::Protocol("no static key"))?
+            .to_vec();
+        let instance = match proof[..32].try_into().map(RemoteIdentity::from_bytes) {
+            Ok(Ok(instance)) => instance,
+            _ => return Err(TunnelError::BadSignature),
+        };
+        let mut signature = [0u8; SIGNATURE_LEN];
+        signature.copy_from_slice(&proof[32..]);
+        let signed = signed_message(signer, &hash_before, &remote_static);
+        if instance.verify(&signed, &signature).is_err() {
+            return Err(TunnelError::BadSignature);
+        }
+        let library = self.library.ok_or(TunnelError::Failed)?;
+        if !keys.is_member(&library, &instance) {
+            return Err(TunnelError::NotMember);
+        }
+        self.remote_instance = Some(instance);
+        Ok(())
+    }
+
+    /// The transport and what the handshake established.
+    pub fn into_transport(self) -> Result<(TunnelTransport, TunnelInfo), TunnelError> {
+        if self.stage != Stage::Done {
+            return Err(self
+                .error
+                .unwrap_or(TunnelError::Protocol("handshake not done")));
+        }
+        let (Some(transport), Some(library), Some(remote_instance)) =
+            (self.transport, self.library, self.remote_instance)
+        else {
+            return Err(TunnelError::Failed);
+        };
+        Ok((
+            transport,
+            TunnelInfo {
+                library,
+                remote_instance,
+                nodes: self.nodes,
+            },
+        ))
+    }
+}
+
+fn hello_bytes(library: LibraryId, psk: bool) -> [u8; 19] {
+    let mut hello = [0u8; 19];
+    hello[0] = KIND_HELLO;
+    hello[1] = VERSION;
+    hello[2] = if psk { FLAG_PSK } else { 0 };
+    hello[3..].copy_from_slice(library.as_bytes());
+    hello
+}
+
+/// `LABEL || initiator node || responder node || hello frame body`.
+pub(crate) fn prologue(nodes: &NodePair, hello: &[u8]) -> Vec<u8> {
+    let mut prologue = Vec::with_capacity(LABEL.len() + 64 + hello.len());
+    prologue.extend_from_slice(LABEL);
+    prologue.extend_from_slice(nodes.initiator.as_bytes());
+    prologue.extend_from_slice(nodes.responder.as_bytes());
+    prologue.extend_from_slice(hello);
+    prologue
+}
+
+/// `LABEL || " sig " || role || handshake hash || Noise static key`.
+fn signed_message(signer: Role, hash: &[u8], static_key: &[u8]) -> Vec<u8> {
+    let mut signed = Vec::with_capacity(LABEL.len() + 6 + hash.len() + static_key.len());
+    signed.extend_from_slice(LABEL);
+    signed.extend_from_slice(b" sig ");
+    signed.push(match signer {
+        Role::Initiator => b'I',
+        Role::Responder => b'R',
+    });
+    signed.extend_from_slice(hash);
+    signed.extend_from_slice(static_key);
+    signed
+}

@@ -1,0 +1,570 @@
+//! The tunnel between two in-memory ends: success, every refusal on both
+//! sides, tampering, relaying, chunking, rekeying, and the documented
+//! transcript.
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// The application's view of libraries in these tests.
+#[derive(Clone)]
+pub(super) struct Keys {
+    pub(super) library: LibraryId,
+    pub(super) me: Option<Identity>,
+    pub(super) members: Vec<RemoteIdentity>,
+    pub(super) psk: Option<[u8; 32]>,
+}
+
+impl LibraryKeys for Keys {
+    fn local_instance(&self, library: &LibraryId) -> Option<Identity> {
+        (*library == self.library)
+            .then(|| self.me.clone())
+            .flatten()
+    }
+
+    fn is_member(&self, library: &LibraryId, instance: &RemoteIdentity) -> bool {
+        *library == self.library && self.members.contains(instance)
+    }
+
+    fn psk(&self, library: &LibraryId) -> Option<[u8; 32]> {
+        (*library == self.library).then_some(self.psk).flatten()
+    }
+}
+
+pub(super) const LIBRARY: LibraryId = LibraryId::from_bytes([0x11; 16]);
+
+pub(super) fn instance(n: u8) -> Identity {
+    Identity::from_bytes(&[n; 32])
+}
+
+pub(super) fn nodes() -> NodePair {
+    NodePair {
+        initiator: Identity::from_bytes(&[0xa1; 32]).to_remote_identity(),
+        responder: Identity::from_bytes(&[0xb2; 32]).to_remote_identity(),
+    }
+}
+
+/// Two members of LIBRARY: instance 1 (initiator) and 2 (responder).
+pub(super) fn members() -> (Keys, Keys) {
+    let members = vec![
+        instance(1).to_remote_identity(),
+        instance(2).to_remote_identity(),
+    ];
+    let a = Keys {
+        library: LIBRARY,
+        me: Some(instance(1)),
+        members: members.clone(),
+        psk: None,
+    };
+    let b = Keys {
+        library: LIBRARY,
+        me: Some(instance(2)),
+        members,
+        psk: None,
+    };
+    (a, b)
+}
+
+/// The outcome of running a handshake to its end.
+pub(super) struct Outcome {
+    pub(super) initiator: Result<(TunnelTransport, TunnelInfo), TunnelError>,
+    pub(super) responder: Result<(TunnelTransport, TunnelInfo), TunnelError>,
+    /// Every byte the initiator sent, and the responder.
+    pub(super) i_to_r: Vec<u8>,
+    pub(super) r_to_i: Vec<u8>,
+}
+
+/// Run a handshake, passing each direction's bytes through `tamper`
+/// (direction, bytes) before delivery.
+pub(super) fn run(
+    a: &Keys,
+    b: &Keys,
+    responder_nodes: NodePair,
+    mut tamper: impl FnMut(bool, &mut Vec<u8>),
+) -> Outcome {
+    let mut outcome = Outcome {
+        initiator: Err(TunnelError::Failed),
+        responder: Err(TunnelError::Failed),
+        i_to_r: Vec::new(),
+        r_to_i: Vec::new(),
+    };
+    let mut initiator = match TunnelHandshake::initiator(nodes(), LIBRARY, a, [5; 32]) {
+        Ok(h) => h,
+        Err(e) => {
+            outcome.initiator = Err(e);
+            return outcome;
+        }
+    };
+    let mut responder = TunnelHandshake::responder(responder_nodes, [6; 32]);
+    let (mut i_err, mut r_err) = (None, None);
+    // What the initiator sends after the responder finished: transport
+    // frames (here, only a rejection of the responder's accept).
+    let mut after_done = Vec::new();
+    for _ in 0..8 {
+        let mut to_r = Vec::new();
+        initiator.take_output(&mut to_r);
+        tamper(true, &mut to_r);
+        outcome.i_to_r.extend_from_slice(&to_r);
+        if responder.is_done() {
+            after_done.extend_from_slice(&to_r);
+        } else if r_err.is_none()
+            && !to_r.is_empty()
+            && let Err(e) = responder.handle_input(&to_r, b)
+        {
+            r_err = Some(e);
+        }
+        let mut to_i = Vec::new();
+        responder.take_output(&mut to_i);
+        tamper(false, &mut to_i);
+        outcome.r_to_i.extend_from_slice(&to_i);
+        if i_err.is_none()
+            && !to_i.is_empty()
+            && let Err(e) = initiator.handle_input(&to_i, a)
+        {
+            i_err = Some(e);
+        }
+        let finished =
+            (initiator.is_done() || i_err.is_some()) && (responder.is_done() || r_err.is_some());
+        if finished && to_r.is_empty() && to_i.is_empty() {
+            break;
+        }
+    }
+    // Anything an end said after failing (its rejection) still reaches the
+    // other end's transport.
+    if i_err.is_some() {
+        initiator.take_output(&mut after_done);
+    }
+    outcome.initiator = match i_err {
+        Some(e) => Err(e),
+        None if initiator.is_done() => initiator.into_transport(),
+        None => {
+            let error = initiator.handle_eof();
+            initiator.take_output(&mut after_done);
+            Err(error)
+        }
+    };
+    outcome.responder = match r_err {
+        Some(e) => Err(e),
+        None if responder.is_done() => responder.into_transport().and_then(|(mut t, info)| {
+            // The responder reads on: a rejection of its accept arrives as
+            // its first transport frame.
+            let mut reader = FrameReader::new();
+            let mut plain = vec![0u8; MAX_PLAINTEXT_LEN];
+            let mut rest = &after_done[..];
+            while !rest.is_empty() {
+                let (used, done) = reader.push(rest);
+                rest = &rest[used..];
+                if done {
+                    t.open(reader.frame(), &mut plain)?;
+                    reader.clear();
+                }
+            }
+            Ok((t, info))
+        }),
+        None => Err(responder.handle_eof()),
+    };
+    outcome
+}
+
+fn both_fail(outcome: &Outcome) -> (TunnelError, TunnelError) {
+    match (&outcome.initiator, &outcome.responder) {
+        (Err(i), Err(r)) => (i.clone(), r.clone()),
+        (i, r) => panic!(
+            "both sides must fail: initiator ok={} responder ok={}",
+            i.is_ok(),
+            r.is_ok()
+        ),
+    }
+}
+
+/// Move `data` from `tx` to `rx` through sealed frames.
+fn transfer(tx: &mut TunnelTransport, rx: &mut TunnelTransport, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut frame = vec![0u8; sealed_len(MAX_PLAINTEXT_LEN)];
+    let mut plain = vec![0u8; MAX_PLAINTEXT_LEN];
+    for chunk in data.chunks(MAX_PLAINTEXT_LEN) {
+        let n = tx.seal(chunk, &mut frame).unwrap();
+        assert_eq!(usize::from(u16::from_be_bytes([frame[0], frame[1]])), n - 2);
+        let m = rx.open(&frame[2..n], &mut plain).unwrap();
+        out.extend_from_slice(&plain[..m]);
+    }
+    out
+}
+
+#[test]
+fn members_complete_the_handshake_and_exchange_data_both_ways() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut ta, ia) = outcome.initiator.unwrap();
+    let (mut tb, ib) = outcome.responder.unwrap();
+    assert_eq!(ia.library, LIBRARY);
+    assert_eq!(ia.remote_instance, instance(2).to_remote_identity());
+    assert_eq!(ib.remote_instance, instance(1).to_remote_identity());
+    assert_eq!(ia.nodes, nodes());
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+    assert_eq!(transfer(&mut ta, &mut tb, &data), data);
+    assert_eq!(transfer(&mut tb, &mut ta, &data), data);
+}
+
+#[test]
+fn a_shared_library_secret_works_and_a_wrong_one_fails_both_sides() {
+    let (mut a, mut b) = members();
+    a.psk = Some([9; 32]);
+    b.psk = Some([9; 32]);
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    assert!(outcome.initiator.is_ok() && outcome.responder.is_ok());
+
+    b.psk = Some([10; 32]);
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    assert_eq!(
+        both_fail(&outcome),
+        (
+            TunnelError::Rejected(RejectCode::AuthenticationFailed),
+            TunnelError::Decrypt
+        )
+    );
+
+    b.psk = None;
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    assert_eq!(
+        both_fail(&outcome),
+        (
+            TunnelError::Rejected(RejectCode::Incompatible),
+            TunnelError::Incompatible
+        )
+    );
+}
+
+#[test]
+fn an_unknown_library_fails_both_sides() {
+    let (a, mut b) = members();
+    b.library = LibraryId::from_bytes([0x22; 16]);
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    assert_eq!(
+        both_fail(&outcome),
+        (
+            TunnelError::Rejected(RejectCode::UnknownLibrary),
+            TunnelError::UnknownLibrary
+        )
+    );
+    // And an initiator cannot open a tunnel for a library it is not in.
+    let (mut a, b) = members();
+    a.me = None;
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    assert!(matches!(
+        outcome.initiator,
+        Err(TunnelError::UnknownLibrary)
+    ));
+}
+
+#[test]
+fn an_initiator_the_responder_does_not_accept_fails_both_sides() {
+    let (a, mut b) = members();
+    b.members.retain(|m| *m != instance(1).to_remote_identity());
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    assert_eq!(
+        both_fail(&outcome),
+        (
+            TunnelError::Rejected(RejectCode::NotMember),
+            TunnelError::NotMember
+        )
+    );
+}
+
+#[test]
+fn a_responder_that_is_not_a_member_fails_both_sides() {
+    let (mut a, b) = members();
+    a.members.retain(|m| *m != instance(2).to_remote_identity());
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    assert_eq!(
+        both_fail(&outcome),
+        (
+            TunnelError::NotMember,
+            TunnelError::Rejected(RejectCode::NotMember)
+        )
+    );
+}
+
+#[test]
+fn a_handshake_relayed_onto_another_connection_fails_both_sides() {
+    let (a, b) = members();
+    let other = NodePair {
+        initiator: Identity::from_bytes(&[0xc3; 32]).to_remote_identity(),
+        responder: nodes().responder,
+    };
+    let outcome = run(&a, &b, other, |_, _| {});
+    assert_eq!(
+        both_fail(&outcome),
+        (
+            TunnelError::Decrypt,
+            TunnelError::Rejected(RejectCode::AuthenticationFailed)
+        )
+    );
+}
+
+#[test]
+fn every_flipped_handshake_bit_fails_both_sides() {
+    let (a, b) = members();
+    let clean = run(&a, &b, nodes(), |_, _| {});
+    for (to_responder, len) in [(true, clean.i_to_r.len()), (false, clean.r_to_i.len())] {
+        for pos in 0..len {
+            let mut offset = 0usize;
+            let outcome = run(&a, &b, nodes(), |dir, bytes| {
+                if dir == to_responder {
+                    if let Some(b) = pos.checked_sub(offset).and_then(|p| bytes.get_mut(p)) {
+                        *b ^= 0x01;
+                    }
+                    offset += bytes.len();
+                }
+            });
+            let ok = outcome.initiator.is_ok() && outcome.responder.is_ok();
+            assert!(!ok, "flip at byte {pos} ({to_responder}) went unnoticed");
+            assert!(
+                outcome.initiator.is_err() && outcome.responder.is_err(),
+                "flip at byte {pos} toward responder={to_responder}: both sides must fail"
+            );
+        }
+    }
+}
+
+#[test]
+fn truncated_and_replayed_handshake_messages_fail() {
+    let (a, b) = members();
+    // The stream ends in the middle of the initiator's first flight.
+    let outcome = run(&a, &b, nodes(), |dir, bytes| {
+        if dir {
+            bytes.truncate(10);
+        }
+    });
+    assert!(outcome.initiator.is_err() && outcome.responder.is_err());
+    // A Noise message cut short inside a consistent frame.
+    let outcome = run(&a, &b, nodes(), |dir, bytes| {
+        if !dir && bytes.len() > 40 {
+            let keep = bytes.len() - 20;
+            bytes.truncate(keep);
+            let body = (keep - 2) as u16;
+            bytes[..2].copy_from_slice(&body.to_be_bytes());
+        }
+    });
+    assert!(outcome.initiator.is_err() && outcome.responder.is_err());
+
+    // Replaying the responder's recorded answer to a new initiator fails:
+    // it was made for another ephemeral key.
+    let recorded = run(&a, &b, nodes(), |_, _| {}).r_to_i;
+    let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [77; 32]).unwrap();
+    let mut sent = Vec::new();
+    initiator.take_output(&mut sent);
+    assert_eq!(
+        initiator.handle_input(&recorded, &a),
+        Err(TunnelError::Decrypt)
+    );
+    // Replaying the initiator's first flight twice to one responder fails.
+    let first = run(&a, &b, nodes(), |_, _| {}).i_to_r;
+    let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
+    let flight_len = 2 + 19 + 2 + 1 + 32;
+    responder.handle_input(&first[..flight_len], &b).unwrap();
+    assert!(matches!(
+        responder.handle_input(&first[..flight_len], &b),
+        Err(TunnelError::Protocol(_))
+    ));
+}
+
+#[test]
+fn transport_rejects_tampering_reordering_loss_and_replay() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    let mut frames = Vec::new();
+    for i in 0..4u8 {
+        let mut frame = vec![0u8; sealed_len(10)];
+        let n = tx.seal(&[i; 10], &mut frame).unwrap();
+        frames.push(frame[2..n].to_vec());
+    }
+    let mut plain = [0u8; 64];
+    assert_eq!(rx.open(&frames[0], &mut plain), Ok(10));
+    // Replay of message 0.
+    assert_eq!(rx.open(&frames[0], &mut plain), Err(TunnelError::Decrypt));
+    // The transport is dead after a failure.
+    assert_eq!(rx.open(&frames[1], &mut plain), Err(TunnelError::Failed));
+
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    let mut sealed = Vec::new();
+    for i in 0..3u8 {
+        let mut frame = vec![0u8; sealed_len(4)];
+        let n = tx.seal(&[i; 4], &mut frame).unwrap();
+        sealed.push(frame[2..n].to_vec());
+    }
+    // Message 1 dropped: message 2 does not open.
+    assert_eq!(rx.open(&sealed[0], &mut plain), Ok(4));
+    assert_eq!(rx.open(&sealed[2], &mut plain), Err(TunnelError::Decrypt));
+    // Too short to hold a tag.
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (_, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    assert_eq!(rx.open(&[0; 15], &mut plain), Err(TunnelError::Decrypt));
+}
+
+#[test]
+fn rekeying_keeps_both_sides_in_step() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    tx.set_rekey_interval(3);
+    rx.set_rekey_interval(3);
+    let data = vec![0x5a; 100];
+    let mut frame = vec![0u8; sealed_len(100)];
+    let mut plain = [0u8; 100];
+    let mut first = Vec::new();
+    for i in 0..10 {
+        let n = tx.seal(&data, &mut frame).unwrap();
+        if i == 0 {
+            first = frame[..n].to_vec();
+        }
+        // After a rekey the same plaintext at the same nonce position of a
+        // new key looks different; it still opens.
+        assert_eq!(rx.open(&frame[2..n], &mut plain), Ok(100), "message {i}");
+    }
+    assert_ne!(first, frame[..first.len()].to_vec());
+    // A receiver that does not rekey falls out of step.
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    tx.set_rekey_interval(2);
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        let n = tx.seal(&data, &mut frame).unwrap();
+        results.push(rx.open(&frame[2..n], &mut plain));
+    }
+    assert_eq!(results[2], Err(TunnelError::Decrypt));
+}
+
+#[test]
+fn buffers_and_sizes_are_checked() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let mut small = [0u8; 10];
+    assert_eq!(tx.seal(&[0; 10], &mut small), Err(TunnelError::Buffer));
+    let mut big = vec![0u8; sealed_len(MAX_PLAINTEXT_LEN + 1)];
+    assert_eq!(
+        tx.seal(&vec![0; MAX_PLAINTEXT_LEN + 1], &mut big),
+        Err(TunnelError::Buffer)
+    );
+    assert_eq!(
+        tx.seal(&vec![0; MAX_PLAINTEXT_LEN], &mut big)
+            .map(|n| n - 2),
+        Ok(MAX_FRAME_LEN)
+    );
+}
+
+/// The transcript in docs/PROTOCOL.md §8.6: both byte streams of a handshake
+/// with fixed seeds and keys, checked against the document.
+#[test]
+fn the_documented_transcript_matches() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    if std::env::var_os("POS_P2P_PRINT_TRANSCRIPT").is_some() {
+        let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        println!("I->R {}", hex(&outcome.i_to_r));
+        println!("R->I {}", hex(&outcome.r_to_i));
+    }
+    let doc = include_str!("../../../docs/PROTOCOL.md");
+    let section = |marker: &str| -> String {
+        let start = doc
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in PROTOCOL.md"));
+        let rest = &doc[start + marker.len()..];
+        let rest = &rest[rest.find("```").unwrap() + 3..];
+        let rest = &rest[rest.find('\n').unwrap() + 1..];
+        let block = &rest[..rest.find("```").unwrap()];
+        block.chars().filter(|c| c.is_ascii_hexdigit()).collect()
+    };
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    assert_eq!(
+        hex(&outcome.i_to_r),
+        section("Initiator to responder:"),
+        "initiator's bytes"
+    );
+    assert_eq!(
+        hex(&outcome.r_to_i),
+        section("Responder to initiator:"),
+        "responder's bytes"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_chunking_gives_the_same_handshake_and_plaintext(
+        chunks in proptest::collection::vec(1usize..40, 1..8),
+        data in proptest::collection::vec(any::<u8>(), 0..5000),
+    ) {
+        let (a, b) = members();
+        let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+        let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
+        let (mut to_r, mut to_i) = (Vec::new(), Vec::new());
+        let mut k = 0;
+        let mut next = || { k += 1; chunks[k % chunks.len()] };
+        for _ in 0..5000 {
+            if initiator.is_done() && responder.is_done() { break; }
+            initiator.take_output(&mut to_r);
+            let n = next().min(to_r.len());
+            let used = responder.handle_input(&to_r[..n], &b).unwrap();
+            prop_assert!(used <= n);
+            to_r.drain(..used);
+            responder.take_output(&mut to_i);
+            let n = next().min(to_i.len());
+            let used = initiator.handle_input(&to_i[..n], &a).unwrap();
+            to_i.drain(..used);
+        }
+        prop_assert!(initiator.is_done() && responder.is_done());
+        let (mut tx, _) = initiator.into_transport().unwrap();
+        let (mut rx, _) = responder.into_transport().unwrap();
+        // Send in small messages, deliver the byte stream in arbitrary chunks.
+        let mut stream = Vec::new();
+        let mut frame = vec![0u8; sealed_len(1000)];
+        for piece in data.chunks(997) {
+            let n = tx.seal(piece, &mut frame).unwrap();
+            stream.extend_from_slice(&frame[..n]);
+        }
+        let mut reader = FrameReader::new();
+        let mut got = Vec::new();
+        let mut plain = vec![0u8; 1000];
+        let mut pos = 0;
+        while pos < stream.len() {
+            let end = (pos + next()).min(stream.len());
+            let (used, done) = reader.push(&stream[pos..end]);
+            pos += used;
+            if done {
+                let m = rx.open(reader.frame(), &mut plain).unwrap();
+                got.extend_from_slice(&plain[..m]);
+                reader.clear();
+            }
+        }
+        prop_assert_eq!(got, data);
+    }
+
+    #[test]
+    fn any_single_byte_corruption_of_a_message_is_detected(
+        data in proptest::collection::vec(any::<u8>(), 1..200),
+        pos in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let (a, b) = members();
+        let outcome = run(&a, &b, nodes(), |_, _| {});
+        let (mut tx, _) = outcome.initiator.unwrap();
+        let (mut rx, _) = outcome.responder.unwrap();
+        let mut frame = vec![0u8; sealed_len(data.len())];
+        let n = tx.seal(&data, &mut frame).unwrap();
+        let body = &mut frame[2..n];
+        let i = pos.index(body.len());
+        body[i] ^= flip;
+        let mut plain = vec![0u8; data.len()];
+        prop_assert_eq!(rx.open(body, &mut plain), Err(TunnelError::Decrypt));
+    }
+}
