@@ -54,6 +54,7 @@ mod p2p;
 mod peer;
 mod runtime;
 mod stream;
+mod tunnel_stream;
 
 pub use error::{ConnectError, HeaderError, NewStreamError, StartError};
 pub use event::{Events, P2PEvent};
@@ -62,9 +63,11 @@ pub use p2p::{P2P, P2PConfig, generate_identity};
 pub use peer::Peer;
 pub use runtime::RuntimeKind;
 pub use stream::{StreamReset, UnicastStream};
+pub use tunnel_stream::{Tunnel, TunnelOpenError};
 
 pub use pos_p2p_protocol::codec;
 pub use pos_p2p_protocol::node::{DisconnectReason, Limits, Timeouts};
+pub use pos_p2p_protocol::tunnel;
 pub use pos_p2p_protocol::version;
 pub use pos_p2p_protocol::{
     Header, Identity, IdentityError, Metadata, MetadataError, OperatingSystem, PeerMetadata,

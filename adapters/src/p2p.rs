@@ -296,7 +296,12 @@ impl P2P {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if let Some((id, peer)) = state.incoming.pop_front() {
-                return Poll::Ready(Some(UnicastStream::new(self.shared.clone(), id, peer)));
+                return Poll::Ready(Some(UnicastStream::new(
+                    self.shared.clone(),
+                    id,
+                    self.identity,
+                    peer,
+                )));
             }
             if state.stopped {
                 return Poll::Ready(None);

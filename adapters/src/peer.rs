@@ -96,6 +96,7 @@ impl Peer {
                         Poll::Ready(Ok(UnicastStream::new(
                             self.shared.clone(),
                             id,
+                            state.node.local_identity(),
                             self.identity,
                         )))
                     }

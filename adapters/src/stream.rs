@@ -32,16 +32,23 @@ use crate::driver::Shared;
 pub struct UnicastStream {
     shared: Arc<Shared>,
     id: StreamId,
+    local: RemoteIdentity,
     remote: RemoteIdentity,
     send_closed: bool,
     recv_done: bool,
 }
 
 impl UnicastStream {
-    pub(crate) fn new(shared: Arc<Shared>, id: StreamId, remote: RemoteIdentity) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        id: StreamId,
+        local: RemoteIdentity,
+        remote: RemoteIdentity,
+    ) -> Self {
         Self {
             shared,
             id,
+            local,
             remote,
             send_closed: false,
             recv_done: false,
@@ -51,6 +58,11 @@ impl UnicastStream {
     /// The peer on the other end.
     pub fn remote_identity(&self) -> RemoteIdentity {
         self.remote
+    }
+
+    /// This node's identity.
+    pub fn local_identity(&self) -> RemoteIdentity {
+        self.local
     }
 
     /// Abandon the sending half with an application error code; the peer's

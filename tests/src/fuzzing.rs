@@ -138,3 +138,131 @@ pub fn node_datagrams(data: &[u8]) {
         }
     }
 }
+
+/// The library keys of the tunnel fuzz targets: instances 1 and 2 of one
+/// library.
+struct TunnelKeys {
+    me: pos_p2p_protocol::Identity,
+}
+
+/// The library the tunnel fuzz targets use.
+pub const FUZZ_LIBRARY: pos_p2p_protocol::tunnel::LibraryId =
+    pos_p2p_protocol::tunnel::LibraryId::from_bytes([0x11; 16]);
+
+impl pos_p2p_protocol::tunnel::LibraryKeys for TunnelKeys {
+    fn local_instance(
+        &self,
+        library: &pos_p2p_protocol::tunnel::LibraryId,
+    ) -> Option<pos_p2p_protocol::Identity> {
+        (*library == FUZZ_LIBRARY).then(|| self.me.clone())
+    }
+
+    fn is_member(
+        &self,
+        library: &pos_p2p_protocol::tunnel::LibraryId,
+        instance: &pos_p2p_protocol::RemoteIdentity,
+    ) -> bool {
+        *library == FUZZ_LIBRARY
+            && [1u8, 2].iter().any(|n| {
+                pos_p2p_protocol::Identity::from_bytes(&[*n; 32]).to_remote_identity() == *instance
+            })
+    }
+}
+
+/// The node pair of the tunnel fuzz targets.
+pub fn fuzz_nodes() -> pos_p2p_protocol::tunnel::NodePair {
+    pos_p2p_protocol::tunnel::NodePair {
+        initiator: pos_p2p_protocol::Identity::from_bytes(&[0xa1; 32]).to_remote_identity(),
+        responder: pos_p2p_protocol::Identity::from_bytes(&[0xb2; 32]).to_remote_identity(),
+    }
+}
+
+/// Arbitrary bytes, in chunks sized by the first byte, into a tunnel
+/// responder (instance 2). Whatever happens must be a value or a typed
+/// error; after an error every call fails; consumed counts stay in bounds.
+pub fn tunnel_responder(data: &[u8]) {
+    use pos_p2p_protocol::tunnel::{TunnelError, TunnelHandshake};
+    let Some((&chunk_seed, input)) = data.split_first() else {
+        return;
+    };
+    let keys = TunnelKeys {
+        me: pos_p2p_protocol::Identity::from_bytes(&[2; 32]),
+    };
+    let mut responder = TunnelHandshake::responder(fuzz_nodes(), [6; 32]);
+    let chunk = usize::from(chunk_seed % 64) + 1;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for piece in input.chunks(chunk) {
+        match responder.handle_input(piece, &keys) {
+            Ok(used) => {
+                assert!(!failed, "a failed handshake must stay failed");
+                assert!(used <= piece.len());
+            }
+            Err(error) => {
+                if failed {
+                    assert_eq!(error, TunnelError::Failed);
+                }
+                failed = true;
+            }
+        }
+        responder.take_output(&mut out);
+        if responder.is_done() {
+            break;
+        }
+    }
+    if responder.is_done() {
+        // Only a genuine member can complete: the fuzzer cannot forge the
+        // signature of instance 1 or 2.
+        let (_, info) = responder.into_transport().expect("done");
+        assert_eq!(info.library, FUZZ_LIBRARY);
+    }
+}
+
+/// A real handshake between instances 1 and 2, then arbitrary bytes as the
+/// initiator's transport stream into the responder: frames are read and
+/// opened; every outcome is plaintext or a typed error, never a panic, and
+/// nothing decrypts after the first failure.
+pub fn tunnel_transport(data: &[u8]) {
+    use pos_p2p_protocol::tunnel::{FrameReader, MAX_PLAINTEXT_LEN, TunnelHandshake};
+    let (ka, kb) = (
+        TunnelKeys {
+            me: pos_p2p_protocol::Identity::from_bytes(&[1; 32]),
+        },
+        TunnelKeys {
+            me: pos_p2p_protocol::Identity::from_bytes(&[2; 32]),
+        },
+    );
+    let mut initiator =
+        TunnelHandshake::initiator(fuzz_nodes(), FUZZ_LIBRARY, &ka, [5; 32]).expect("initiator");
+    let mut responder = TunnelHandshake::responder(fuzz_nodes(), [6; 32]);
+    let (mut to_r, mut to_i) = (Vec::new(), Vec::new());
+    while !(initiator.is_done() && responder.is_done()) {
+        initiator.take_output(&mut to_r);
+        let used = responder.handle_input(&to_r, &kb).expect("responder");
+        to_r.drain(..used);
+        responder.take_output(&mut to_i);
+        let used = initiator.handle_input(&to_i, &ka).expect("initiator");
+        to_i.drain(..used);
+    }
+    let (_, _) = initiator.into_transport().expect("initiator transport");
+    let (mut rx, _) = responder.into_transport().expect("responder transport");
+    let mut reader = FrameReader::new();
+    let mut plain = vec![0u8; MAX_PLAINTEXT_LEN];
+    let mut rest = data;
+    let mut failed = false;
+    while !rest.is_empty() {
+        let (used, done) = reader.push(rest);
+        assert!(used <= rest.len());
+        rest = &rest[used..];
+        if done {
+            match rx.open(reader.frame(), &mut plain) {
+                Ok(n) => {
+                    assert!(!failed, "nothing opens after a failure");
+                    assert!(n <= MAX_PLAINTEXT_LEN);
+                }
+                Err(_) => failed = true,
+            }
+            reader.clear();
+        }
+    }
+}

@@ -4,3 +4,4 @@ mod common;
 mod failures;
 mod load;
 mod runtimes;
+mod tunnel;

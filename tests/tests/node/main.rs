@@ -5,3 +5,4 @@ mod connect;
 mod faults;
 mod lifecycle;
 mod streams;
+mod tunnel;

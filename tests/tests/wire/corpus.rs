@@ -29,3 +29,13 @@ fn metadata_corpus() {
 fn node_datagrams_corpus() {
     replay("node_datagrams", fuzzing::node_datagrams);
 }
+
+#[test]
+fn tunnel_responder_corpus() {
+    replay("tunnel_responder", fuzzing::tunnel_responder);
+}
+
+#[test]
+fn tunnel_transport_corpus() {
+    replay("tunnel_transport", fuzzing::tunnel_transport);
+}

@@ -1,0 +1,142 @@
+//! Writes seed inputs for the fuzz targets that need real protocol bytes:
+//! `node_datagrams` (handshake datagrams captured on the in-memory network,
+//! framed as the target's opcodes), `tunnel_responder` (an initiator's side
+//! of a tunnel handshake) and `tunnel_transport` (sealed messages). Run it
+//! when the handshakes change:
+//!
+//! `cargo run -p pos-p2p-tests --example make_seeds`
+
+use std::time::Duration;
+
+use pos_p2p_tests::sim::{Link, Sim};
+
+fn main() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node_datagrams");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+
+    // Capture what node 2 (dialing node 1, the fuzzed node) sends.
+    let mut sim = Sim::new(1, Link::lan());
+    let fuzzed = sim.add_node(Sim::config(1));
+    let dialer = sim.add_node(Sim::config(2));
+    sim.connect(dialer, fuzzed);
+    let mut from_dialer = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..4 {
+        let now = sim.now;
+        while let Some(t) = sim.nodes[dialer].node.poll_transmit(now, 1, &mut buf) {
+            from_dialer.push(buf[..t.size].to_vec());
+            let addr = sim.nodes[dialer].addr;
+            sim.nodes[fuzzed].node.handle_datagram(
+                now,
+                addr,
+                None,
+                None,
+                bytes::BytesMut::from(&buf[..t.size]),
+            );
+        }
+        while let Some(t) = sim.nodes[fuzzed].node.poll_transmit(now, 1, &mut buf) {
+            let addr = sim.nodes[fuzzed].addr;
+            sim.nodes[dialer].node.handle_datagram(
+                now,
+                addr,
+                None,
+                None,
+                bytes::BytesMut::from(&buf[..t.size]),
+            );
+        }
+        sim.now += Duration::from_millis(1);
+    }
+
+    let frame = |datagrams: &[Vec<u8>]| {
+        let mut out = Vec::new();
+        for d in datagrams {
+            out.push(0u8); // datagram from peer 0 (127.0.1.2, the dialer's address)
+            out.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            out.extend_from_slice(d);
+            out.extend_from_slice(&[2, 1]); // 10 ms pass
+        }
+        out
+    };
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("seed-initial", frame(&from_dialer[..1])),
+        ("seed-handshake", frame(&from_dialer)),
+        ("seed-dial-and-wait", vec![3, 2, 255, 2, 255, 2, 255]),
+        ("seed-garbage", vec![0, 0, 8, 0xc0, 0, 0, 0, 1, 8, 1, 2]),
+    ];
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), &bytes).expect("write seed");
+        println!("{name}: {} bytes", bytes.len());
+    }
+    println!("captured {} datagrams from the dialer", from_dialer.len());
+    tunnel_seeds();
+}
+
+struct Keys(u8);
+
+impl pos_p2p_protocol::tunnel::LibraryKeys for Keys {
+    fn local_instance(
+        &self,
+        _: &pos_p2p_protocol::tunnel::LibraryId,
+    ) -> Option<pos_p2p_protocol::Identity> {
+        Some(pos_p2p_protocol::Identity::from_bytes(&[self.0; 32]))
+    }
+
+    fn is_member(
+        &self,
+        _: &pos_p2p_protocol::tunnel::LibraryId,
+        _: &pos_p2p_protocol::RemoteIdentity,
+    ) -> bool {
+        true
+    }
+}
+
+/// The initiator's bytes of the fuzz targets' own handshake, and messages
+/// sealed after it, as `tunnel_responder` and `tunnel_transport` expect.
+fn tunnel_seeds() {
+    use pos_p2p_protocol::tunnel::{TunnelHandshake, sealed_len};
+    use pos_p2p_tests::fuzzing::{FUZZ_LIBRARY, fuzz_nodes};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let (ka, kb) = (Keys(1), Keys(2));
+    let mut initiator =
+        TunnelHandshake::initiator(fuzz_nodes(), FUZZ_LIBRARY, &ka, [5; 32]).expect("initiator");
+    let mut responder = TunnelHandshake::responder(fuzz_nodes(), [6; 32]);
+    let (mut to_r, mut to_i, mut all_to_r) = (Vec::new(), Vec::new(), Vec::new());
+    while !(initiator.is_done() && responder.is_done()) {
+        initiator.take_output(&mut to_r);
+        all_to_r.extend_from_slice(&to_r);
+        let used = responder.handle_input(&to_r, &kb).expect("responder");
+        to_r.drain(..used);
+        responder.take_output(&mut to_i);
+        let used = initiator.handle_input(&to_i, &ka).expect("initiator");
+        to_i.drain(..used);
+    }
+    let (mut tx, _) = initiator.into_transport().expect("transport");
+    let dir = root.join("tunnel_responder");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    for (name, chunk) in [
+        ("seed-whole", 63u8),
+        ("seed-bytewise", 0),
+        ("seed-hello-only", 63),
+    ] {
+        let mut seed = vec![chunk];
+        if name == "seed-hello-only" {
+            seed.extend_from_slice(&all_to_r[..21]);
+        } else {
+            seed.extend_from_slice(&all_to_r);
+        }
+        std::fs::write(dir.join(name), &seed).expect("write");
+    }
+    let dir = root.join("tunnel_transport");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    let mut stream = Vec::new();
+    let mut frame = vec![0u8; sealed_len(300)];
+    for len in [0usize, 1, 16, 300] {
+        let n = tx.seal(&vec![0x5a; len], &mut frame).expect("seal");
+        stream.extend_from_slice(&frame[..n]);
+    }
+    std::fs::write(dir.join("seed-messages"), &stream).expect("write");
+    std::fs::write(dir.join("seed-reject"), [0u8, 2, 2, 5]).expect("write");
+    std::fs::write(dir.join("seed-short"), [0u8, 3, 1, 2, 3]).expect("write");
+    println!("wrote tunnel seeds");
+}
