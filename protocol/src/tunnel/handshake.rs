@@ -199,12 +199,9 @@ impl TunnelHandshake {
         input: &[u8],
         keys: &dyn LibraryKeys,
     ) -> Result<usize, TunnelError> {
-        if let Some(error) = &self.error {
-            return Err(if *error == TunnelError::Failed {
-                TunnelError::Failed
-            } else {
-                error.clone()
-            });
+        if self.error.is_some() {
+            // Sticky: the first call reported why.
+            return Err(TunnelError::Failed);
         }
         let mut used = 0;
         while self.stage != Stage::Done && used < input.len() {

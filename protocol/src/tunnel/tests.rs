@@ -568,3 +568,18 @@ proptest! {
         prop_assert_eq!(rx.open(body, &mut plain), Err(TunnelError::Decrypt));
     }
 }
+
+#[test]
+fn errors_are_sticky() {
+    // Found by the tunnel_responder fuzz target: after a failure, later
+    // input must report `Failed`, not the first error again.
+    let (_, b) = members();
+    let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
+    let mut hello = vec![0, 19, 0, 1, 0];
+    hello.extend_from_slice(&[0x99; 16]);
+    assert_eq!(
+        responder.handle_input(&hello, &b),
+        Err(TunnelError::UnknownLibrary)
+    );
+    assert_eq!(responder.handle_input(&[0], &b), Err(TunnelError::Failed));
+}
