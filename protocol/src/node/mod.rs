@@ -48,7 +48,8 @@
 //! A peer becomes *connected* once TLS has proven its identity and both
 //! Hellos were accepted. Each node keeps one connection per peer: if two
 //! nodes dial each other at once, both keep the connection dialed by the node
-//! with the smaller identity; the other is drained (no new streams on it)
+//! with the smaller identity (the newer one if the same node dialed both);
+//! the other is drained (no new streams on it)
 //! and closed once its streams are done, so no stream opened during the race
 //! is cut off.
 
@@ -1006,10 +1007,17 @@ impl Node {
                 self.events.push_back(Event::Connected(Box::new(info)));
             }
             Some(peer) => {
-                // A second connection to the same peer: both nodes keep the
-                // one dialed by the smaller identity.
+                // A second connection to the same peer. Dialed from both
+                // sides at once: both nodes keep the one dialed by the
+                // smaller identity. Dialed twice by the same node (it
+                // restarted, or its old connection died unnoticed): keep the
+                // newer one, which is the one the dialer uses.
                 peer.conns.insert(id);
-                let this_wins = dialer == self.local.min(remote);
+                let old_dialer = match peer.info.direction {
+                    Direction::Outbound => self.local,
+                    Direction::Inbound => remote,
+                };
+                let this_wins = old_dialer == dialer || dialer == self.local.min(remote);
                 let loser = if this_wins {
                     let old = peer.info.connection;
                     peer.info = info;

@@ -306,3 +306,53 @@ fn the_same_seed_gives_the_same_schedule_and_outcome() {
     assert_eq!(first, run(7), "same seed, same run");
     assert_ne!(first.0, run(8).0, "another seed, another schedule");
 }
+
+#[test]
+fn a_dialer_that_restarts_and_redials_replaces_its_old_connection() {
+    let mut sim = Sim::new(26, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let ida = sim.id(a);
+    let old = sim.nodes[b].node.peer(&ida).unwrap().connection;
+    // a restarts and dials again at once; b still holds the old connection.
+    let mut restarted = Sim::config(1);
+    restarted.rng_seed = [77; 32];
+    sim.restart(a, restarted);
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    assert!(
+        sim.run_until(Duration::from_secs(1), |sim| {
+            sim.nodes[b]
+                .node
+                .peer(&ida)
+                .is_some_and(|p| p.connection != old)
+        }),
+        "b switches to the new connection"
+    );
+    // b opens a stream to a: it must go on the new connection and arrive.
+    let now = sim.now;
+    let stream = sim.nodes[b]
+        .node
+        .open_stream(now, &ida)
+        .expect("b has a connection to a");
+    sim.write_all(b, stream, b"hello again").unwrap();
+    let at_a = sim
+        .take_event(a, Duration::from_secs(2), |e| match e {
+            Event::IncomingStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .expect("the stream reaches the restarted a");
+    assert_eq!(
+        sim.read_to_end(a, at_a, Duration::from_secs(2)).unwrap(),
+        b"hello again"
+    );
+    // b reported a single connected peer throughout.
+    assert!(
+        !sim.nodes[b]
+            .history
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { .. }))
+    );
+}
