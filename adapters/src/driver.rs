@@ -178,14 +178,6 @@ impl Driver {
                     busy = true;
                     break;
                 }
-                match socket.io.poll_ready(cx, Interest::Read) {
-                    Poll::Pending => break,
-                    Poll::Ready(Err(error)) => {
-                        tracing::warn!(%error, "UDP socket not readable");
-                        break;
-                    }
-                    Poll::Ready(Ok(())) => {}
-                }
                 let mut meta = [quinn_udp::RecvMeta::default()];
                 let result = {
                     let mut bufs = [IoSliceMut::new(&mut self.recv_buf)];
@@ -215,7 +207,18 @@ impl Driver {
                             }
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Nothing there: register for readiness, and read again
+                    // at once if the reactor says it is ready already.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match socket.io.poll_ready(cx, Interest::Read) {
+                            Poll::Pending => break,
+                            Poll::Ready(Err(error)) => {
+                                tracing::warn!(%error, "UDP socket not readable");
+                                break;
+                            }
+                            Poll::Ready(Ok(())) => {}
+                        }
+                    }
                     // ICMP errors and the like surface on the next read;
                     // QUIC's own timers deal with unreachable peers.
                     Err(error) => {
@@ -260,38 +263,36 @@ impl Driver {
                 self.send_buf = contents;
                 continue;
             };
-            match socket.io.poll_ready(cx, Interest::Write) {
-                Poll::Pending => {
+            let udp = quinn_udp::Transmit {
+                destination: transmit.destination,
+                ecn: transmit.ecn.map(ecn_to_udp),
+                contents: &contents[..transmit.size],
+                segment_size: transmit.segment_size,
+                src_ip: transmit.src_ip,
+            };
+            let result = socket.io.try_io(Interest::Write, &mut || {
+                socket
+                    .state
+                    .try_send(socket.io.sock_ref(), &udp)
+                    .map(|()| 0)
+            });
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Wait for the socket to drain, unless it already has.
+                    let ready = socket.io.poll_ready(cx, Interest::Write);
                     self.pending = Some((transmit, contents));
-                    return false;
-                }
-                Poll::Ready(Err(error)) => {
-                    tracing::warn!(%error, "UDP socket not writable");
-                }
-                Poll::Ready(Ok(())) => {
-                    let udp = quinn_udp::Transmit {
-                        destination: transmit.destination,
-                        ecn: transmit.ecn.map(ecn_to_udp),
-                        contents: &contents[..transmit.size],
-                        segment_size: transmit.segment_size,
-                        src_ip: transmit.src_ip,
-                    };
-                    let result = socket.io.try_io(Interest::Write, &mut || {
-                        socket
-                            .state
-                            .try_send(socket.io.sock_ref(), &udp)
-                            .map(|()| 0)
-                    });
-                    match result {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.pending = Some((transmit, contents));
-                            continue;
+                    match ready {
+                        Poll::Pending => return false,
+                        Poll::Ready(Err(error)) => {
+                            tracing::warn!(%error, "UDP socket not writable");
+                            return false;
                         }
-                        // A lost datagram is QUIC's to recover.
-                        Err(error) => tracing::debug!(%error, "UDP send failed"),
-                        Ok(_) => {}
+                        Poll::Ready(Ok(())) => continue,
                     }
                 }
+                // A lost datagram is QUIC's to recover.
+                Err(error) => tracing::debug!(%error, "UDP send failed"),
+                Ok(_) => {}
             }
             self.send_buf = contents;
         }
@@ -302,10 +303,7 @@ impl Driver {
         while let Some(event) = state.node.poll_event() {
             match event {
                 Event::Connected(info) => {
-                    let addrs = state.known.entry(info.identity).or_default();
-                    if !addrs.contains(&info.addr) {
-                        addrs.push(info.addr);
-                    }
+                    remember_addr(&mut state.known, info.identity, info.addr);
                     state.wake_peer(&info.identity);
                     state.dial_waiters.drain(..).for_each(Waker::wake);
                     state.publish(P2PEvent::PeerConnected {
@@ -400,6 +398,21 @@ impl Future for Driver {
                 return Poll::Ready(());
             }
         }
+        // A dial can complete without an event (a second connection to a
+        // connected peer): let waiting dials look at their connections.
+        state.dial_waiters.drain(..).for_each(Waker::wake);
+        // Forget dials whose connection QUIC has dropped entirely; their
+        // waiters saw the outcome long before (closing takes a few RTTs).
+        if !state.dials.is_empty() {
+            let State {
+                dials,
+                node,
+                peer_dials,
+                ..
+            } = &mut *state;
+            dials.retain(|id, _| node.connection_state(*id).is_some());
+            peer_dials.retain(|_, ids| ids.iter().any(|id| dials.contains_key(id)));
+        }
         let next = state.node.poll_timeout().map(|(at, _)| at);
         if let Some(closing) = state.closing {
             // Re-check the shutdown grace period even if nothing happens.
@@ -442,5 +455,22 @@ fn ecn_to_udp(ecn: Ecn) -> quinn_udp::EcnCodepoint {
 pub(crate) fn register(waiters: &mut Vec<Waker>, waker: &Waker) {
     if !waiters.iter().any(|w| w.will_wake(waker)) {
         waiters.push(waker.clone());
+    }
+}
+
+/// The most addresses remembered per peer; the oldest go first.
+pub(crate) const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// Remember that `peer` was reached at `addr`, most recent last.
+pub(crate) fn remember_addr(
+    known: &mut BTreeMap<RemoteIdentity, Vec<SocketAddr>>,
+    peer: RemoteIdentity,
+    addr: SocketAddr,
+) {
+    let addrs = known.entry(peer).or_default();
+    addrs.retain(|a| *a != addr);
+    addrs.push(addr);
+    if addrs.len() > MAX_ADDRS_PER_PEER {
+        addrs.remove(0);
     }
 }

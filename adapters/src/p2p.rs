@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use pos_p2p_protocol::node::{ConnectionState, Node, NodeConfig};
+use pos_p2p_protocol::node::{ConnectionState, DisconnectReason, Node, NodeConfig};
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
 
@@ -231,10 +231,7 @@ impl P2P {
     /// `"[::1]:4433".parse()`.
     pub fn add_peer(&self, identity: RemoteIdentity, addr: SocketAddr) -> Arc<Peer> {
         let mut state = self.shared.lock();
-        let addrs = state.known.entry(identity).or_default();
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-        }
+        crate::driver::remember_addr(&mut state.known, identity, addr);
         Arc::new(Peer::new(self.shared.clone(), identity))
     }
 
@@ -261,21 +258,20 @@ impl P2P {
             let result = match state.node.connection_state(id) {
                 Some(ConnectionState::Established(peer)) => Some(Ok(peer)),
                 Some(ConnectionState::Handshaking) if !state.stopped => None,
-                _ => Some(Err(
-                    match state.dials.get_mut(&id).and_then(|d| d.failure.take()) {
-                        Some(reason) => ConnectError::Failed(reason),
-                        None => ConnectError::Shutdown,
-                    },
-                )),
+                _ if state.stopped => Some(Err(ConnectError::Shutdown)),
+                _ => Some(Err(ConnectError::Failed(
+                    state
+                        .dials
+                        .get_mut(&id)
+                        .and_then(|d| d.failure.take())
+                        .unwrap_or(DisconnectReason::ClosedLocally),
+                ))),
             };
             match result {
                 Some(result) => {
                     state.dials.remove(&id);
                     if let Ok(peer) = result {
-                        let addrs = state.known.entry(peer).or_default();
-                        if !addrs.contains(&addr) {
-                            addrs.push(addr);
-                        }
+                        crate::driver::remember_addr(&mut state.known, peer, addr);
                     }
                     Poll::Ready(result)
                 }
@@ -286,6 +282,14 @@ impl P2P {
             }
         })
         .await
+    }
+
+    /// Close every connection to `peer`, telling it `reason`. The peer stays
+    /// known by address, so a later `new_stream` dials it again.
+    pub fn disconnect(&self, peer: &RemoteIdentity, reason: &str) {
+        let mut state = self.shared.lock();
+        state.node.close(Instant::now(), peer, reason);
+        state.wake_driver();
     }
 
     /// The next stream a peer opened; `None` once the node has shut down.

@@ -36,6 +36,8 @@ pub struct UnicastStream {
     remote: RemoteIdentity,
     send_closed: bool,
     recv_done: bool,
+    /// The receiving half ended: `None` finished, `Some(code)` reset.
+    recv_end: Option<Option<u64>>,
 }
 
 impl UnicastStream {
@@ -52,6 +54,7 @@ impl UnicastStream {
             remote,
             send_closed: false,
             recv_done: false,
+            recv_end: None,
         }
     }
 
@@ -89,35 +92,71 @@ impl UnicastStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let mut state = self.shared.lock();
-        match state.node.read(self.id, buf.len()) {
-            Ok(ReadOutcome::Data(bytes)) => {
-                buf[..bytes.len()].copy_from_slice(&bytes);
-                // Reading returns flow-control credit to the peer.
-                state.wake_driver();
-                Poll::Ready(Ok(bytes.len()))
-            }
-            Ok(ReadOutcome::Finished) => {
-                self.recv_done = true;
-                state.wake_driver();
-                Poll::Ready(Ok(0))
-            }
-            Ok(ReadOutcome::Reset(code)) => {
-                self.recv_done = true;
-                Poll::Ready(Err(io::Error::new(
+        match self.recv_end {
+            Some(None) => return Poll::Ready(Ok(0)),
+            Some(Some(code)) => {
+                return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,
                     StreamReset(code),
-                )))
+                )));
             }
-            Ok(ReadOutcome::Blocked) => {
-                if state.stopped {
-                    return Poll::Ready(Err(to_io(StreamError::NotConnected)));
-                }
-                state.readers.insert(self.id, cx.waker().clone());
-                Poll::Pending
-            }
-            Err(error) => Poll::Ready(Err(to_io(error))),
+            None => {}
         }
+        let mut state = self.shared.lock();
+        // quinn hands out one received chunk (about a packet) per read: fill
+        // the caller's buffer from as many as are there, and wake the driver
+        // (to send flow-control credit) once per call, not per packet.
+        let mut filled = 0;
+        let result = loop {
+            if filled == buf.len() {
+                break Poll::Ready(Ok(filled));
+            }
+            match state.node.read(self.id, buf.len() - filled) {
+                Ok(ReadOutcome::Data(bytes)) => {
+                    buf[filled..filled + bytes.len()].copy_from_slice(&bytes);
+                    filled += bytes.len();
+                }
+                Ok(ReadOutcome::Finished) if filled == 0 => {
+                    self.recv_done = true;
+                    self.recv_end = Some(None);
+                    break Poll::Ready(Ok(0));
+                }
+                Ok(ReadOutcome::Reset(code)) if filled == 0 => {
+                    self.recv_done = true;
+                    self.recv_end = Some(Some(code));
+                    break Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        StreamReset(code),
+                    )));
+                }
+                // The end or the reset is reported by the next call (QUIC
+                // forgets the stream once it has said so).
+                Ok(ReadOutcome::Finished) => {
+                    self.recv_done = true;
+                    self.recv_end = Some(None);
+                    break Poll::Ready(Ok(filled));
+                }
+                Ok(ReadOutcome::Reset(code)) => {
+                    self.recv_done = true;
+                    self.recv_end = Some(Some(code));
+                    break Poll::Ready(Ok(filled));
+                }
+                Ok(ReadOutcome::Blocked) if filled > 0 => break Poll::Ready(Ok(filled)),
+                Ok(ReadOutcome::Blocked) => {
+                    if state.stopped {
+                        break Poll::Ready(Err(to_io(StreamError::NotConnected)));
+                    }
+                    state.readers.insert(self.id, cx.waker().clone());
+                    break Poll::Pending;
+                }
+                Err(_) if filled > 0 => break Poll::Ready(Ok(filled)),
+                Err(error) => break Poll::Ready(Err(to_io(error))),
+            }
+        };
+        if filled > 0 || self.recv_done {
+            state.wake_driver();
+        }
+        result
     }
 
     fn poll_write_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {

@@ -7,7 +7,7 @@ use quinn_proto::{ConnectionError, TransportErrorCode, VarInt};
 
 use super::conn::{Phase, flush_control};
 use super::hello::{self, ControlMessage, close_code};
-use super::{ALPN_ALERT, ConnectionId, DisconnectReason, Event, Node};
+use super::{ALPN_ALERT, ConnectionId, DisconnectReason, Event, Node, StreamId};
 
 impl Node {
     pub(super) fn close_conn(
@@ -59,6 +59,16 @@ impl Node {
         }
         let was_established = conn.phase == Phase::Established;
         conn.phase = Phase::Closed;
+        // Tasks blocked on this connection's streams must look again (and
+        // find it gone), whether or not the peer stays connected.
+        for stream in conn.streams.keys() {
+            let stream = StreamId {
+                conn: id,
+                id: *stream,
+            };
+            self.events.push_back(Event::StreamReadable(stream));
+            self.events.push_back(Event::StreamWritable(stream));
+        }
         conn.handshake_deadline = None;
         let remote = conn.remote;
         let addr = conn.addr;

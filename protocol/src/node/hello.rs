@@ -22,7 +22,7 @@ const TAG_METADATA: u64 = 1;
 const TAG_GOODBYE: u64 = 2;
 const TAG_SUPERSEDED: u64 = 3;
 /// The longest close reason, in bytes.
-pub(crate) const MAX_CLOSE_REASON_LEN: usize = 512;
+pub(crate) const MAX_CLOSE_REASON_LEN: usize = 1024;
 
 /// What a node says about itself when a connection starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -121,3 +121,28 @@ async fn wait_until_bindable(port: std::net::SocketAddr) -> bool {
     }
     freed
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_an_already_connected_peer_returns() {
+    let a = start(14, RuntimeKind::Tokio);
+    let b = start(15, RuntimeKind::Tokio);
+    connect_and_check(&a, &b).await;
+    // Again from the same side, and from the other side: both dials finish
+    // although neither makes the peer "newly" connected.
+    let again = tokio::time::timeout(
+        Duration::from_secs(5),
+        a.connect(b.listen_addrs()[0], Some(b.remote_identity())),
+    )
+    .await
+    .expect("a second dial returns");
+    assert_eq!(again.unwrap(), b.remote_identity());
+    let back = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.connect(a.listen_addrs()[0], Some(a.remote_identity())),
+    )
+    .await
+    .expect("a dial back returns");
+    assert_eq!(back.unwrap(), a.remote_identity());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -356,3 +356,36 @@ fn a_dialer_that_restarts_and_redials_replaces_its_old_connection() {
             .any(|e| matches!(e, Event::Disconnected { .. }))
     );
 }
+
+#[test]
+fn streams_of_a_replaced_connection_are_woken_when_it_dies() {
+    let mut sim = Sim::new(27, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let ida = sim.id(a);
+    // b has a stream open to a on the old connection, waiting for data.
+    let now = sim.now;
+    let stale = sim.nodes[b].node.open_stream(now, &ida).unwrap();
+    sim.nodes[b].node.write(stale, b"anyone there?").unwrap();
+    // a restarts and redials: the old connection is replaced, and dies
+    // (idle timeout) with the stream still open.
+    let mut restarted = Sim::config(1);
+    restarted.rng_seed = [78; 32];
+    sim.restart(a, restarted);
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    sim.nodes[b].events.clear();
+    let woken = sim.take_event(b, Duration::from_secs(60), |e| match e {
+        Event::StreamReadable(s) if *s == stale => Some(()),
+        _ => None,
+    });
+    assert!(woken.is_some(), "a task blocked on the stream is woken");
+    assert!(
+        sim.nodes[b].node.read(stale, 100).is_err(),
+        "and finds it gone"
+    );
+    // The peer itself stays connected through the new connection.
+    assert!(sim.nodes[b].node.peer(&ida).is_some());
+}
