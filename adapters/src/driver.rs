@@ -21,6 +21,10 @@ use crate::runtime::{Interest, Timer, UdpIo};
 /// How many receive batches one driver turn handles before yielding, so
 /// that one busy peer cannot starve the application's tasks.
 const RECV_BATCHES_PER_TURN: usize = 32;
+/// The most datagrams in one GSO send. The kernel may report 64, but a GSO
+/// send must also fit in one 64 KiB IP packet; larger batches fail whole and
+/// look like loss to QUIC. 10 is what quinn uses.
+const MAX_TRANSMIT_SEGMENTS: usize = 10;
 /// How many transmits one driver turn sends before yielding.
 const TRANSMITS_PER_TURN: usize = 256;
 /// The largest UDP payload read at once (with GRO, several datagrams).
@@ -239,7 +243,7 @@ impl Driver {
             .map(|s| s.state.max_gso_segments())
             .min()
             .unwrap_or(1)
-            .max(1);
+            .clamp(1, MAX_TRANSMIT_SEGMENTS);
         for _ in 0..TRANSMITS_PER_TURN {
             let (transmit, contents) = match self.pending.take() {
                 Some(pending) => pending,
