@@ -133,7 +133,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Tunnel<S> {
         keys: &(dyn LibraryKeys + Sync),
         local_node: RemoteIdentity,
     ) -> Result<Self, TunnelOpenError> {
-        let mut read_buf = vec![0u8; 64 * 1024].into_boxed_slice();
+        // Room for several whole messages, so that most open in place.
+        let mut read_buf = vec![0u8; 256 * 1024].into_boxed_slice();
         let mut out = Vec::new();
         let (mut pos, mut len) = (0, 0);
         loop {
@@ -250,6 +251,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                 return Poll::Ready(Ok(n));
             }
             if self.read_pos < self.read_len {
+                // Fast path: a whole message is in the read buffer and no
+                // partial one is pending: open it where it lies, straight
+                // into the caller's buffer when it fits.
+                let available = &self.read_buf[self.read_pos..self.read_len];
+                if !self.reader.is_mid_frame() && available.len() >= 2 {
+                    let len = usize::from(u16::from_be_bytes([available[0], available[1]]));
+                    if available.len() >= 2 + len {
+                        let frame = &available[2..2 + len];
+                        let plaintext_len = len.saturating_sub(16);
+                        if buf.len() >= plaintext_len {
+                            let n = self.transport.open(frame, buf).map_err(tunnel_io)?;
+                            self.read_pos += 2 + len;
+                            if n > 0 {
+                                return Poll::Ready(Ok(n));
+                            }
+                        } else {
+                            let n = self
+                                .transport
+                                .open(frame, &mut self.plain)
+                                .map_err(tunnel_io)?;
+                            self.read_pos += 2 + len;
+                            (self.plain_pos, self.plain_len) = (0, n);
+                        }
+                        continue;
+                    }
+                }
                 let (used, complete) = self
                     .reader
                     .push(&self.read_buf[self.read_pos..self.read_len]);
