@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::node::{ConnectionId, DisconnectReason, Ecn, Event, Node, StreamId};
+use pos_p2p_protocol::node::{
+    ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, Node, StreamId,
+};
 
 use crate::event::P2PEvent;
 use crate::runtime::{Interest, Timer, UdpIo};
@@ -38,6 +40,8 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub(crate) struct Dial {
     pub(crate) failure: Option<DisconnectReason>,
+    /// The peer, once the dial's connection was seen established.
+    pub(crate) established: Option<RemoteIdentity>,
 }
 
 /// Everything the driver and the application's handles share, behind one
@@ -51,7 +55,7 @@ pub(crate) struct State {
     /// Tasks waiting for something to happen to a peer (connected, failed,
     /// more streams allowed).
     pub(crate) peer_waiters: HashMap<RemoteIdentity, Vec<Waker>>,
-    pub(crate) dials: HashMap<ConnectionId, Dial>,
+    pub(crate) dials: BTreeMap<ConnectionId, Dial>,
     /// Dials under way to a known peer, shared by every `new_stream` that
     /// waits for that peer.
     pub(crate) peer_dials: HashMap<RemoteIdentity, Vec<ConnectionId>>,
@@ -414,6 +418,15 @@ impl Future for Driver {
                 peer_dials,
                 ..
             } = &mut *state;
+            for (id, dial) in dials.iter_mut() {
+                match node.connection_state(*id) {
+                    Some(ConnectionState::Established(peer))
+                    | Some(ConnectionState::Closed {
+                        established_with: Some(peer),
+                    }) => dial.established = Some(peer),
+                    _ => {}
+                }
+            }
             dials.retain(|id, _| node.connection_state(*id).is_some());
             peer_dials.retain(|_, ids| ids.iter().any(|id| dials.contains_key(id)));
         }

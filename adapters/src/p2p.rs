@@ -163,7 +163,7 @@ impl P2P {
             readers: HashMap::new(),
             writers: HashMap::new(),
             peer_waiters: HashMap::new(),
-            dials: HashMap::new(),
+            dials: Default::default(),
             peer_dials: HashMap::new(),
             dial_waiters: Vec::new(),
             known: Default::default(),
@@ -249,7 +249,13 @@ impl P2P {
                 return Err(ConnectError::Shutdown);
             }
             let id = state.node.connect(Instant::now(), addr, expected)?;
-            state.dials.insert(id, Dial { failure: None });
+            state.dials.insert(
+                id,
+                Dial {
+                    failure: None,
+                    established: None,
+                },
+            );
             state.wake_driver();
             id
         };
@@ -258,6 +264,19 @@ impl P2P {
             let result = match state.node.connection_state(id) {
                 Some(ConnectionState::Established(peer)) => Some(Ok(peer)),
                 Some(ConnectionState::Handshaking) if !state.stopped => None,
+                // The dial made it, then gave way to another connection to
+                // the same peer (both sides dialed): the peer is connected.
+                Some(ConnectionState::Closed {
+                    established_with: Some(peer),
+                }) if state.node.peer(&peer).is_some() => Some(Ok(peer)),
+                None if state
+                    .dials
+                    .get(&id)
+                    .and_then(|d| d.established)
+                    .is_some_and(|peer| state.node.peer(&peer).is_some()) =>
+                {
+                    state.dials.get(&id).and_then(|d| d.established).map(Ok)
+                }
                 _ if state.stopped => Some(Err(ConnectError::Shutdown)),
                 _ => Some(Err(ConnectError::Failed(
                     state

@@ -133,7 +133,13 @@ impl Peer {
                     }
                     for addr in addrs {
                         if let Ok(id) = state.node.connect(now, addr, Some(self.identity)) {
-                            state.dials.insert(id, Dial { failure: None });
+                            state.dials.insert(
+                                id,
+                                Dial {
+                                    failure: None,
+                                    established: None,
+                                },
+                            );
                             dials.push(id);
                         }
                     }

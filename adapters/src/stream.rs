@@ -19,10 +19,11 @@ use crate::driver::Shared;
 /// arrived, in order; `Ok(0)` means the peer finished the stream.
 ///
 /// `close()` (futures) or `shutdown()` (tokio) finishes the sending half:
-/// the peer reads everything written, then the end. Dropping the stream
-/// finishes the sending half too if it is still open (written data is still
-/// delivered), and asks the peer to stop sending if the receiving half was
-/// not read to its end.
+/// the peer reads everything written, then the end (if the peer has already
+/// stopped reading, there is nothing to finish and `close` succeeds).
+/// Dropping the stream finishes the sending half too if it is still open
+/// (written data is still delivered), and asks the peer to stop sending if
+/// the peer has not finished its side.
 ///
 /// Errors are `io::Error`s whose inner error, where there is one, is a
 /// [`StreamError`] (for example the peer's reset code); the kinds are
@@ -186,7 +187,12 @@ impl UnicastStream {
         }
         let mut state = self.shared.lock();
         self.send_closed = true;
-        let result = state.node.finish(self.id).map_err(to_io);
+        let result = match state.node.finish(self.id) {
+            // The peer already said it reads no more: there is nothing left
+            // to finish. (Writes that it refused failed with this code.)
+            Ok(()) | Err(StreamError::Stopped(_)) => Ok(()),
+            Err(error) => Err(to_io(error)),
+        };
         state.wake_driver();
         Poll::Ready(result)
     }
@@ -214,7 +220,19 @@ impl Drop for UnicastStream {
             let _ = state.node.finish(self.id);
         }
         if !self.recv_done {
-            let _ = state.node.stop(self.id, 0);
+            // If the peer has already finished its side, say nothing: a
+            // STOP_SENDING now could only race with its finish. Otherwise
+            // ask it to stop sending.
+            let finished = loop {
+                match state.node.read(self.id, usize::MAX) {
+                    Ok(ReadOutcome::Data(_)) => continue,
+                    Ok(ReadOutcome::Finished | ReadOutcome::Reset(_)) => break true,
+                    Ok(ReadOutcome::Blocked) | Err(_) => break false,
+                }
+            };
+            if !finished {
+                let _ = state.node.stop(self.id, 0);
+            }
         }
         state.readers.remove(&self.id);
         state.writers.remove(&self.id);

@@ -18,6 +18,7 @@ impl Node {
         reason: Bytes,
         local_reason: DisconnectReason,
     ) {
+        self.active.insert(id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };

@@ -67,6 +67,11 @@ pub(super) struct Conn {
     /// The peer's Goodbye, which explains its close better than the close
     /// frame can during the handshake.
     pub(super) peer_goodbye: Option<(u64, Bytes)>,
+    /// When `handle_timeout` is next due for this connection, as of the
+    /// last time it rested (see `Node::active`).
+    pub(super) deadline: Option<Instant>,
+    /// Whether the Hello exchange ever completed.
+    pub(super) was_established: bool,
 }
 
 /// Queue this node's Hello on the control stream.

@@ -34,8 +34,13 @@ pub enum ConnectionState {
     Handshaking,
     /// Established with this peer (possibly a duplicate being drained).
     Established(RemoteIdentity),
-    /// Closed or lost; an event said why.
-    Closed,
+    /// Closed or lost; an event said why. `established_with` is the peer
+    /// if the connection had been established (a duplicate that was closed
+    /// in favour of another connection to the same peer, for instance).
+    Closed {
+        /// The peer it had been established with, if it had been.
+        established_with: Option<RemoteIdentity>,
+    },
 }
 
 /// Which side opened a connection.

@@ -150,6 +150,10 @@ pub struct Node {
     shutting_down: bool,
     /// The time of the latest input, for commands that take none.
     now: Instant,
+    /// Connections touched since they last had nothing to send: only these
+    /// are polled for transmits and asked for fresh deadlines, so an idle
+    /// connection costs nothing per input to another one.
+    active: BTreeSet<ConnectionId>,
 }
 
 impl Node {
@@ -219,6 +223,7 @@ impl Node {
             transmit_cursor: None,
             shutting_down: false,
             now,
+            active: BTreeSet::new(),
         })
     }
 
@@ -270,7 +275,9 @@ impl Node {
         let conn = self.conns.get(&id)?;
         Some(match (conn.phase, conn.remote) {
             (Phase::Established, Some(peer)) => ConnectionState::Established(peer),
-            (Phase::Closed, _) => ConnectionState::Closed,
+            (Phase::Closed, remote) => ConnectionState::Closed {
+                established_with: remote.filter(|_| conn.was_established),
+            },
             _ => ConnectionState::Handshaking,
         })
     }
@@ -322,7 +329,12 @@ impl Node {
     /// Time has reached `now`: run expired timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
-        let ids: Vec<ConnectionId> = self.conns.keys().copied().collect();
+        let ids: Vec<ConnectionId> = self
+            .conns
+            .values()
+            .filter(|c| self.active.contains(&c.id) || c.deadline.is_some_and(|at| at <= now))
+            .map(|c| c.id)
+            .collect();
         for id in ids {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
@@ -392,6 +404,7 @@ impl Node {
     ) -> Result<StreamId, StreamError> {
         self.now = self.now.max(now);
         let conn_id = self.primary(peer).ok_or(StreamError::NotConnected)?;
+        self.active.insert(conn_id);
         let conn = self
             .conns
             .get_mut(&conn_id)
@@ -510,6 +523,7 @@ impl Node {
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.control_out.push_back(frame.clone());
                 flush_control(conn);
+                self.active.insert(id);
             }
         }
     }
@@ -548,15 +562,16 @@ impl Node {
         let start = self.transmit_cursor;
         let order: Vec<ConnectionId> = match start {
             Some(cursor) => self
-                .conns
+                .active
                 .range((Bound::Excluded(cursor), Bound::Unbounded))
-                .chain(self.conns.range(..=cursor))
-                .map(|(id, _)| *id)
+                .chain(self.active.range(..=cursor))
+                .copied()
                 .collect(),
-            None => self.conns.keys().copied().collect(),
+            None => self.active.iter().copied().collect(),
         };
         for id in order {
             let Some(conn) = self.conns.get_mut(&id) else {
+                self.active.remove(&id);
                 continue;
             };
             buf.clear();
@@ -570,6 +585,10 @@ impl Node {
                     src_ip: t.src_ip,
                 });
             }
+            // Nothing more to send until the next input touches it: note
+            // its deadline and let it rest.
+            conn.deadline = conn_deadline(conn);
+            self.active.remove(&id);
         }
         None
     }
@@ -588,16 +607,22 @@ impl Node {
             }
         };
         for conn in self.conns.values_mut() {
-            if let Some(at) = conn.quic.poll_timeout() {
-                consider(at, TimeoutReason::Connection(conn.id));
+            if self.active.contains(&conn.id) {
+                conn.deadline = conn_deadline(conn);
             }
-            if conn.phase == Phase::Handshaking
-                && let Some(at) = conn.handshake_deadline
-            {
-                consider(at, TimeoutReason::Handshake(conn.id));
-            }
-            if let Some((_, _, at)) = conn.pending_close {
-                consider(at, TimeoutReason::Close(conn.id));
+            if let Some(at) = conn.deadline {
+                let reason = if conn
+                    .pending_close
+                    .as_ref()
+                    .is_some_and(|(_, _, c)| *c == at)
+                {
+                    TimeoutReason::Close(conn.id)
+                } else if conn.phase == Phase::Handshaking && conn.handshake_deadline == Some(at) {
+                    TimeoutReason::Handshake(conn.id)
+                } else {
+                    TimeoutReason::Connection(conn.id)
+                };
+                consider(at, reason);
             }
         }
         next
@@ -642,6 +667,8 @@ impl Node {
                 accepted: 0,
                 pending_close: None,
                 peer_goodbye: None,
+                deadline: None,
+                was_established: false,
             },
         );
         id
@@ -728,6 +755,7 @@ impl Node {
     }
 
     fn app_stream(&mut self, stream: StreamId) -> Result<&mut Conn, StreamError> {
+        self.active.insert(stream.conn);
         let conn = self
             .conns
             .get_mut(&stream.conn)
@@ -797,6 +825,7 @@ impl Node {
 
     /// Run everything that follows an input to connection `id`.
     fn process(&mut self, now: Instant, id: ConnectionId) {
+        self.active.insert(id);
         loop {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
@@ -818,6 +847,7 @@ impl Node {
             if let Some(conn) = self.conns.remove(&id) {
                 self.by_handle.remove(&conn.handle);
             }
+            self.active.remove(&id);
         }
     }
 
@@ -981,6 +1011,7 @@ impl Node {
             return;
         };
         conn.phase = Phase::Established;
+        conn.was_established = true;
         conn.handshake_deadline = None;
         let info = PeerInfo {
             identity: remote,
@@ -1038,4 +1069,15 @@ impl Node {
             });
         }
     }
+}
+
+/// The earliest moment connection `conn` needs `handle_timeout`.
+fn conn_deadline(conn: &mut Conn) -> Option<Instant> {
+    let quic = conn.quic.poll_timeout();
+    let handshake = match conn.phase {
+        Phase::Handshaking => conn.handshake_deadline,
+        _ => None,
+    };
+    let close = conn.pending_close.as_ref().map(|(_, _, at)| *at);
+    [quic, handshake, close].into_iter().flatten().min()
 }

@@ -21,6 +21,9 @@ pub(crate) enum Windows {
     Default,
     /// pos-p2p's: 8 MiB per stream, 16 MiB per connection and send window.
     SameAsPos,
+    /// quinn's defaults plus pos-p2p's keep-alive (10 s), for the idle
+    /// scenario.
+    DefaultWithKeepAlive,
 }
 
 fn transport(windows: Windows) -> Arc<TransportConfig> {
@@ -30,6 +33,9 @@ fn transport(windows: Windows) -> Arc<TransportConfig> {
             .stream_receive_window(VarInt::from_u32(8 << 20))
             .receive_window(VarInt::from_u32(16 << 20))
             .send_window(16 << 20);
+    }
+    if let Windows::DefaultWithKeepAlive = windows {
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
     }
     transport.max_concurrent_bidi_streams(VarInt::from_u32(1024));
     Arc::new(transport)
@@ -171,9 +177,10 @@ async fn handle(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
 }
 
 /// Memory per idle connection and idle CPU: one client endpoint with `n`
-/// connections to one server endpoint, in this process.
+/// connections to one server endpoint, in this process, with the same 10 s
+/// keep-alive as pos-p2p.
 pub(crate) async fn idle_connections(n: usize, idle: Duration) -> Result<(usize, f64)> {
-    let (client, server, addr) = endpoints(Windows::Default)?;
+    let (client, server, addr) = endpoints(Windows::DefaultWithKeepAlive)?;
     tokio::spawn(serve(server.clone()));
     let before = rss();
     let mut conns = Vec::with_capacity(n);
