@@ -56,28 +56,89 @@ pub trait HeaderExt: Header {
         S: tokio::io::AsyncRead + Unpin + Send,
         Self: Send,
     {
-        async move {
-            let mut decoder = Self::decoder();
-            let mut buf = [0u8; 512];
-            loop {
-                let want = decoder.bytes_needed().min(buf.len());
-                let mut read_buf = tokio::io::ReadBuf::new(&mut buf[..want]);
-                poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut read_buf)).await?;
-                let n = read_buf.filled().len();
-                if n == 0 {
-                    return Err(if decoder.is_mid_frame() {
-                        HeaderError::Truncated
-                    } else {
-                        HeaderError::Eof
-                    });
-                }
-                let decoded = decoder.decode(&buf[..n])?;
-                if let Some(frame) = decoded.frame {
-                    return Ok(Self::from_frame_body(&frame)?);
-                }
-            }
+        async move { Self::from_stream(&mut TokioRead(stream)).await }
+    }
+}
+
+/// A tokio reader seen as a futures reader.
+#[cfg(feature = "tokio")]
+struct TokioRead<'a, S>(&'a mut S);
+
+#[cfg(feature = "tokio")]
+impl<S: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for TokioRead<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut read_buf = tokio::io::ReadBuf::new(buf);
+        match Pin::new(&mut *self.0).poll_read(cx, &mut read_buf) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(read_buf.filled().len())),
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
 }
 
 impl<H: Header> HeaderExt for H {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pos_p2p_protocol::codec::{DecodeError, Reader, Writer};
+
+    #[derive(Debug, PartialEq)]
+    struct Name(String);
+
+    impl Header for Name {
+        fn encode(&self, w: &mut Writer) {
+            w.str(&self.0, 64);
+        }
+
+        fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+            Ok(Name(r.string(64)?))
+        }
+    }
+
+    fn stream_bytes() -> Vec<u8> {
+        let mut bytes = Name("photos".into()).to_bytes().to_vec();
+        bytes.extend_from_slice(b"after the header");
+        bytes
+    }
+
+    #[tokio::test]
+    async fn from_stream_reads_exactly_the_header() {
+        {
+            let mut cursor = futures_util::io::Cursor::new(stream_bytes());
+            let header = Name::from_stream(&mut cursor).await.unwrap();
+            assert_eq!(header, Name("photos".into()));
+            let rest = &cursor.get_ref()[cursor.position() as usize..];
+            assert_eq!(rest, b"after the header");
+            // An empty stream and a cut one are told apart.
+            let mut empty = futures_util::io::Cursor::new(Vec::new());
+            assert!(matches!(
+                Name::from_stream(&mut empty).await,
+                Err(HeaderError::Eof)
+            ));
+            let mut cut = futures_util::io::Cursor::new(stream_bytes()[..4].to_vec());
+            assert!(matches!(
+                Name::from_stream(&mut cut).await,
+                Err(HeaderError::Truncated)
+            ));
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test]
+    async fn from_tokio_stream_reads_exactly_the_header() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&stream_bytes()).await.unwrap();
+        drop(a);
+        let header = Name::from_tokio_stream(&mut b).await.unwrap();
+        assert_eq!(header, Name("photos".into()));
+        let mut rest = Vec::new();
+        b.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"after the header");
+    }
+}
