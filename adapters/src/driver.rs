@@ -33,12 +33,16 @@ const TRANSMITS_PER_TURN: usize = 256;
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Events buffered for a slow subscriber before it loses some.
 pub(crate) const EVENT_QUEUE: usize = 1024;
+/// How long a finished dial's record is kept for its waiter.
+const DIAL_RECORD_TTL: Duration = Duration::from_secs(60);
 /// How long `shutdown` waits for the peers to acknowledge the close.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// What a dial is waiting for.
 #[derive(Debug)]
 pub(crate) struct Dial {
+    /// When the dial started; records are pruned only long after.
+    pub(crate) started: Instant,
     pub(crate) failure: Option<DisconnectReason>,
     /// The peer, once the dial's connection was seen established.
     pub(crate) established: Option<RemoteIdentity>,
@@ -393,6 +397,9 @@ impl Future for Driver {
             // is over): the peers were told, stop.
             let expired = now.saturating_duration_since(since) > SHUTDOWN_GRACE;
             if (state.node.is_closed() && this.pending.is_none()) || expired {
+                // Close the sockets before anyone hears that we stopped, so
+                // that `shutdown().await` returning means the ports are free.
+                this.sockets.clear();
                 state.stopped = true;
                 state.wake_all_streams();
                 state.stopped_waiters.drain(..).for_each(Waker::wake);
@@ -427,7 +434,13 @@ impl Future for Driver {
                     _ => {}
                 }
             }
-            dials.retain(|id, _| node.connection_state(*id).is_some());
+            // The waiter of a dial removes its record; records left behind
+            // (a cancelled `connect`) go once their connection is gone and
+            // no waiter can still care.
+            dials.retain(|id, dial| {
+                node.connection_state(*id).is_some()
+                    || now.saturating_duration_since(dial.started) < DIAL_RECORD_TTL
+            });
             peer_dials.retain(|_, ids| ids.iter().any(|id| dials.contains_key(id)));
         }
         let next = state.node.poll_timeout().map(|(at, _)| at);

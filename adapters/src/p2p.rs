@@ -248,10 +248,12 @@ impl P2P {
             if state.closing.is_some() {
                 return Err(ConnectError::Shutdown);
             }
-            let id = state.node.connect(Instant::now(), addr, expected)?;
+            let now = Instant::now();
+            let id = state.node.connect(now, addr, expected)?;
             state.dials.insert(
                 id,
                 Dial {
+                    started: now,
                     failure: None,
                     established: None,
                 },

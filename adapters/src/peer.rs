@@ -136,6 +136,7 @@ impl Peer {
                             state.dials.insert(
                                 id,
                                 Dial {
+                                    started: now,
                                     failure: None,
                                     established: None,
                                 },

@@ -19,8 +19,9 @@ use crate::driver::Shared;
 /// arrived, in order; `Ok(0)` means the peer finished the stream.
 ///
 /// `close()` (futures) or `shutdown()` (tokio) finishes the sending half:
-/// the peer reads everything written, then the end (if the peer has already
-/// stopped reading, there is nothing to finish and `close` succeeds).
+/// the peer reads everything written, then the end. If the peer has
+/// already dropped its side (stop code 0), there is nothing to finish and
+/// `close` succeeds; a peer that stopped with another code makes it fail.
 /// Dropping the stream finishes the sending half too if it is still open
 /// (written data is still delivered), and asks the peer to stop sending if
 /// the peer has not finished its side.
@@ -188,9 +189,11 @@ impl UnicastStream {
         let mut state = self.shared.lock();
         self.send_closed = true;
         let result = match state.node.finish(self.id) {
-            // The peer already said it reads no more: there is nothing left
-            // to finish. (Writes that it refused failed with this code.)
-            Ok(()) | Err(StreamError::Stopped(_)) => Ok(()),
+            // The peer dropped its side without reading to the end after
+            // taking what it wanted (code 0, what a dropped stream sends):
+            // nothing is left to finish. Other codes are the peer's
+            // application saying no, and stay errors.
+            Ok(()) | Err(StreamError::Stopped(0)) => Ok(()),
             Err(error) => Err(to_io(error)),
         };
         state.wake_driver();
@@ -223,13 +226,7 @@ impl Drop for UnicastStream {
             // If the peer has already finished its side, say nothing: a
             // STOP_SENDING now could only race with its finish. Otherwise
             // ask it to stop sending.
-            let finished = loop {
-                match state.node.read(self.id, usize::MAX) {
-                    Ok(ReadOutcome::Data(_)) => continue,
-                    Ok(ReadOutcome::Finished | ReadOutcome::Reset(_)) => break true,
-                    Ok(ReadOutcome::Blocked) | Err(_) => break false,
-                }
-            };
+            let finished = state.node.discard_received(self.id).unwrap_or(false);
             if !finished {
                 let _ = state.node.stop(self.id, 0);
             }

@@ -452,6 +452,27 @@ impl Node {
         Ok(outcome)
     }
 
+    /// Throw away everything received on `stream` so far. Returns whether
+    /// the peer has ended its side (finished or reset): then there is no
+    /// need to ask it to stop sending.
+    pub fn discard_received(&mut self, stream: StreamId) -> Result<bool, StreamError> {
+        let conn = self.app_stream(stream)?;
+        let mut recv = conn.quic.recv_stream(stream.id);
+        let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
+        let ended = loop {
+            match chunks.next(usize::MAX) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(quinn_proto::ReadError::Reset(_)) => break true,
+                Err(quinn_proto::ReadError::Blocked) => break false,
+            }
+        };
+        let _ = chunks.finalize();
+        if ended {
+            self.stream_half_done(stream, false);
+        }
+        Ok(ended)
+    }
+
     /// Finish the sending half: the peer reads to the end, then sees
     /// [`ReadOutcome::Finished`].
     pub fn finish(&mut self, stream: StreamId) -> Result<(), StreamError> {
@@ -793,6 +814,8 @@ impl Node {
             return;
         }
         conn.superseded = true;
+        // The Superseded message below must go out.
+        self.active.insert(id);
         let message = ControlMessage::Superseded {
             opened: conn.opened,
         };

@@ -84,11 +84,33 @@ async fn unreachable_peers_fail_in_bounded_time() {
     );
     let started = std::time::Instant::now();
     let error = peer.new_stream().await.expect_err("nobody answers");
-    assert!(matches!(error, NewStreamError::Unreachable(_)), "{error:?}");
+    // The reason is the timeout itself, not a generic failure.
+    assert!(
+        matches!(
+            error,
+            NewStreamError::Unreachable(
+                DisconnectReason::HandshakeTimeout | DisconnectReason::TimedOut
+            )
+        ),
+        "{error:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+    let error = a
+        .connect(silent.local_addr().unwrap(), None)
+        .await
+        .expect_err("nobody answers");
+    assert!(
+        matches!(
+            error,
+            pos_p2p::ConnectError::Failed(
+                DisconnectReason::HandshakeTimeout | DisconnectReason::TimedOut
+            )
+        ),
+        "{error:?}"
     );
     a.shutdown().await;
 }
