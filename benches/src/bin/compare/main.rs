@@ -195,6 +195,7 @@ async fn tunnel_bulk(report: &mut Report, rounds: usize, sizes: Sizes) -> Result
 async fn connect(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()> {
     let pos = pos::Pair::start(pos::Windows::Ours).await?;
     let quinn = quinn_side::Pair::start(quinn_side::Windows::Default).await?;
+    let quinn_mutual = quinn_side::Pair::start(quinn_side::Windows::MutualTls).await?;
     let mut rows = [
         Row::new(
             "connect (dial to ready)",
@@ -203,10 +204,19 @@ async fn connect(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()>
             false,
         ),
         Row::new("connect (dial to ready)", "quinn", "µs", false),
+        Row::new(
+            "connect (dial to ready)",
+            "quinn, mutual TLS (ed25519)",
+            "µs",
+            false,
+        ),
     ];
     for _ in 0..rounds {
         rows[0].push(median(pos.connect_latencies(sizes.connects).await?));
         rows[1].push(median(quinn.connect_latencies(sizes.connects).await?));
+        rows[2].push(median(
+            quinn_mutual.connect_latencies(sizes.connects).await?,
+        ));
     }
     report.add(rows);
     pos.shutdown().await;

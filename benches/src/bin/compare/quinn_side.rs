@@ -24,6 +24,9 @@ pub(crate) enum Windows {
     /// quinn's defaults plus pos-p2p's keep-alive (10 s), for the idle
     /// scenario.
     DefaultWithKeepAlive,
+    /// quinn's defaults with what pos-p2p's handshake does on top: ed25519
+    /// certificates and client authentication (mutual TLS).
+    MutualTls,
 }
 
 fn transport(windows: Windows) -> Arc<TransportConfig> {
@@ -43,12 +46,27 @@ fn transport(windows: Windows) -> Arc<TransportConfig> {
 
 fn endpoints(windows: Windows) -> Result<(Endpoint, Endpoint, SocketAddr)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)?;
+    let mutual = matches!(windows, Windows::MutualTls);
+    let certificate = |ed25519: bool| -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
+        let key_pair = if ed25519 {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?
+        } else {
+            rcgen::KeyPair::generate()?
+        };
+        let cert =
+            rcgen::CertificateParams::new(vec!["localhost".into()])?.self_signed(&key_pair)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+        Ok((cert.der().clone(), key))
+    };
+    let (server_cert, server_key) = certificate(mutual)?;
+    let server_builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let server_builder = if mutual {
+        server_builder.with_client_cert_verifier(Arc::new(SkipVerification(provider.clone())))
+    } else {
+        server_builder.with_no_client_auth()
+    };
+    let mut server_tls = server_builder.with_single_cert(vec![server_cert], server_key)?;
     server_tls.alpn_protocols = vec![b"bench".to_vec()];
     let mut server_config =
         ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
@@ -56,11 +74,16 @@ fn endpoints(windows: Windows) -> Result<(Endpoint, Endpoint, SocketAddr)> {
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
     let addr = server.local_addr()?;
 
-    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let client_builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SkipVerification(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(SkipVerification(provider)));
+    let mut client_tls = if mutual {
+        let (cert, key) = certificate(true)?;
+        client_builder.with_client_auth_cert(vec![cert], key)?
+    } else {
+        client_builder.with_no_client_auth()
+    };
     client_tls.alpn_protocols = vec![b"bench".to_vec()];
     let mut client_config = ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
     client_config.transport_config(transport(windows));
@@ -242,5 +265,42 @@ impl ServerCertVerifier for SkipVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for SkipVerification {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        ServerCertVerifier::verify_tls12_signature(self, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        ServerCertVerifier::verify_tls13_signature(self, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ServerCertVerifier::supported_verify_schemes(self)
     }
 }
