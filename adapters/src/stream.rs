@@ -275,16 +275,19 @@ impl tokio::io::AsyncRead for UnicastStream {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let dst = buf.initialize_unfilled();
-        match this.poll_read_inner(cx, dst) {
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_read_buf(buf, |dst| this.poll_read_inner(cx, dst))
     }
+}
+
+/// tokio's `poll_read` (a `ReadBuf`) in terms of a slice reader.
+#[cfg(feature = "tokio")]
+pub(crate) fn poll_read_buf(
+    buf: &mut tokio::io::ReadBuf<'_>,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<()>> {
+    let n = std::task::ready!(read(buf.initialize_unfilled()))?;
+    buf.advance(n);
+    Poll::Ready(Ok(()))
 }
 
 #[cfg(feature = "tokio")]

@@ -384,9 +384,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio::io::AsyncRead for Tunnel<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let n = ready!(this.poll_read_plain(cx, buf.initialize_unfilled()))?;
-        buf.advance(n);
-        Poll::Ready(Ok(()))
+        crate::stream::poll_read_buf(buf, |dst| this.poll_read_plain(cx, dst))
     }
 }
 

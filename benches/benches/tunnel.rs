@@ -9,8 +9,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pos_p2p_protocol::tunnel::{
-    LibraryId, LibraryKeys, MAX_PLAINTEXT_LEN, NodePair, TunnelHandshake, TunnelTransport,
-    sealed_len,
+    LibraryId, LibraryKeys, MAX_PLAINTEXT_LEN, NodePair, TunnelTransport, sealed_len,
 };
 use pos_p2p_protocol::{Identity, RemoteIdentity};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -35,23 +34,14 @@ fn nodes() -> NodePair {
 }
 
 fn handshake(seed: u8) -> (TunnelTransport, TunnelTransport) {
-    let library = LibraryId::from_bytes([1; 16]);
-    let (ka, kb) = (Keys(1), Keys(2));
-    let mut a = TunnelHandshake::initiator(nodes(), library, &ka, [seed; 32]).expect("initiator");
-    let mut b = TunnelHandshake::responder(nodes(), [seed.wrapping_add(1); 32]);
-    let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
-    while !(a.is_done() && b.is_done()) {
-        a.take_output(&mut to_b);
-        let used = b.handle_input(&to_b, &kb).expect("responder");
-        to_b.drain(..used);
-        b.take_output(&mut to_a);
-        let used = a.handle_input(&to_a, &ka).expect("initiator");
-        to_a.drain(..used);
-    }
-    (
-        a.into_transport().expect("a").0,
-        b.into_transport().expect("b").0,
-    )
+    let pair = pos_p2p_tests::tunnel_pair(
+        nodes(),
+        LibraryId::from_bytes([1; 16]),
+        &Keys(1),
+        &Keys(2),
+        [[seed; 32], [seed.wrapping_add(1); 32]],
+    );
+    (pair.initiator, pair.responder)
 }
 
 fn throughput(c: &mut Criterion) {

@@ -72,46 +72,20 @@ fn main() {
     tunnel_seeds();
 }
 
-struct Keys(u8);
-
-impl pos_p2p_protocol::tunnel::LibraryKeys for Keys {
-    fn local_instance(
-        &self,
-        _: &pos_p2p_protocol::tunnel::LibraryId,
-    ) -> Option<pos_p2p_protocol::Identity> {
-        Some(pos_p2p_protocol::Identity::from_bytes(&[self.0; 32]))
-    }
-
-    fn is_member(
-        &self,
-        _: &pos_p2p_protocol::tunnel::LibraryId,
-        _: &pos_p2p_protocol::RemoteIdentity,
-    ) -> bool {
-        true
-    }
-}
-
 /// The initiator's bytes of the fuzz targets' own handshake, and messages
 /// sealed after it, as `tunnel_responder` and `tunnel_transport` expect.
 fn tunnel_seeds() {
-    use pos_p2p_protocol::tunnel::{TunnelHandshake, sealed_len};
-    use pos_p2p_tests::fuzzing::{FUZZ_LIBRARY, fuzz_nodes};
+    use pos_p2p_protocol::tunnel::sealed_len;
+    use pos_p2p_tests::fuzzing::{FUZZ_LIBRARY, TunnelKeys, fuzz_nodes};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let (ka, kb) = (Keys(1), Keys(2));
-    let mut initiator =
-        TunnelHandshake::initiator(fuzz_nodes(), FUZZ_LIBRARY, &ka, [5; 32]).expect("initiator");
-    let mut responder = TunnelHandshake::responder(fuzz_nodes(), [6; 32]);
-    let (mut to_r, mut to_i, mut all_to_r) = (Vec::new(), Vec::new(), Vec::new());
-    while !(initiator.is_done() && responder.is_done()) {
-        initiator.take_output(&mut to_r);
-        all_to_r.extend_from_slice(&to_r);
-        let used = responder.handle_input(&to_r, &kb).expect("responder");
-        to_r.drain(..used);
-        responder.take_output(&mut to_i);
-        let used = initiator.handle_input(&to_i, &ka).expect("initiator");
-        to_i.drain(..used);
-    }
-    let (mut tx, _) = initiator.into_transport().expect("transport");
+    let pair = pos_p2p_tests::tunnel_pair(
+        fuzz_nodes(),
+        FUZZ_LIBRARY,
+        &TunnelKeys::instance(1),
+        &TunnelKeys::instance(2),
+        [[5; 32], [6; 32]],
+    );
+    let (all_to_r, mut tx) = (pair.initiator_bytes, pair.initiator);
     let dir = root.join("tunnel_responder");
     std::fs::create_dir_all(&dir).expect("corpus dir");
     for (name, chunk) in [

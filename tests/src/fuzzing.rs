@@ -139,10 +139,20 @@ pub fn node_datagrams(data: &[u8]) {
     }
 }
 
-/// The library keys of the tunnel fuzz targets: instances 1 and 2 of one
-/// library.
-struct TunnelKeys {
+/// The library keys of the tunnel fuzz targets: this end is instance `me`;
+/// instances 1 and 2 are the members of [`FUZZ_LIBRARY`].
+#[derive(Debug)]
+pub struct TunnelKeys {
     me: pos_p2p_protocol::Identity,
+}
+
+impl TunnelKeys {
+    /// The keys of instance `n` (1 or 2 are members).
+    pub fn instance(n: u8) -> Self {
+        Self {
+            me: pos_p2p_protocol::Identity::from_bytes(&[n; 32]),
+        }
+    }
 }
 
 /// The library the tunnel fuzz targets use.
@@ -185,9 +195,7 @@ pub fn tunnel_responder(data: &[u8]) {
     let Some((&chunk_seed, input)) = data.split_first() else {
         return;
     };
-    let keys = TunnelKeys {
-        me: pos_p2p_protocol::Identity::from_bytes(&[2; 32]),
-    };
+    let keys = TunnelKeys::instance(2);
     let mut responder = TunnelHandshake::responder(fuzz_nodes(), [6; 32]);
     let chunk = usize::from(chunk_seed % 64) + 1;
     let mut out = Vec::new();
@@ -223,29 +231,15 @@ pub fn tunnel_responder(data: &[u8]) {
 /// opened; every outcome is plaintext or a typed error, never a panic, and
 /// nothing decrypts after the first failure.
 pub fn tunnel_transport(data: &[u8]) {
-    use pos_p2p_protocol::tunnel::{FrameReader, MAX_PLAINTEXT_LEN, TunnelHandshake};
-    let (ka, kb) = (
-        TunnelKeys {
-            me: pos_p2p_protocol::Identity::from_bytes(&[1; 32]),
-        },
-        TunnelKeys {
-            me: pos_p2p_protocol::Identity::from_bytes(&[2; 32]),
-        },
-    );
-    let mut initiator =
-        TunnelHandshake::initiator(fuzz_nodes(), FUZZ_LIBRARY, &ka, [5; 32]).expect("initiator");
-    let mut responder = TunnelHandshake::responder(fuzz_nodes(), [6; 32]);
-    let (mut to_r, mut to_i) = (Vec::new(), Vec::new());
-    while !(initiator.is_done() && responder.is_done()) {
-        initiator.take_output(&mut to_r);
-        let used = responder.handle_input(&to_r, &kb).expect("responder");
-        to_r.drain(..used);
-        responder.take_output(&mut to_i);
-        let used = initiator.handle_input(&to_i, &ka).expect("initiator");
-        to_i.drain(..used);
-    }
-    let (_, _) = initiator.into_transport().expect("initiator transport");
-    let (mut rx, _) = responder.into_transport().expect("responder transport");
+    use pos_p2p_protocol::tunnel::{FrameReader, MAX_PLAINTEXT_LEN};
+    let mut rx = crate::tunnel_pair(
+        fuzz_nodes(),
+        FUZZ_LIBRARY,
+        &TunnelKeys::instance(1),
+        &TunnelKeys::instance(2),
+        [[5; 32], [6; 32]],
+    )
+    .responder;
     let mut reader = FrameReader::new();
     let mut plain = vec![0u8; MAX_PLAINTEXT_LEN];
     let mut rest = data;

@@ -115,6 +115,54 @@ impl Header for ExampleHeader {
     }
 }
 
+/// Both ends of a tunnel handshake completed in memory, for tests, fuzz
+/// bodies and benchmarks.
+#[derive(Debug)]
+pub struct TunnelPair {
+    /// The initiator's transport.
+    pub initiator: pos_p2p_protocol::tunnel::TunnelTransport,
+    /// The responder's transport.
+    pub responder: pos_p2p_protocol::tunnel::TunnelTransport,
+    /// Every handshake byte the initiator sent.
+    pub initiator_bytes: Vec<u8>,
+}
+
+/// Run a tunnel handshake between two in-memory ends with the given keys
+/// and RNG seeds (initiator's, responder's). Panics if it fails: callers
+/// give it members of one library.
+pub fn tunnel_pair(
+    nodes: pos_p2p_protocol::tunnel::NodePair,
+    library: pos_p2p_protocol::tunnel::LibraryId,
+    initiator_keys: &dyn pos_p2p_protocol::tunnel::LibraryKeys,
+    responder_keys: &dyn pos_p2p_protocol::tunnel::LibraryKeys,
+    seeds: [[u8; 32]; 2],
+) -> TunnelPair {
+    use pos_p2p_protocol::tunnel::TunnelHandshake;
+    let mut initiator = TunnelHandshake::initiator(nodes, library, initiator_keys, seeds[0])
+        .expect("initiator starts");
+    let mut responder = TunnelHandshake::responder(nodes, seeds[1]);
+    let (mut to_r, mut to_i, mut initiator_bytes) = (Vec::new(), Vec::new(), Vec::new());
+    while !(initiator.is_done() && responder.is_done()) {
+        let before = to_r.len();
+        initiator.take_output(&mut to_r);
+        initiator_bytes.extend_from_slice(&to_r[before..]);
+        let used = responder
+            .handle_input(&to_r, responder_keys)
+            .expect("responder");
+        to_r.drain(..used);
+        responder.take_output(&mut to_i);
+        let used = initiator
+            .handle_input(&to_i, initiator_keys)
+            .expect("initiator");
+        to_i.drain(..used);
+    }
+    TunnelPair {
+        initiator: initiator.into_transport().expect("initiator transport").0,
+        responder: responder.into_transport().expect("responder transport").0,
+        initiator_bytes,
+    }
+}
+
 /// Every file of the committed and locally grown corpus of fuzz target
 /// `target`, as `(file name, bytes)`, sorted by name.
 pub fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {

@@ -127,10 +127,7 @@ impl Node {
             },
             close_code::DUPLICATE => DisconnectReason::Duplicate,
             close_code::HANDSHAKE_TIMEOUT => DisconnectReason::HandshakeTimeout,
-            close_code::PROTOCOL_VIOLATION => DisconnectReason::ClosedByPeer {
-                code,
-                reason: text(),
-            },
+            // NORMAL, PROTOCOL_VIOLATION, SHUTDOWN and codes of later versions.
             _ => DisconnectReason::ClosedByPeer {
                 code,
                 reason: text(),
@@ -142,33 +139,32 @@ impl Node {
         if let Some((code, reason)) = self.conns.get(&id).and_then(|c| c.peer_goodbye.as_ref()) {
             return self.peer_close_reason(*code, reason);
         }
-        let handshaking = self
-            .conns
-            .get(&id)
-            .is_some_and(|c| c.phase == Phase::Handshaking);
         match error {
             ConnectionError::ApplicationClosed(close) => {
                 self.peer_close_reason(close.error_code.into_inner(), &close.reason)
             }
-            ConnectionError::ConnectionClosed(close)
-                if close.error_code == TransportErrorCode::crypto(ALPN_ALERT) =>
-            {
-                DisconnectReason::AlpnMismatch
-            }
-            ConnectionError::TransportError(error)
-                if error.code == TransportErrorCode::crypto(ALPN_ALERT) =>
-            {
-                DisconnectReason::AlpnMismatch
-            }
-            ConnectionError::ConnectionClosed(close)
-                if close.error_code == TransportErrorCode::CONNECTION_REFUSED =>
-            {
-                DisconnectReason::Refused
-            }
-            ConnectionError::TimedOut if handshaking => DisconnectReason::TimedOut,
-            ConnectionError::TimedOut => DisconnectReason::TimedOut,
-            ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
-            other => DisconnectReason::Transport(other.to_string()),
+            other => transport_reason(other),
         }
+    }
+}
+
+/// What a QUIC or TLS failure (not an application close) means for us.
+pub(super) fn transport_reason(error: ConnectionError) -> DisconnectReason {
+    let alpn = TransportErrorCode::crypto(ALPN_ALERT);
+    match error {
+        ConnectionError::ConnectionClosed(close) if close.error_code == alpn => {
+            DisconnectReason::AlpnMismatch
+        }
+        ConnectionError::TransportError(error) if error.code == alpn => {
+            DisconnectReason::AlpnMismatch
+        }
+        ConnectionError::ConnectionClosed(close)
+            if close.error_code == TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            DisconnectReason::Refused
+        }
+        ConnectionError::TimedOut => DisconnectReason::TimedOut,
+        ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
+        other => DisconnectReason::Transport(other.to_string()),
     }
 }

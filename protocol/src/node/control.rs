@@ -13,8 +13,7 @@ use super::{ConnectionId, Direction, DisconnectReason, Event, Node, StreamId};
 impl Node {
     /// Accept peer-opened bidirectional streams: the control stream (the
     /// listener's first stream) and application streams.
-    pub(super) fn accept_streams(&mut self, now: Instant, id: ConnectionId) {
-        let _ = now;
+    pub(super) fn accept_streams(&mut self, id: ConnectionId) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -168,7 +167,7 @@ impl Node {
                 if !conn.local_hello_sent {
                     send_hello(conn, &self.config);
                 }
-                self.try_establish(now, id);
+                self.try_establish(id);
             }
             ControlMessage::Hello(_) => self.close_conn(
                 now,

@@ -69,9 +69,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{
-    ConnectionError, ConnectionHandle, DatagramEvent, Dir, StreamEvent, TransportErrorCode, VarInt,
-};
+use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
 
 pub use config::{Limits, NodeConfig, Timeouts};
 pub use event::{
@@ -735,14 +733,7 @@ impl Node {
                 self.process(now, id);
             }
             Err(error) => {
-                let reason = match error.cause {
-                    ConnectionError::TransportError(e)
-                        if e.code == TransportErrorCode::crypto(ALPN_ALERT) =>
-                    {
-                        DisconnectReason::AlpnMismatch
-                    }
-                    other => DisconnectReason::Transport(other.to_string()),
-                };
+                let reason = close::transport_reason(error.cause);
                 self.events
                     .push_back(Event::IncomingRefused { addr, reason });
                 if let Some(transmit) = error.response {
@@ -906,7 +897,7 @@ impl Node {
         conn.remote = Some(remote);
         // Take the control stream (without reading it) so that a Goodbye
         // can explain a mismatch to the peer.
-        self.accept_streams(now, id);
+        self.accept_streams(id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -936,7 +927,7 @@ impl Node {
             return;
         }
         self.read_control(now, id);
-        self.try_establish(now, id);
+        self.try_establish(id);
     }
 
     fn on_stream_event(&mut self, now: Instant, id: ConnectionId, event: StreamEvent) {
@@ -945,7 +936,7 @@ impl Node {
         };
         match event {
             StreamEvent::Opened { dir: Dir::Bi } => {
-                self.accept_streams(now, id);
+                self.accept_streams(id);
                 self.read_control(now, id);
             }
             StreamEvent::Available { dir: Dir::Bi } => {
@@ -1020,8 +1011,7 @@ impl Node {
 
     /// Once TLS proved the peer's identity and both Hellos are through, the
     /// connection is established.
-    fn try_establish(&mut self, now: Instant, id: ConnectionId) {
-        let _ = now;
+    fn try_establish(&mut self, id: ConnectionId) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };

@@ -295,26 +295,14 @@ impl TunnelHandshake {
         if n != 0 {
             return Err(TunnelError::Protocol("message 1 has a payload"));
         }
-        let proof = self.proof()?;
-        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
-        let mut msg = [0u8; NOISE_BUF];
-        let n = noise
-            .write_message(&proof, &mut msg)
-            .map_err(|_| TunnelError::Crypto)?;
-        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])?;
+        self.send_proof()?;
         self.stage = Stage::AwaitMessage3;
         Ok(())
     }
 
     fn on_message2(&mut self, message: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
         self.read_proof(message, Role::Responder, keys)?;
-        let proof = self.proof()?;
-        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
-        let mut msg = [0u8; NOISE_BUF];
-        let n = noise
-            .write_message(&proof, &mut msg)
-            .map_err(|_| TunnelError::Crypto)?;
-        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])?;
+        self.send_proof()?;
         let noise = self.noise.take().ok_or(TunnelError::Failed)?;
         self.transport = Some(TunnelTransport::new(
             noise
@@ -352,6 +340,17 @@ impl TunnelHandshake {
         }
         self.stage = Stage::Done;
         Ok(())
+    }
+
+    /// Write the next Noise message, carrying this side's proof.
+    fn send_proof(&mut self) -> Result<(), TunnelError> {
+        let proof = self.proof()?;
+        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
+        let mut msg = [0u8; NOISE_BUF];
+        let n = noise
+            .write_message(&proof, &mut msg)
+            .map_err(|_| TunnelError::Crypto)?;
+        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])
     }
 
     /// This side's instance key and its signature over the handshake hash
