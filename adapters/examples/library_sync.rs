@@ -143,7 +143,8 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let config = || -> Result<P2PConfig, Box<dyn Error + Send + Sync>> {
         Ok(
             P2PConfig::new(generate_identity()?, "photos-app", Version::new(1, 0, 0))?
-                .listen(["127.0.0.1:0".parse()?]),
+                .listen(["127.0.0.1:0".parse()?])
+                .discovery(false),
         )
     };
     let laptop = P2P::new(config()?)?;

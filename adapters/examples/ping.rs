@@ -90,17 +90,24 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let loopback = || ["127.0.0.1:0".parse().expect("address")];
     let a = P2P::new(
         P2PConfig::new(generate_identity()?, "ping-example", Version::new(1, 0, 0))?
-            .listen(loopback()),
+            .listen(loopback())
+            // Both nodes are in this process: they are told each other's
+            // address, so no multicast is needed.
+            .discovery(false),
     )?;
     let b = P2P::new(
         P2PConfig::new(generate_identity()?, "ping-example", Version::new(1, 0, 0))?
-            .listen(loopback()),
+            .listen(loopback())
+            // Both nodes are in this process: they are told each other's
+            // address, so no multicast is needed.
+            .discovery(false),
     )?;
     println!("node A {} on {:?}", a.remote_identity(), a.listen_addrs());
     println!("node B {} on {:?}", b.remote_identity(), b.listen_addrs());
     tokio::spawn(handle_incoming(b.clone()));
 
-    // No discovery yet: A learns B's address and identity out of band.
+    // Both nodes run in this process on loopback, so A is told B's address
+    // and identity (on a LAN, discovery finds them: see examples/lan.rs).
     a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
 
     for i in 1..=10 {

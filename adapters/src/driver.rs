@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pos_p2p_protocol::RemoteIdentity;
+use pos_p2p_protocol::discovery::{Discovery, DiscoveryEvent};
 use pos_p2p_protocol::node::{
     ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, Node, StreamId,
 };
 
 use crate::event::P2PEvent;
+use crate::mdns::Mdns;
 use crate::runtime::{Interest, Timer, UdpIo};
 
 /// How many receive batches one driver turn handles before yielding, so
@@ -53,6 +55,10 @@ pub(crate) struct Dial {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) node: Node,
+    /// LAN discovery, unless turned off (or no mDNS socket could be opened).
+    pub(crate) discovery: Option<Discovery>,
+    /// Peers added by address, kept connected.
+    pub(crate) manual: BTreeMap<crate::manual::PeerAddr, crate::manual::Manual>,
     pub(crate) driver: Option<Waker>,
     pub(crate) readers: HashMap<StreamId, Waker>,
     pub(crate) writers: HashMap<StreamId, Waker>,
@@ -105,6 +111,26 @@ impl State {
         }
     }
 
+    /// Dial `addr` (pinned to `expected` if given) and keep a record for
+    /// the waiters of the dial.
+    pub(crate) fn dial(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        expected: Option<RemoteIdentity>,
+    ) -> Result<ConnectionId, pos_p2p_protocol::node::ConnectError> {
+        let id = self.node.connect(now, addr, expected)?;
+        self.dials.insert(
+            id,
+            Dial {
+                started: now,
+                failure: None,
+                established: None,
+            },
+        );
+        Ok(id)
+    }
+
     fn wake_peer(&mut self, peer: &RemoteIdentity) {
         if let Some(waiters) = self.peer_waiters.remove(peer) {
             waiters.into_iter().for_each(Waker::wake);
@@ -141,6 +167,7 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     sockets: Vec<Socket>,
     timer: Pin<Box<dyn Timer>>,
+    mdns: Option<Mdns>,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
     /// A transmit that the socket refused for now (`WouldBlock`).
@@ -152,6 +179,7 @@ impl Driver {
         shared: Arc<Shared>,
         sockets: Vec<Box<dyn UdpIo>>,
         timer: Pin<Box<dyn Timer>>,
+        mdns: Option<Mdns>,
     ) -> io::Result<Self> {
         let sockets = sockets
             .into_iter()
@@ -170,6 +198,7 @@ impl Driver {
             shared,
             sockets,
             timer,
+            mdns,
             recv_buf: vec![0; RECV_BUF_LEN * gro.max(1)],
             send_buf: Vec::with_capacity(64 * 1024),
             pending: None,
@@ -312,6 +341,22 @@ impl Driver {
     }
 
     fn dispatch(state: &mut State) {
+        while let Some(event) = state.discovery.as_mut().and_then(Discovery::poll_event) {
+            state.publish(match event {
+                DiscoveryEvent::Discovered(peer) => P2PEvent::PeerDiscovered {
+                    peer: peer.identity,
+                    addrs: peer.addrs,
+                    metadata: peer.metadata.to_hashmap(),
+                },
+                DiscoveryEvent::Changed(peer) => P2PEvent::PeerChanged {
+                    peer: peer.identity,
+                    addrs: peer.addrs,
+                    metadata: peer.metadata.to_hashmap(),
+                },
+                DiscoveryEvent::Expired(peer) => P2PEvent::PeerExpired { peer },
+                _ => continue,
+            });
+        }
         while let Some(event) = state.node.poll_event() {
             match event {
                 Event::Connected(info) => {
@@ -382,14 +427,39 @@ impl Future for Driver {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        // Listing the interfaces can take a while: not under the lock.
+        let ifaces = this
+            .mdns
+            .as_ref()
+            .filter(|m| m.scan_due(Instant::now()))
+            .map(|_| crate::mdns::interfaces());
         let shared = this.shared.clone();
         let mut state = shared.lock();
         state.driver = Some(cx.waker().clone());
         let now = Instant::now();
         let mut busy = this.receive(cx, &mut state, now);
         state.node.handle_timeout(now);
+        if let (Some(mdns), Some(discovery)) = (this.mdns.as_mut(), state.discovery.as_mut()) {
+            if let Some(ifaces) = ifaces {
+                mdns.rescan(now, discovery, ifaces);
+            }
+            busy |= mdns.receive(cx, discovery, now);
+            if discovery.poll_timeout().is_some_and(|at| at <= now) {
+                discovery.handle_timeout(now);
+            }
+            mdns.send(discovery);
+        }
+        // Discovery was turned off and its goodbye is out: close the sockets.
+        if state.closing.is_none() && state.discovery.as_ref().is_some_and(Discovery::is_closed) {
+            Self::dispatch(&mut state);
+            state.discovery = None;
+            this.mdns = None;
+        }
         busy |= this.transmit(cx, &mut state, now);
         Self::dispatch(&mut state);
+        // After the events (which record why dials failed), before the
+        // transmits (so that a dial it starts goes out this turn).
+        let manual_at = crate::manual::drive(&shared, &mut state, now);
         // Events may have been caused by reads that queued more transmits.
         busy |= this.transmit(cx, &mut state, now);
         if let Some(since) = state.closing {
@@ -400,6 +470,7 @@ impl Future for Driver {
                 // Close the sockets before anyone hears that we stopped, so
                 // that `shutdown().await` returning means the ports are free.
                 this.sockets.clear();
+                this.mdns = None;
                 state.stopped = true;
                 state.wake_all_streams();
                 state.stopped_waiters.drain(..).for_each(Waker::wake);
@@ -443,7 +514,17 @@ impl Future for Driver {
             });
             peer_dials.retain(|_, ids| ids.iter().any(|id| dials.contains_key(id)));
         }
-        let next = state.node.poll_timeout().map(|(at, _)| at);
+        let discovery_at = state.discovery.as_ref().and_then(Discovery::poll_timeout);
+        let scan_at = this.mdns.as_ref().map(Mdns::next_scan);
+        let next = [
+            state.node.poll_timeout().map(|(at, _)| at),
+            discovery_at,
+            scan_at,
+            manual_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(closing) = state.closing {
             // Re-check the shutdown grace period even if nothing happens.
             let at = closing + SHUTDOWN_GRACE;

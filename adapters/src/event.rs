@@ -42,6 +42,33 @@ pub enum P2PEvent {
         /// Why.
         reason: DisconnectReason,
     },
+    /// A peer was found on the LAN (mDNS). It is in [`P2P::peers`](crate::P2P::peers)
+    /// and can be dialed with [`Peer::new_stream`](crate::Peer::new_stream).
+    PeerDiscovered {
+        /// The peer, as advertised; a dial pins it, so a spoofed
+        /// advertisement fails the handshake.
+        peer: RemoteIdentity,
+        /// Its advertised addresses.
+        addrs: Vec<SocketAddr>,
+        /// Its advertised metadata (possibly cut to fit mDNS; the Hello on
+        /// connect carries all of it).
+        metadata: HashMap<String, String>,
+    },
+    /// A discovered peer advertised new addresses or metadata.
+    PeerChanged {
+        /// The peer.
+        peer: RemoteIdentity,
+        /// Its advertised addresses.
+        addrs: Vec<SocketAddr>,
+        /// Its advertised metadata.
+        metadata: HashMap<String, String>,
+    },
+    /// A discovered peer's mDNS records lapsed or it said goodbye. A
+    /// connection to it is not affected.
+    PeerExpired {
+        /// The peer.
+        peer: RemoteIdentity,
+    },
     /// A connected peer changed its metadata.
     MetadataUpdated {
         /// The peer.

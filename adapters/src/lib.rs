@@ -1,8 +1,8 @@
 //! pos-p2p: peer-to-peer sync between a user's devices.
 //!
-//! A node has an ed25519 [`Identity`]; it finds peers by address (LAN
-//! discovery is coming), keeps one mutually authenticated QUIC connection per
-//! peer, and opens cheap streams on it that begin with an
+//! A node has an ed25519 [`Identity`]; it finds peers on the LAN over mDNS
+//! or by address ([`P2P::add_manual_peer`]), keeps one mutually
+//! authenticated QUIC connection per peer, and opens cheap streams on it that begin with an
 //! application-defined [`Header`]. A handshake exchanges metadata and
 //! refuses incompatible versions with a reason both sides see.
 //!
@@ -50,6 +50,8 @@ mod driver;
 mod error;
 mod event;
 mod header;
+mod manual;
+mod mdns;
 mod p2p;
 mod peer;
 mod runtime;
@@ -59,6 +61,7 @@ mod tunnel_stream;
 pub use error::{ConnectError, HeaderError, NewStreamError, StartError};
 pub use event::{Events, P2PEvent};
 pub use header::HeaderExt;
+pub use manual::{ManualPeer, ManualStatus, PeerAddr, PeerAddrError};
 pub use p2p::{P2P, P2PConfig, generate_identity};
 pub use peer::Peer;
 pub use runtime::RuntimeKind;
@@ -66,6 +69,7 @@ pub use stream::{StreamReset, UnicastStream};
 pub use tunnel_stream::{Tunnel, TunnelOpenError};
 
 pub use pos_p2p_protocol::codec;
+pub use pos_p2p_protocol::discovery::DiscoveryStats;
 pub use pos_p2p_protocol::node::{DisconnectReason, Limits, Timeouts};
 pub use pos_p2p_protocol::tunnel;
 pub use pos_p2p_protocol::version;

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
+use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
 use pos_p2p_protocol::node::{ConnectionState, DisconnectReason, Node, NodeConfig};
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
 
-use crate::driver::{Dial, Driver, EVENT_QUEUE, Shared, State, register};
+use crate::driver::{Driver, EVENT_QUEUE, Shared, State, register};
 use crate::error::{ConnectError, StartError};
 use crate::event::Events;
+use crate::manual::{Manual, ManualPeer, PeerAddr};
+use crate::mdns::Mdns;
 use crate::peer::Peer;
 use crate::runtime::{Runtime, RuntimeKind};
 use crate::stream::UnicastStream;
@@ -38,6 +41,9 @@ pub struct P2PConfig {
     /// all IPv6 interfaces; a default IPv6 socket that cannot be bound (no
     /// IPv6 on the machine) is skipped.
     pub listen_addrs: Vec<SocketAddr>,
+    /// Find peers on the LAN and be found, over mDNS (default: on). Off,
+    /// the node opens no mDNS socket and sends no multicast at all.
+    pub discovery: bool,
     explicit_listen: bool,
 }
 
@@ -56,6 +62,7 @@ impl P2PConfig {
                 SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
                 SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
             ],
+            discovery: true,
             explicit_listen: false,
         })
     }
@@ -70,6 +77,12 @@ impl P2PConfig {
     /// Use this metadata.
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.node.metadata = metadata;
+        self
+    }
+
+    /// Turn LAN discovery on or off (see [`P2PConfig::discovery`]).
+    pub fn discovery(mut self, on: bool) -> Self {
+        self.discovery = on;
         self
     }
 }
@@ -127,38 +140,63 @@ impl P2P {
         };
         let now = Instant::now();
         let identity = config.node.identity.to_remote_identity();
+        let mut discovery_config = DiscoveryConfig::new(identity, &config.node.app_name, {
+            // Only response jitter is drawn from it; derive it from the node's.
+            let mut seed = config.node.rng_seed;
+            seed.reverse();
+            seed
+        });
+        discovery_config.metadata = config.node.metadata.clone();
         let node = Node::new(config.node, now)?;
 
         let mut sockets = Vec::new();
+        let mut v4_port = None;
         for addr in &config.listen_addrs {
-            match bind(*addr) {
+            let mut addr = *addr;
+            // One port for both families, so that one SRV record advertises
+            // both: the default IPv6 socket takes the IPv4 socket's port.
+            if let (false, 0, true, Some(v4)) =
+                (config.explicit_listen, addr.port(), addr.is_ipv6(), v4_port)
+            {
+                addr.set_port(v4);
+            }
+            let bound = bind(addr).or_else(|e| match addr.port() {
+                p if p != 0 && !config.explicit_listen => bind(SocketAddr::new(addr.ip(), 0)),
+                _ => Err(e),
+            });
+            match bound {
                 Ok(socket) => {
+                    if addr.is_ipv4() && v4_port.is_none() {
+                        v4_port = socket.local_addr().map(|a| a.port()).ok();
+                    }
                     sockets.push(
                         runtime
                             .wrap_udp(socket)
-                            .map_err(|source| StartError::Bind {
-                                addr: *addr,
-                                source,
-                            })?,
+                            .map_err(|source| StartError::Bind { addr, source })?,
                     )
                 }
                 // The default IPv6 socket is optional: not every machine
                 // has IPv6.
                 Err(_) if !config.explicit_listen && addr.is_ipv6() => {}
-                Err(source) => {
-                    return Err(StartError::Bind {
-                        addr: *addr,
-                        source,
-                    });
-                }
+                Err(source) => return Err(StartError::Bind { addr, source }),
             }
         }
         if sockets.is_empty() {
             return Err(StartError::NoListenAddress);
         }
 
+        let listening: Vec<SocketAddr> =
+            sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+        let mdns = if config.discovery {
+            Mdns::open(&*runtime, listening, now)
+        } else {
+            None
+        };
+        let discovery = mdns.as_ref().map(|_| Discovery::new(discovery_config, now));
         let shared = Shared::new(State {
             node,
+            discovery,
+            manual: Default::default(),
             driver: None,
             readers: HashMap::new(),
             writers: HashMap::new(),
@@ -175,7 +213,7 @@ impl P2P {
             stopped_waiters: Vec::new(),
         });
         let driver =
-            Driver::new(shared.clone(), sockets, runtime.timer(now)).map_err(|source| {
+            Driver::new(shared.clone(), sockets, runtime.timer(now), mdns).map_err(|source| {
                 StartError::Bind {
                     addr: config.listen_addrs[0],
                     source,
@@ -206,7 +244,17 @@ impl P2P {
         let state = self.shared.lock();
         let mut peers: HashMap<RemoteIdentity, Arc<Peer>> = HashMap::new();
         let connected = state.node.peers().map(|p| p.identity);
-        for identity in connected.chain(state.known.keys().copied()) {
+        let discovered = state
+            .discovery
+            .iter()
+            .flat_map(|d| d.peers())
+            .map(|p| p.identity);
+        let manual = state.manual.values().filter_map(Manual::identity);
+        for identity in connected
+            .chain(state.known.keys().copied())
+            .chain(discovered)
+            .chain(manual)
+        {
             peers
                 .entry(identity)
                 .or_insert_with(|| Arc::new(Peer::new(self.shared.clone(), identity)));
@@ -222,6 +270,9 @@ impl P2P {
     /// Replace this node's metadata; connected peers are told.
     pub fn set_metadata(&self, metadata: Metadata) {
         let mut state = self.shared.lock();
+        if let Some(discovery) = &mut state.discovery {
+            discovery.set_metadata(Instant::now(), metadata.clone());
+        }
         state.node.set_metadata(metadata);
         state.wake_driver();
     }
@@ -233,6 +284,40 @@ impl P2P {
         let mut state = self.shared.lock();
         crate::driver::remember_addr(&mut state.known, identity, addr);
         Arc::new(Peer::new(self.shared.clone(), identity))
+    }
+
+    /// Add a manual peer: an address (`"192.0.2.1:4433"`, `"[::1]:4433"`)
+    /// or a host name (`"laptop.local:4433"`, resolved before each attempt)
+    /// that the node keeps connected. It is dialed at once and, after a
+    /// failure or a disconnect, again with exponential backoff (1 s doubling
+    /// to 60 s, jittered). With `expected` the peer must prove that
+    /// identity; without, the identity is learned from the handshake. The
+    /// peer shows in [`P2P::peers`] once its identity is known, and its
+    /// status in [`P2P::manual_peers`]. Adding the same address again
+    /// replaces its expected identity and keeps its progress.
+    pub fn add_manual_peer(&self, addr: impl Into<PeerAddr>, expected: Option<RemoteIdentity>) {
+        let mut state = self.shared.lock();
+        match state.manual.entry(addr.into()) {
+            std::collections::btree_map::Entry::Occupied(mut known) => {
+                known.get_mut().expect(expected)
+            }
+            std::collections::btree_map::Entry::Vacant(new) => {
+                new.insert(Manual::new(expected, Instant::now()));
+            }
+        }
+        state.wake_driver();
+    }
+
+    /// Stop keeping a manual peer connected (an existing connection stays
+    /// until closed). Returns whether it was there.
+    pub fn remove_manual_peer(&self, addr: &PeerAddr) -> bool {
+        self.shared.lock().manual.remove(addr).is_some()
+    }
+
+    /// The manual peers and where each stands.
+    pub fn manual_peers(&self) -> Vec<ManualPeer> {
+        let state = self.shared.lock();
+        crate::manual::reports(&state.manual, Instant::now())
     }
 
     /// Dial `addr` and wait until the peer is connected; with `expected`,
@@ -249,15 +334,7 @@ impl P2P {
                 return Err(ConnectError::Shutdown);
             }
             let now = Instant::now();
-            let id = state.node.connect(now, addr, expected)?;
-            state.dials.insert(
-                id,
-                Dial {
-                    started: now,
-                    failure: None,
-                    established: None,
-                },
-            );
+            let id = state.dial(now, addr, expected)?;
             state.wake_driver();
             id
         };
@@ -354,6 +431,9 @@ impl P2P {
                 let now = Instant::now();
                 state.closing = Some(now);
                 state.node.shutdown(now);
+                if let Some(discovery) = &mut state.discovery {
+                    discovery.shutdown();
+                }
             }
             state.wake_driver();
         }
@@ -367,6 +447,33 @@ impl P2P {
             }
         })
         .await;
+    }
+
+    /// Whether LAN discovery is running: it was not turned off and an mDNS
+    /// socket could be opened.
+    pub fn is_discovering(&self) -> bool {
+        let state = self.shared.lock();
+        state.discovery.as_ref().is_some_and(|d| !d.is_closed())
+    }
+
+    /// Turn LAN discovery off while running: the node says goodbye (its
+    /// records expire at once on the other nodes), closes its mDNS sockets
+    /// and sends no more multicast. Connections, including those to
+    /// discovered peers, are not affected. It cannot be turned on again
+    /// without restarting the node.
+    pub fn stop_discovery(&self) {
+        let mut state = self.shared.lock();
+        if let Some(discovery) = &mut state.discovery {
+            discovery.shutdown();
+            state.wake_driver();
+        }
+    }
+
+    /// LAN discovery's counters (packets, malformed ones, rate-limited
+    /// ones, …); `None` when discovery is not running.
+    pub fn discovery_stats(&self) -> Option<DiscoveryStats> {
+        let state = self.shared.lock();
+        state.discovery.as_ref().map(|d| d.stats().clone())
     }
 
     /// Whether the driver has stopped (after [`P2P::shutdown`] or drop).
@@ -384,6 +491,9 @@ impl Drop for P2P {
             let now = Instant::now();
             state.closing = Some(now);
             state.node.shutdown(now);
+            if let Some(discovery) = &mut state.discovery {
+                discovery.shutdown();
+            }
         }
         state.wake_driver();
     }

@@ -11,7 +11,7 @@ use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::node::{ConnectionId, ConnectionState, DisconnectReason, StreamError};
 use pos_p2p_protocol::semver::Version;
 
-use crate::driver::{Dial, Shared, State, register};
+use crate::driver::{Shared, State, register};
 use crate::error::NewStreamError;
 use crate::stream::UnicastStream;
 
@@ -33,16 +33,31 @@ impl Peer {
         self.identity
     }
 
-    /// The peer's metadata, as it last sent it; empty if never connected.
+    /// The peer's metadata: as it last sent it while connected, else as it
+    /// advertises it on the LAN; empty if neither.
     /// [`PeerMetadata::from_hashmap`](crate::PeerMetadata::from_hashmap)
     /// gives the typed view.
     pub fn metadata(&self) -> HashMap<String, String> {
         let state = self.shared.lock();
+        if let Some(peer) = state.node.peer(&self.identity) {
+            return peer.metadata.to_hashmap();
+        }
         state
-            .node
-            .peer(&self.identity)
+            .discovery
+            .as_ref()
+            .and_then(|d| d.peer(&self.identity))
             .map(|p| p.metadata.to_hashmap())
             .unwrap_or_default()
+    }
+
+    /// Whether the peer is advertised on the LAN now (found by mDNS and
+    /// not expired).
+    pub fn is_discovered(&self) -> bool {
+        let state = self.shared.lock();
+        state
+            .discovery
+            .as_ref()
+            .is_some_and(|d| d.peer(&self.identity).is_some())
     }
 
     /// The peer's application version, while connected.
@@ -59,7 +74,8 @@ impl Peer {
         self.shared.lock().node.peer(&self.identity).is_some()
     }
 
-    /// The addresses the peer is known at: the current connection's first.
+    /// The addresses the peer is known at: the current connection's first,
+    /// then those it was added or reached at, then those it advertises.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         let state = self.shared.lock();
         let mut addrs: Vec<SocketAddr> = state
@@ -68,9 +84,9 @@ impl Peer {
             .map(|p| p.addr)
             .into_iter()
             .collect();
-        for addr in state.known.get(&self.identity).into_iter().flatten() {
-            if !addrs.contains(addr) {
-                addrs.push(*addr);
+        for addr in dial_addrs(&state, &self.identity) {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
             }
         }
         addrs
@@ -127,20 +143,12 @@ impl Peer {
                     })
                     .collect();
                 if in_flight.is_empty() {
-                    let addrs = state.known.get(&self.identity).cloned().unwrap_or_default();
+                    let addrs = dial_addrs(&state, &self.identity);
                     if addrs.is_empty() {
                         return Poll::Ready(Err(NewStreamError::NoAddress));
                     }
                     for addr in addrs {
-                        if let Ok(id) = state.node.connect(now, addr, Some(self.identity)) {
-                            state.dials.insert(
-                                id,
-                                Dial {
-                                    started: now,
-                                    failure: None,
-                                    established: None,
-                                },
-                            );
+                        if let Ok(id) = state.dial(now, addr, Some(self.identity)) {
                             dials.push(id);
                         }
                     }
@@ -179,6 +187,19 @@ impl Peer {
         })
         .await
     }
+}
+
+/// Where to dial a peer: the addresses it was added or reached at, then
+/// those it advertises on the LAN.
+fn dial_addrs(state: &State, peer: &RemoteIdentity) -> Vec<SocketAddr> {
+    let mut addrs = state.known.get(peer).cloned().unwrap_or_default();
+    let advertised = state.discovery.as_ref().and_then(|d| d.peer(peer));
+    for addr in advertised.into_iter().flat_map(|p| &p.addrs) {
+        if !addrs.contains(addr) {
+            addrs.push(*addr);
+        }
+    }
+    addrs
 }
 
 /// Drop the records of a finished dial once, whoever sees it finish first;

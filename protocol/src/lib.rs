@@ -16,6 +16,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod codec;
+pub mod discovery;
 mod identity;
 mod metadata;
 pub mod node;

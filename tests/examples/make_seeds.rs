@@ -70,6 +70,47 @@ fn main() {
     }
     println!("captured {} datagrams from the dialer", from_dialer.len());
     tunnel_seeds();
+    mdns_seeds();
+}
+
+/// What a discovery peer sends: its announcement, a browse query and its
+/// goodbye, whole and framed as `mdns_packets` reads them.
+fn mdns_seeds() {
+    use pos_p2p_protocol::discovery::Discovery;
+    use pos_p2p_tests::lan::Lan;
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/mdns_packets");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    let start = std::time::Instant::now();
+    let mut config = Lan::config(2);
+    config.service = pos_p2p_protocol::discovery::service_type("fuzz");
+    let mut peer = Discovery::new(config, start);
+    peer.set_addrs(start, vec!["192.0.2.2:4433".parse().expect("address")]);
+    let announcement = peer.poll_transmit().expect("announcement").payload;
+    peer.handle_timeout(start + Duration::from_millis(200));
+    let query = peer.poll_transmit().expect("query").payload;
+    peer.shutdown();
+    let goodbye = peer.poll_transmit().expect("goodbye").payload;
+    let frame = |packets: &[(&[u8], u8)]| {
+        let mut out = Vec::new();
+        for (packet, flags) in packets {
+            out.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+            out.push(*flags);
+            out.extend_from_slice(packet);
+        }
+        out
+    };
+    let seeds = [
+        ("seed-announcement", announcement.clone()),
+        ("seed-query", query.clone()),
+        (
+            "seed-lifecycle",
+            frame(&[(&announcement, 2), (&query, 1), (&query, 4), (&goodbye, 40)]),
+        ),
+    ];
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), &bytes).expect("write seed");
+    }
 }
 
 /// The initiator's bytes of the fuzz targets' own handshake, and messages

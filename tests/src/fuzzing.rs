@@ -260,3 +260,63 @@ pub fn tunnel_transport(data: &[u8]) {
         }
     }
 }
+
+/// Feed `data` to a [`Discovery`](pos_p2p_protocol::discovery::Discovery)
+/// as mDNS packets: first whole, then as a sequence of
+/// `[len_hi, len_lo, flags, packet…]` records (flags: bit 0 a legacy source
+/// port, bits 1–7 the milliseconds to advance). Checks that every packet it
+/// sends is a valid DNS message within the size limit, that the peer table
+/// stays within its bound, that it never reports itself, and that every
+/// reported peer has an address.
+pub fn mdns_packets(data: &[u8]) {
+    use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, MAX_PACKET_LEN};
+    use std::time::{Duration, Instant};
+
+    let start = Instant::now();
+    let mut now = start;
+    let me = pos_p2p_protocol::Identity::from_bytes(&[1; 32]).to_remote_identity();
+    let mut config = DiscoveryConfig::new(me, "fuzz", [1; 32]);
+    config.max_peers = 8;
+    let mut discovery = Discovery::new(config, now);
+    discovery.set_addrs(now, vec!["192.0.2.1:4433".parse().expect("address")]);
+    let mdns: std::net::SocketAddr = "192.0.2.9:5353".parse().expect("address");
+    let legacy: std::net::SocketAddr = "192.0.2.9:40000".parse().expect("address");
+
+    let check = |discovery: &mut Discovery, now: Instant| {
+        if discovery.poll_timeout().is_some_and(|at| at <= now) {
+            discovery.handle_timeout(now);
+            // Every timer moved past now: a driver would not spin.
+            assert!(discovery.poll_timeout().is_none_or(|at| at > now));
+        }
+        while let Some(transmit) = discovery.poll_transmit() {
+            assert!(transmit.payload.len() <= MAX_PACKET_LEN);
+            simple_dns::Packet::parse(&transmit.payload).expect("we send valid DNS");
+        }
+        while let Some(event) = discovery.poll_event() {
+            if let DiscoveryEvent::Discovered(peer) | DiscoveryEvent::Changed(peer) = event {
+                assert_ne!(peer.identity, me, "reported itself");
+                assert!(!peer.addrs.is_empty(), "reported a peer without an address");
+            }
+        }
+        assert!(discovery.peers().count() <= 8);
+    };
+
+    discovery.handle_packet(now, mdns, data);
+    check(&mut discovery, now);
+    let mut rest = data;
+    while let [hi, lo, flags, tail @ ..] = rest {
+        let len = (usize::from(*hi) << 8 | usize::from(*lo)).min(tail.len());
+        let (packet, next) = tail.split_at(len);
+        now += Duration::from_millis(u64::from(flags >> 1) * 50);
+        let from = if flags & 1 == 1 { legacy } else { mdns };
+        discovery.handle_packet(now, from, packet);
+        check(&mut discovery, now);
+        rest = next;
+    }
+    // Long after (beyond the 75-minute TTL cap): everything expired.
+    now += Duration::from_secs(2 * 3600);
+    check(&mut discovery, now);
+    assert_eq!(discovery.peers().count(), 0);
+    discovery.shutdown();
+    check(&mut discovery, now);
+}

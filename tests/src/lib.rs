@@ -10,6 +10,7 @@ use std::ops::Range;
 use pos_p2p_protocol::codec::{DecodeError, Header, Reader, Writer};
 
 pub mod fuzzing;
+pub mod lan;
 pub mod sim;
 
 /// A 16-byte identifier, as a UUID's bytes.

@@ -52,6 +52,8 @@ pub(crate) fn config_with(n: u8, version: Version, listen: SocketAddr) -> P2PCon
         .unwrap()
         .listen([listen])
         .metadata(metadata)
+        // Traffic stays on loopback: no multicast from these tests.
+        .discovery(false)
 }
 
 pub(crate) fn start(n: u8, runtime: RuntimeKind) -> Arc<P2P> {

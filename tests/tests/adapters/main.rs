@@ -3,5 +3,6 @@
 mod common;
 mod failures;
 mod load;
+mod manual;
 mod runtimes;
 mod tunnel;

@@ -39,3 +39,8 @@ fn tunnel_responder_corpus() {
 fn tunnel_transport_corpus() {
     replay("tunnel_transport", fuzzing::tunnel_transport);
 }
+
+#[test]
+fn mdns_packets_corpus() {
+    replay("mdns_packets", fuzzing::mdns_packets);
+}

@@ -68,7 +68,8 @@ fn config(n: u8) -> Result<P2PConfig> {
         "bench",
         Version::new(1, 0, 0),
     )?
-    .listen(["127.0.0.1:0".parse()?]);
+    .listen(["127.0.0.1:0".parse()?])
+    .discovery(false);
     config.node.limits.max_connections = 4096;
     config.node.limits.max_incoming_handshakes = 4096;
     Ok(config)
@@ -287,7 +288,8 @@ pub(crate) async fn idle_connections(n: usize, idle: Duration) -> Result<(usize,
             "bench",
             Version::new(1, 0, 0),
         )?
-        .listen(["127.0.0.1:0".parse()?]);
+        .listen(["127.0.0.1:0".parse()?])
+        .discovery(false);
         cfg.node.limits.max_connections = 4;
         let client = P2P::with_runtime(cfg, RuntimeKind::Tokio)?;
         client

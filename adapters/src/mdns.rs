@@ -1,0 +1,379 @@
+//! The mDNS sockets: 224.0.0.251:5353 and [ff02::fb]:5353, shared with other
+//! responders on the machine (Avahi, Bonjour) through SO_REUSEADDR and
+//! SO_REUSEPORT, joined on every non-loopback interface. Packets go to and
+//! from the sans-IO [`Discovery`]; nothing here decides anything.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use pos_p2p_protocol::discovery::{
+    Destination, Discovery, MAX_PACKET_LEN, MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
+};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::runtime::{Interest, Runtime, UdpIo};
+
+/// How often the interfaces are looked at again, for new addresses.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+/// How many packets one driver turn reads per socket.
+const PACKETS_PER_TURN: usize = 64;
+
+#[derive(Debug)]
+struct MdnsSocket {
+    io: Box<dyn UdpIo>,
+    /// A second handle on the same socket, for per-packet options.
+    raw: UdpSocket,
+    v6: bool,
+    /// Where multicasts go out: one address per IPv4 interface (with its
+    /// index, when known), or IPv6 interface indexes.
+    ifaces: Vec<V4Iface>,
+    v6_ifaces: Vec<u32>,
+}
+
+impl MdnsSocket {
+    fn has_v4(&self, iface: &if_addrs::Interface, ip: Ipv4Addr) -> bool {
+        self.ifaces
+            .iter()
+            .any(|(index, joined)| *joined == ip || (index.is_some() && *index == iface.index))
+    }
+}
+
+/// The sockets, and what the node advertises.
+#[derive(Debug)]
+pub(crate) struct Mdns {
+    sockets: Vec<MdnsSocket>,
+    buf: Vec<u8>,
+    /// Where the node's QUIC sockets listen.
+    listen: Vec<SocketAddr>,
+    /// The interfaces as last listed.
+    ifaces: Vec<if_addrs::Interface>,
+    next_scan: Instant,
+}
+
+/// The interfaces worth using: up, with an address, not loopback. Called
+/// without the shared lock held: listing them can take a while.
+pub(crate) fn interfaces() -> Vec<if_addrs::Interface> {
+    match if_addrs::get_if_addrs() {
+        Ok(ifaces) => ifaces.into_iter().filter(|i| !i.is_loopback()).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list network interfaces");
+            Vec::new()
+        }
+    }
+}
+
+/// An IPv4 interface the group was joined on: its index (when known) and
+/// the address multicasts go out from.
+type V4Iface = (Option<u32>, Ipv4Addr);
+
+fn open_v4(ifaces: &[if_addrs::Interface]) -> io::Result<(UdpSocket, Vec<V4Iface>)> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    share(&socket)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, MDNS_PORT)).into())?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(255)?;
+    let mut joined: Vec<V4Iface> = Vec::new();
+    for iface in ifaces {
+        if let IpAddr::V4(ip) = iface.ip() {
+            // Once per interface, whatever its number of addresses.
+            if iface.index.is_some() && joined.iter().any(|(i, _)| *i == iface.index) {
+                continue;
+            }
+            match socket.join_multicast_v4(&MDNS_IPV4, &ip) {
+                Err(error) if error.kind() != io::ErrorKind::AddrInUse => {
+                    tracing::debug!(%error, iface = %iface.name, "cannot join 224.0.0.251");
+                }
+                _ => joined.push((iface.index, ip)),
+            }
+        }
+    }
+    Ok((socket.into(), joined))
+}
+
+fn open_v6(ifaces: &[if_addrs::Interface]) -> io::Result<(UdpSocket, Vec<u32>)> {
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    share(&socket)?;
+    socket.set_only_v6(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, MDNS_PORT)).into())?;
+    socket.set_multicast_loop_v6(true)?;
+    socket.set_multicast_hops_v6(255)?;
+    let mut joined = Vec::new();
+    for iface in ifaces {
+        let (IpAddr::V6(_), Some(index)) = (iface.ip(), iface.index) else {
+            continue;
+        };
+        if joined.contains(&index) {
+            continue;
+        }
+        match socket.join_multicast_v6(&MDNS_IPV6, index) {
+            Err(error) if error.kind() != io::ErrorKind::AddrInUse => {
+                tracing::debug!(%error, iface = %iface.name, "cannot join ff02::fb");
+            }
+            _ => joined.push(index),
+        }
+    }
+    Ok((socket.into(), joined))
+}
+
+/// Let other mDNS responders bind port 5353 too.
+fn share(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    socket.set_reuse_port(true)?;
+    Ok(())
+}
+
+impl Mdns {
+    /// Open the sockets; `None` (with a warning) if neither family works.
+    pub(crate) fn open(
+        runtime: &dyn Runtime,
+        listen: Vec<SocketAddr>,
+        now: Instant,
+    ) -> Option<Self> {
+        let ifaces = interfaces();
+        let mut sockets = Vec::new();
+        match open_v4(&ifaces).and_then(|(s, joined)| Ok((s.try_clone()?, s, joined))) {
+            // Kept even with no interface yet: the rescan joins new ones.
+            Ok((raw, socket, ifaces)) => match runtime.wrap_udp(socket) {
+                Ok(io) => sockets.push(MdnsSocket {
+                    io,
+                    raw,
+                    v6: false,
+                    ifaces,
+                    v6_ifaces: Vec::new(),
+                }),
+                Err(error) => tracing::warn!(%error, "cannot register the IPv4 mDNS socket"),
+            },
+            Err(error) => tracing::warn!(%error, "cannot open the IPv4 mDNS socket"),
+        }
+        match open_v6(&ifaces).and_then(|(s, joined)| Ok((s.try_clone()?, s, joined))) {
+            Ok((raw, socket, v6_ifaces)) => match runtime.wrap_udp(socket) {
+                Ok(io) => sockets.push(MdnsSocket {
+                    io,
+                    raw,
+                    v6: true,
+                    ifaces: Vec::new(),
+                    v6_ifaces,
+                }),
+                Err(error) => tracing::warn!(%error, "cannot register the IPv6 mDNS socket"),
+            },
+            Err(error) => tracing::warn!(%error, "cannot open the IPv6 mDNS socket"),
+        }
+        if sockets.is_empty() {
+            tracing::warn!("LAN discovery is unavailable: no mDNS socket could be opened");
+            return None;
+        }
+        Some(Self {
+            sockets,
+            // One byte more than the limit, so that an oversized datagram
+            // arrives whole enough to be refused for its size.
+            buf: vec![0; MAX_PACKET_LEN + 1],
+            listen,
+            ifaces,
+            next_scan: now,
+        })
+    }
+
+    /// The addresses to advertise: the QUIC sockets' addresses with the
+    /// first socket's port (an SRV record has one port; the default IPv6
+    /// socket shares the IPv4 port), an unspecified address standing for
+    /// every interface address of its family.
+    fn advertised(&self) -> Vec<SocketAddr> {
+        let Some(port) = self.listen.first().map(SocketAddr::port) else {
+            return Vec::new();
+        };
+        let mut addrs = Vec::new();
+        for listen in self.listen.iter().filter(|a| a.port() == port) {
+            for iface in &self.ifaces {
+                let ip = iface.ip();
+                let covered = if listen.ip().is_unspecified() {
+                    ip.is_ipv4() == listen.is_ipv4()
+                } else {
+                    ip == listen.ip()
+                };
+                if covered && !addrs.contains(&SocketAddr::new(ip, port)) {
+                    addrs.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+        addrs
+    }
+
+    /// Take a fresh list of the interfaces (see [`Mdns::scan_due`]): join
+    /// the group on new ones and tell discovery about changed addresses.
+    pub(crate) fn rescan(
+        &mut self,
+        now: Instant,
+        discovery: &mut Discovery,
+        ifaces: Vec<if_addrs::Interface>,
+    ) {
+        self.next_scan = now + RESCAN_INTERVAL;
+        for socket in &mut self.sockets {
+            let sock = SockRef::from(&socket.raw);
+            for iface in &ifaces {
+                match (iface.ip(), socket.v6, iface.index) {
+                    (IpAddr::V4(ip), false, index)
+                        if !socket.has_v4(iface, ip)
+                            && joined(sock.join_multicast_v4(&MDNS_IPV4, &ip)) =>
+                    {
+                        socket.ifaces.push((index, ip));
+                    }
+                    (IpAddr::V6(_), true, Some(index))
+                        if !socket.v6_ifaces.contains(&index)
+                            && joined(sock.join_multicast_v6(&MDNS_IPV6, index)) =>
+                    {
+                        socket.v6_ifaces.push(index);
+                    }
+                    _ => {}
+                }
+            }
+            // Interfaces that went away: multicasts no longer go there.
+            socket
+                .ifaces
+                .retain(|(_, ip)| ifaces.iter().any(|i| i.ip() == IpAddr::V4(*ip)));
+            socket
+                .v6_ifaces
+                .retain(|index| ifaces.iter().any(|i| i.index == Some(*index)));
+        }
+        self.ifaces = ifaces;
+        discovery.set_addrs(now, self.advertised());
+    }
+
+    /// When [`Mdns::rescan`] wants to run.
+    pub(crate) fn next_scan(&self) -> Instant {
+        self.next_scan
+    }
+
+    /// Whether the interfaces are due to be listed again.
+    pub(crate) fn scan_due(&self, now: Instant) -> bool {
+        now >= self.next_scan
+    }
+
+    /// Whether `ip` is on a link of ours (RFC 6762 §11: mDNS is link-local;
+    /// anything else is spoofed or routed and is dropped): an IPv6
+    /// link-local address, or an address in the subnet of one of our
+    /// interface addresses.
+    fn on_link(&self, ip: IpAddr) -> bool {
+        if let IpAddr::V6(v6) = ip
+            && (v6.segments()[0] & 0xffc0) == 0xfe80
+        {
+            return true;
+        }
+        self.ifaces.iter().any(|iface| match (&iface.addr, ip) {
+            (if_addrs::IfAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::from(net.netmask);
+                u32::from(net.ip) & mask == u32::from(ip) & mask
+            }
+            (if_addrs::IfAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::from(net.netmask);
+                u128::from(net.ip) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        })
+    }
+
+    /// Feed what arrived to discovery; `true` if the turn budget ran out.
+    pub(crate) fn receive(
+        &mut self,
+        cx: &mut Context<'_>,
+        discovery: &mut Discovery,
+        now: Instant,
+    ) -> bool {
+        let mut busy = false;
+        for socket in &self.sockets {
+            let mut count = 0;
+            loop {
+                if count == PACKETS_PER_TURN {
+                    busy = true;
+                    break;
+                }
+                let mut from = None;
+                let result = socket.io.try_io(Interest::Read, &mut || {
+                    let (len, addr) = socket.raw.recv_from(&mut self.buf)?;
+                    from = Some(addr);
+                    Ok(len)
+                });
+                match (result, from) {
+                    (Ok(len), Some(from)) => {
+                        count += 1;
+                        if self.on_link(from.ip()) {
+                            discovery.handle_packet(now, from, &self.buf[..len]);
+                        } else {
+                            tracing::trace!(%from, "mDNS packet from off the link dropped");
+                        }
+                    }
+                    (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match socket.io.poll_ready(cx, Interest::Read) {
+                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Err(error)) => {
+                                tracing::warn!(%error, "mDNS socket not readable");
+                                break;
+                            }
+                            Poll::Pending => break,
+                        }
+                    }
+                    (result, _) => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "mDNS receive failed");
+                        }
+                        count += 1;
+                    }
+                }
+            }
+        }
+        busy
+    }
+
+    /// Send what discovery has. mDNS tolerates loss: a packet the socket
+    /// refuses now is dropped, not queued.
+    pub(crate) fn send(&mut self, discovery: &mut Discovery) {
+        while let Some(transmit) = discovery.poll_transmit() {
+            for socket in &self.sockets {
+                let sock = SockRef::from(&socket.raw);
+                match transmit.destination {
+                    Destination::Multicast if socket.v6 => {
+                        let group = SocketAddr::from((MDNS_IPV6, MDNS_PORT));
+                        for index in &socket.v6_ifaces {
+                            let sent = sock
+                                .set_multicast_if_v6(*index)
+                                .and_then(|()| socket.raw.send_to(&transmit.payload, group));
+                            log_send(sent, group);
+                        }
+                    }
+                    Destination::Multicast => {
+                        let group = SocketAddr::from((MDNS_IPV4, MDNS_PORT));
+                        for (_, ip) in &socket.ifaces {
+                            let sent = sock
+                                .set_multicast_if_v4(ip)
+                                .and_then(|()| socket.raw.send_to(&transmit.payload, group));
+                            log_send(sent, group);
+                        }
+                    }
+                    Destination::Unicast(to) if to.is_ipv6() == socket.v6 => {
+                        log_send(socket.raw.send_to(&transmit.payload, to), to);
+                    }
+                    Destination::Unicast(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A join succeeded, or the membership survived from before (an address
+/// that went away and came back on a device that stayed).
+fn joined(result: io::Result<()>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::AddrInUse,
+    }
+}
+
+fn log_send(result: io::Result<usize>, to: SocketAddr) {
+    if let Err(error) = result {
+        tracing::debug!(%error, %to, "mDNS send failed");
+    }
+}

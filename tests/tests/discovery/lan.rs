@@ -1,0 +1,619 @@
+//! Discovery on the simulated LAN segment, in virtual time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pos_p2p_protocol::Metadata;
+use pos_p2p_protocol::discovery::{DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryEvent};
+use pos_p2p_tests::lan::Lan;
+use proptest::prelude::*;
+
+fn discovered(lan: &Lan, at: usize) -> Vec<&DiscoveredPeer> {
+    lan.nodes[at]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            DiscoveryEvent::Discovered(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expired_at(lan: &Lan, at: usize, peer: usize) -> Option<Duration> {
+    let id = lan.id(peer);
+    lan.nodes[at].events.iter().find_map(|(t, e)| match e {
+        DiscoveryEvent::Expired(p) if *p == id => Some(*t),
+        _ => None,
+    })
+}
+
+#[test]
+fn two_nodes_find_each_other_with_addresses_and_metadata() {
+    let mut lan = Lan::new(1);
+    let a = lan.add_node(1);
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_millis(1100));
+    // b hears a's announcement at once; a announced before b was there and
+    // multicasts a record at most once a second (RFC 6762 §6), so b learns
+    // of a from a's answer to its first browse query or a's second
+    // announcement, one second in.
+    for (me, other) in [(a, b), (b, a)] {
+        let found = discovered(&lan, me);
+        assert_eq!(found.len(), 1, "node {me}: {:?}", lan.nodes[me].events);
+        assert_eq!(found[0].identity, lan.id(other));
+        assert_eq!(
+            found[0].addrs,
+            vec![SocketAddr::new(lan.nodes[other].ip, 4433)]
+        );
+        assert_eq!(
+            found[0].metadata.get("name"),
+            Some(format!("node {}", other + 1).as_str())
+        );
+        assert!(!found[0].metadata_truncated);
+        assert!(lan.nodes[me].events[0].0 <= Duration::from_millis(1002));
+    }
+    // A node never reports itself.
+    assert!(lan.nodes[a].discovery.peer(&lan.id(a)).is_none());
+}
+
+#[test]
+fn a_late_joiner_is_found_by_its_announcement_and_finds_the_others_by_browsing() {
+    let mut lan = Lan::new(2);
+    let a = lan.add_node(1);
+    lan.run_for(Duration::from_secs(600));
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_millis(500));
+    assert_eq!(discovered(&lan, a).len(), 1);
+    // b's first browse query (20–120 ms in) is answered by a within 120 ms.
+    assert_eq!(discovered(&lan, b).len(), 1);
+}
+
+#[test]
+fn ten_nodes_all_find_each_other_and_traffic_stays_bounded() {
+    let mut lan = Lan::new(3);
+    let nodes: Vec<usize> = (1..=10).map(|n| lan.add_node(n)).collect();
+    lan.run_for(Duration::from_secs(5));
+    for &me in &nodes {
+        let peers: Vec<_> = lan.nodes[me]
+            .discovery
+            .peers()
+            .map(|p| p.identity)
+            .collect();
+        assert_eq!(peers.len(), 9, "node {me}");
+        assert_eq!(discovered(&lan, me).len(), 9, "each peer is reported once");
+    }
+    // Over ten minutes the peers stay (cache maintenance renews them) and
+    // the segment is quiet: announcements, the browse backoff, and one
+    // refresh round per TTL.
+    let before: u64 = lan.nodes.iter().map(|n| n.sent).sum();
+    lan.run_for(Duration::from_secs(600));
+    let sent: u64 = lan.nodes.iter().map(|n| n.sent).sum::<u64>() - before;
+    for &me in &nodes {
+        assert_eq!(lan.nodes[me].discovery.peers().count(), 9);
+        assert!(
+            lan.nodes[me]
+                .events
+                .iter()
+                .all(|(_, e)| !matches!(e, DiscoveryEvent::Expired(_)))
+        );
+    }
+    // Each node sends a few packets per TTL (120 s): at most 5 refreshes and
+    // answers per peer set, plus browse queries.
+    assert!(sent < 10 * 5 * 12, "{sent} packets in 10 minutes");
+}
+
+#[test]
+fn a_silent_peer_expires_after_its_ttl_and_refreshes_were_tried() {
+    let mut lan = Lan::new(4);
+    let a = lan.add_node(1);
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_secs(10));
+    let sent_before = lan.nodes[a].sent;
+    let unplugged_at = lan.elapsed();
+    lan.unplug(b);
+    lan.run_for(Duration::from_secs(300));
+    let expired = expired_at(&lan, a, b).expect("b expired");
+    // Its records were last renewed at most a few seconds before it went
+    // silent; they last 120 s.
+    let silent_for = expired - unplugged_at;
+    assert!(
+        silent_for > Duration::from_secs(100) && silent_for <= Duration::from_secs(120),
+        "{silent_for:?}"
+    );
+    // a asked for b's records at 80, 85, 90 and 95 % of the TTL before
+    // giving up.
+    let instance = format!("{}._sim._udp.local", lan.id(b));
+    let asked: Vec<Duration> = lan
+        .log
+        .iter()
+        .filter(|(from, at, _)| *from == a && *at > unplugged_at)
+        .filter(|(_, _, bytes)| questions(bytes).contains(&instance))
+        .map(|(_, at, _)| *at - unplugged_at)
+        .collect();
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert!(lan.nodes[a].sent > sent_before);
+    assert!(lan.nodes[a].discovery.peers().next().is_none());
+}
+
+#[test]
+fn a_goodbye_expires_the_peer_within_a_second() {
+    let mut lan = Lan::new(5);
+    let a = lan.add_node(1);
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_secs(10));
+    let bye_at = lan.elapsed();
+    lan.shutdown(b);
+    lan.run_for(Duration::from_secs(5));
+    let expired = expired_at(&lan, a, b).expect("b expired");
+    assert!(
+        expired - bye_at <= Duration::from_millis(1002),
+        "{:?}",
+        expired - bye_at
+    );
+}
+
+#[test]
+fn metadata_and_address_changes_are_announced() {
+    let mut lan = Lan::new(6);
+    let a = lan.add_node(1);
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_secs(10));
+    let mut metadata = Metadata::new();
+    metadata.insert("name", "renamed").unwrap();
+    lan.set_metadata(b, metadata.clone());
+    lan.run_for(Duration::from_millis(10));
+    let changes: Vec<&DiscoveredPeer> = lan.nodes[a]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            DiscoveryEvent::Changed(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].metadata, metadata);
+
+    let ip = "192.168.1.99".parse().unwrap();
+    lan.set_ip(b, ip);
+    // Announced a second after the metadata's announcement: records are
+    // multicast at most once a second.
+    lan.run_for(Duration::from_millis(1010));
+    let peer = lan.nodes[a].discovery.peer(&lan.id(b)).unwrap();
+    assert_eq!(peer.addrs, vec![SocketAddr::new(ip, 4433)]);
+    assert!(matches!(
+        lan.nodes[a].events.last(),
+        Some((_, DiscoveryEvent::Changed(p))) if p.addrs == peer.addrs
+    ));
+}
+
+#[test]
+fn discovery_survives_heavy_loss() {
+    let mut lan = Lan::new(7);
+    lan.loss = 0.25;
+    let nodes: Vec<usize> = (1..=4).map(|n| lan.add_node(n)).collect();
+    // Three announcements and a browse query at 0.1, 1.1, 3.1, 7.1, 15.1,
+    // 31.1 and 63.1 s: ten chances for each pair, each lost one time in four.
+    lan.run_for(Duration::from_secs(70));
+    for &me in &nodes {
+        assert_eq!(lan.nodes[me].discovery.peers().count(), 3, "node {me}");
+    }
+}
+
+#[test]
+fn known_answers_silence_responders_that_are_already_known() {
+    let mut lan = Lan::new(8);
+    let a = lan.add_node(1);
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_secs(10));
+    // Until 60 s after b's last announcement (3 s in), a's browse queries
+    // (at 15 and 31 s) list b as a known answer with more than half its TTL
+    // left: b stays quiet. (a's query at 63 s no longer lists it, and b
+    // answers that one.)
+    let b_answers = lan.nodes[b].discovery.stats().responses_sent;
+    let a_queries = lan.nodes[a].discovery.stats().queries_sent;
+    lan.run_for(Duration::from_secs(45));
+    assert!(
+        lan.nodes[a].discovery.stats().queries_sent > a_queries,
+        "a kept browsing"
+    );
+    assert_eq!(
+        lan.nodes[b].discovery.stats().responses_sent,
+        b_answers,
+        "b answered a query it was known to (or its own echo)"
+    );
+}
+
+#[test]
+fn a_legacy_resolver_gets_a_unicast_reply() {
+    let mut lan = Lan::new(9);
+    let a = lan.add_node(1);
+    lan.run_for(Duration::from_secs(5));
+    let query = simple_query("_sim._udp.local", 42);
+    let from: SocketAddr = "192.168.1.200:40000".parse().unwrap();
+    lan.inject_to(a, from, &query);
+    let (to, reply) = lan.replies.pop().expect("a unicast reply");
+    assert_eq!(to, from);
+    let packet = simple_dns::Packet::parse(&reply).unwrap();
+    assert_eq!(packet.id(), 42);
+    assert_eq!(packet.questions.len(), 1);
+    assert!(packet.answers.iter().all(|r| r.ttl <= 10));
+}
+
+#[test]
+fn a_query_flood_costs_bounded_work_and_memory() {
+    let mut lan = Lan::new(10);
+    let a = lan.add_node(1);
+    lan.run_for(Duration::from_secs(5));
+    let sent_before = lan.nodes[a].sent;
+    let query = simple_query("_sim._udp.local", 0);
+    let from: SocketAddr = "192.168.1.200:5353".parse().unwrap();
+    // 100,000 queries in 10 s of virtual time.
+    for _ in 0..10_000 {
+        for _ in 0..10 {
+            lan.inject_to(a, from, &query);
+        }
+        lan.run_for(Duration::from_millis(1));
+    }
+    let stats = lan.nodes[a].discovery.stats().clone();
+    let parsed = stats.packets - stats.rate_limited;
+    // 200 in the burst, then 100 a second.
+    assert!(parsed <= 200 + 100 * 11, "{parsed} parsed");
+    assert!(stats.rate_limited > 95_000);
+    // At most one multicast answer per second (RFC 6762 §6), plus browsing.
+    let answers = lan.nodes[a].sent - sent_before;
+    assert!(answers <= 16, "{answers} packets sent");
+}
+
+#[test]
+fn forged_advertisements_cannot_grow_the_peer_table_without_bound() {
+    let mut lan = Lan::new(11);
+    let mut config = Lan::config(1);
+    config.max_peers = 16;
+    config.packets_per_second = 1_000_000;
+    config.packet_burst = 1_000_000;
+    let a = lan.add_node_with(config);
+    for n in 2..=100u8 {
+        let mut forger = Discovery::new(Lan::config(n), lan.now);
+        forger.set_addrs(lan.now, vec!["192.168.1.66:4433".parse().unwrap()]);
+        let packet = forger.poll_transmit().unwrap().payload;
+        lan.inject_to(a, "192.168.1.66:5353".parse().unwrap(), &packet);
+    }
+    assert_eq!(lan.nodes[a].discovery.peers().count(), 16);
+    assert_eq!(lan.nodes[a].discovery.stats().peers_refused, 99 - 16);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any bytes: counted as malformed or handled, never a panic.
+    #[test]
+    fn arbitrary_packets_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut lan = Lan::new(12);
+        let a = lan.add_node(1);
+        lan.inject_to(a, "192.168.1.66:5353".parse().unwrap(), &data);
+        let stats = lan.nodes[a].discovery.stats();
+        prop_assert_eq!(stats.packets, 1);
+    }
+
+    /// A real announcement with bytes flipped: never a panic, and a packet
+    /// that still parses yields at most one peer.
+    #[test]
+    fn corrupted_announcements_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let now = std::time::Instant::now();
+        let mut forger = Discovery::new(Lan::config(2), now);
+        forger.set_addrs(now, vec!["192.168.1.66:4433".parse().unwrap()]);
+        let mut packet = forger.poll_transmit().unwrap().payload;
+        for (at, byte) in flips {
+            let len = packet.len();
+            packet[at % len] ^= byte;
+        }
+        let mut lan = Lan::new(13);
+        let a = lan.add_node(1);
+        lan.inject_to(a, "192.168.1.66:5353".parse().unwrap(), &packet);
+        prop_assert!(lan.nodes[a].discovery.peers().count() <= 1);
+    }
+}
+
+#[test]
+fn malformed_packets_are_counted() {
+    let mut lan = Lan::new(14);
+    let a = lan.add_node(1);
+    let from: SocketAddr = "192.168.1.66:5353".parse().unwrap();
+    lan.inject_to(a, from, b"not dns");
+    lan.inject_to(a, from, &[0xff; 12]);
+    assert_eq!(lan.nodes[a].discovery.stats().malformed, 2);
+}
+
+#[test]
+fn different_apps_do_not_see_each_other() {
+    let mut lan = Lan::new(15);
+    let a = lan.add_node(1);
+    let b = lan.add_node_with(DiscoveryConfig::new(Lan::identity(2), "photos", [2; 32]));
+    lan.run_for(Duration::from_secs(5));
+    assert_eq!(lan.nodes[a].discovery.peers().count(), 0);
+    assert_eq!(lan.nodes[b].discovery.peers().count(), 0);
+}
+
+/// The question names of a query (none for a response).
+fn questions(bytes: &[u8]) -> Vec<String> {
+    let packet = simple_dns::Packet::parse(bytes).unwrap();
+    if packet.has_flags(simple_dns::PacketFlag::RESPONSE) {
+        return Vec::new();
+    }
+    packet
+        .questions
+        .iter()
+        .map(|q| q.qname.to_string())
+        .collect()
+}
+
+fn simple_query(service: &str, id: u16) -> Vec<u8> {
+    let mut packet = simple_dns::Packet::new_query(id);
+    packet.questions.push(simple_dns::Question::new(
+        simple_dns::Name::new_unchecked(service),
+        simple_dns::QTYPE::TYPE(simple_dns::TYPE::PTR),
+        simple_dns::QCLASS::CLASS(simple_dns::CLASS::IN),
+        false,
+    ));
+    packet.build_bytes_vec().unwrap()
+}
+
+#[test]
+fn a_node_answers_a_query_identical_to_the_one_it_just_sent() {
+    // Two nodes that start together send the same browse question at the
+    // same moment; each must still tell the other's query from the loopback
+    // echo of its own.
+    let now = std::time::Instant::now();
+    let mut a = Discovery::new(Lan::config(1), now);
+    let mut b = Discovery::new(Lan::config(2), now);
+    a.set_addrs(now, vec!["192.168.1.1:4433".parse().unwrap()]);
+    b.set_addrs(now, vec!["192.168.1.2:4433".parse().unwrap()]);
+    let later = now + Duration::from_secs(2);
+    for d in [&mut a, &mut b] {
+        while d.poll_transmit().is_some() {}
+        d.handle_timeout(later);
+    }
+    let query = |d: &mut Discovery| loop {
+        let payload = d.poll_transmit().expect("a browse query").payload;
+        if !simple_dns::Packet::parse(&payload)
+            .unwrap()
+            .has_flags(simple_dns::PacketFlag::RESPONSE)
+        {
+            while d.poll_transmit().is_some() {}
+            return payload;
+        }
+    };
+    let query_a = query(&mut a);
+    let query_b = query(&mut b);
+    let from_b: SocketAddr = "192.168.1.2:5353".parse().unwrap();
+    // Its own echo: no answer.
+    a.handle_packet(later, "192.168.1.1:5353".parse().unwrap(), &query_a);
+    a.handle_timeout(later + Duration::from_millis(200));
+    assert!(a.poll_transmit().is_none(), "a answered its own query");
+    // b's query: answered.
+    a.handle_packet(later, from_b, &query_b);
+    a.handle_timeout(later + Duration::from_millis(1200));
+    let answer = a.poll_transmit().expect("a answers b");
+    let packet = simple_dns::Packet::parse(&answer.payload).unwrap();
+    assert!(packet.has_flags(simple_dns::PacketFlag::RESPONSE));
+}
+
+#[test]
+fn a_new_address_restarts_browsing() {
+    let mut lan = Lan::new(16);
+    let a = lan.add_node(1);
+    // After ten minutes the browse interval is long.
+    lan.run_for(Duration::from_secs(600));
+    let moved_at = lan.elapsed();
+    lan.set_ip(a, "192.168.1.77".parse().unwrap());
+    lan.run_for(Duration::from_millis(200));
+    let service = "_sim._udp.local".to_owned();
+    let browsed = lan.log.iter().any(|(from, at, bytes)| {
+        *from == a && *at > moved_at && questions(bytes).contains(&service)
+    });
+    assert!(browsed, "no browse query within 200 ms of the move");
+}
+
+/// A response as standard responders (python-zeroconf, Avahi) send it: PTR
+/// and TXT with 75 minutes, SRV and A with 2.
+fn standard_response(n: u8, ip: [u8; 4]) -> Vec<u8> {
+    use simple_dns::rdata::{A, PTR, RData, SRV, TXT};
+    use simple_dns::{CLASS, Name, Packet, PacketFlag, ResourceRecord};
+    let id = Lan::identity(n);
+    let instance = format!("{id}._sim._udp.local");
+    let host = format!("{id}.local");
+    let mut packet = Packet::new_reply(0);
+    packet.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
+    let rr = |name: &str, ttl, rdata| {
+        ResourceRecord::new(
+            Name::new_unchecked(name).into_owned(),
+            CLASS::IN,
+            ttl,
+            rdata,
+        )
+    };
+    packet.answers.push(rr(
+        "_sim._udp.local",
+        4500,
+        RData::PTR(PTR(Name::new_unchecked(&instance).into_owned())),
+    ));
+    packet.additional_records.push(rr(
+        &instance,
+        120,
+        RData::SRV(SRV {
+            priority: 0,
+            weight: 0,
+            port: 4433,
+            target: Name::new_unchecked(&host).into_owned(),
+        }),
+    ));
+    packet.additional_records.push(rr(
+        &instance,
+        4500,
+        RData::TXT(TXT::new().with_string("name=std").unwrap()),
+    ));
+    packet.additional_records.push(rr(
+        &host,
+        120,
+        RData::A(A::from(std::net::Ipv4Addr::from(ip))),
+    ));
+    packet.build_bytes_vec_compressed().unwrap()
+}
+
+#[test]
+fn records_with_mixed_ttls_live_as_long_as_the_shortest_and_refresh_asks_for_the_host() {
+    let mut lan = Lan::new(17);
+    let a = lan.add_node(1);
+    lan.run_for(Duration::from_secs(5));
+    let from: SocketAddr = "192.168.1.50:5353".parse().unwrap();
+    lan.inject_to(a, from, &standard_response(9, [192, 168, 1, 50]));
+    let id = Lan::identity(9);
+    let peer = lan.nodes[a].discovery.peer(&id).expect("found").clone();
+    assert_eq!(peer.addrs, vec!["192.168.1.50:4433".parse().unwrap()]);
+    assert_eq!(peer.metadata.get("name"), Some("std"));
+    let found_at = lan.elapsed();
+    lan.run_for(Duration::from_secs(200));
+    // Silent: gone when its SRV and A lapse, not 75 minutes later.
+    let expired = lan.nodes[a].events.iter().find_map(|(t, e)| match e {
+        DiscoveryEvent::Expired(p) if *p == id => Some(*t),
+        _ => None,
+    });
+    let expired = expired.is_some_and(|t| t - found_at <= Duration::from_secs(121));
+    assert!(expired, "{:?}", lan.nodes[a].events);
+    // The refresh queries asked for the host's addresses too.
+    let host = format!("{id}.local");
+    assert!(
+        lan.log
+            .iter()
+            .any(|(f, _, b)| *f == a && questions(b).contains(&host))
+    );
+}
+
+#[test]
+fn bare_ptrs_cannot_keep_real_peers_out() {
+    let mut lan = Lan::new(18);
+    let mut config = Lan::config(1);
+    config.max_peers = 16;
+    config.packets_per_second = 1_000_000;
+    config.packet_burst = 1_000_000;
+    let a = lan.add_node_with(config);
+    let from: SocketAddr = "192.168.1.66:5353".parse().unwrap();
+    for n in 100..200u8 {
+        let mut packet = simple_dns::Packet::new_reply(0);
+        let instance = format!("{}._sim._udp.local", Lan::identity(n));
+        packet.answers.push(simple_dns::ResourceRecord::new(
+            simple_dns::Name::new_unchecked("_sim._udp.local"),
+            simple_dns::CLASS::IN,
+            4500,
+            simple_dns::rdata::RData::PTR(simple_dns::rdata::PTR(simple_dns::Name::new_unchecked(
+                &instance,
+            ))),
+        ));
+        lan.inject_to(a, from, &packet.build_bytes_vec().unwrap());
+    }
+    // The table is full of incomplete entries; a real peer still gets in.
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_secs(2));
+    assert!(lan.nodes[a].discovery.peer(&lan.id(b)).is_some());
+    // And the incomplete ones are gone soon.
+    lan.run_for(Duration::from_secs(15));
+    assert_eq!(lan.nodes[a].discovery.peers().count(), 1);
+}
+
+#[test]
+fn shutting_down_reports_every_peer_gone() {
+    let mut lan = Lan::new(19);
+    let a = lan.add_node(1);
+    let b = lan.add_node(2);
+    let c = lan.add_node(3);
+    lan.run_for(Duration::from_secs(5));
+    lan.shutdown(a);
+    let gone: Vec<_> = lan.nodes[a]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            DiscoveryEvent::Expired(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gone.len(), 2);
+    assert!(gone.contains(&lan.id(b)) && gone.contains(&lan.id(c)));
+    assert_eq!(lan.nodes[a].discovery.peers().count(), 0);
+}
+
+#[test]
+fn metadata_changes_are_announced_at_most_once_a_second() {
+    let mut lan = Lan::new(20);
+    let a = lan.add_node(1);
+    lan.run_for(Duration::from_secs(10));
+    let before = lan.nodes[a].discovery.stats().responses_sent;
+    for i in 0..20 {
+        let mut metadata = Metadata::new();
+        metadata.insert("name", format!("rename {i}")).unwrap();
+        lan.set_metadata(a, metadata);
+        lan.run_for(Duration::from_millis(100));
+    }
+    // Two seconds of renames: at most one multicast per second, then the
+    // last announcement train finishes (1 and 3 s after its start).
+    let during = lan.nodes[a].discovery.stats().responses_sent - before;
+    assert!(during <= 3, "{during} announcements in 2 s");
+    lan.run_for(Duration::from_secs(5));
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_secs(2));
+    let seen = lan.nodes[b].discovery.peer(&lan.id(a)).unwrap();
+    assert_eq!(seen.metadata.get("name"), Some("rename 19"));
+}
+
+#[test]
+fn a_peer_whose_addresses_lapse_is_reported_gone() {
+    let mut lan = Lan::new(21);
+    let a = lan.add_node(1);
+    lan.run_for(Duration::from_secs(5));
+    // SRV and TXT for 75 minutes, the address for 2 seconds.
+    use simple_dns::rdata::{A, PTR, RData, SRV, TXT};
+    use simple_dns::{CLASS, Name, Packet, ResourceRecord};
+    let id = Lan::identity(9);
+    let instance = format!("{id}._sim._udp.local");
+    let host = format!("{id}.local");
+    let mut packet = Packet::new_reply(0);
+    packet.answers.push(ResourceRecord::new(
+        Name::new_unchecked("_sim._udp.local"),
+        CLASS::IN,
+        4500,
+        RData::PTR(PTR(Name::new_unchecked(&instance))),
+    ));
+    packet.answers.push(ResourceRecord::new(
+        Name::new_unchecked(&instance),
+        CLASS::IN,
+        4500,
+        RData::SRV(SRV {
+            priority: 0,
+            weight: 0,
+            port: 1,
+            target: Name::new_unchecked(&host),
+        }),
+    ));
+    packet.answers.push(ResourceRecord::new(
+        Name::new_unchecked(&instance),
+        CLASS::IN,
+        4500,
+        RData::TXT(TXT::new().with_string("k=v").unwrap()),
+    ));
+    packet.answers.push(ResourceRecord::new(
+        Name::new_unchecked(&host),
+        CLASS::IN,
+        2,
+        RData::A(A::from(std::net::Ipv4Addr::new(192, 168, 1, 50))),
+    ));
+    lan.inject_to(
+        a,
+        "192.168.1.50:5353".parse().unwrap(),
+        &packet.build_bytes_vec().unwrap(),
+    );
+    assert!(lan.nodes[a].discovery.peer(&id).is_some());
+    lan.run_for(Duration::from_secs(3));
+    assert!(lan.nodes[a].discovery.peer(&id).is_none());
+    assert!(
+        matches!(lan.nodes[a].events.last(), Some((_, DiscoveryEvent::Expired(p))) if *p == id)
+    );
+}

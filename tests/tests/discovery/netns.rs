@@ -1,0 +1,203 @@
+//! Real sockets, real multicast: nodes in two network namespaces joined by
+//! a veth pair find each other by mDNS alone and connect. Needs root and
+//! iproute2; the namespaces are removed afterwards, even on failure.
+//!
+//! On a machine without them the tests say so and pass, unless
+//! `POS_P2P_REQUIRE_NETNS=1` is set (`.ci/run` sets it), in which case they
+//! fail.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use pos_p2p_tests::lan::Lan;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Two namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24.
+struct Pair {
+    ns: [String; 2],
+}
+
+impl Pair {
+    fn new() -> Option<Self> {
+        let usable = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+            && is_root();
+        if !usable {
+            assert!(
+                std::env::var_os("POS_P2P_REQUIRE_NETNS").is_none(),
+                "POS_P2P_REQUIRE_NETNS is set but network namespaces are unavailable (need root and iproute2)"
+            );
+            eprintln!("skipping: network namespaces need root and iproute2");
+            return None;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}x{n}", std::process::id());
+        let pair = Pair {
+            ns: [format!("posA{tag}"), format!("posB{tag}")],
+        };
+        let (va, vb) = (format!("pa{tag}"), format!("pb{tag}"));
+        let [a, b] = &pair.ns;
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", a],
+            vec!["netns", "add", b],
+            vec!["link", "add", &va, "type", "veth", "peer", "name", &vb],
+            vec!["link", "set", &va, "netns", a],
+            vec!["link", "set", &vb, "netns", b],
+            vec!["-n", a, "addr", "add", "10.77.0.1/24", "dev", &va],
+            vec!["-n", b, "addr", "add", "10.77.0.2/24", "dev", &vb],
+            vec!["-n", a, "link", "set", &va, "up"],
+            vec!["-n", b, "link", "set", &vb, "up"],
+            vec!["-n", a, "link", "set", "lo", "up"],
+            vec!["-n", b, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let out = Command::new("ip").args(&step).output().expect("ip runs");
+            assert!(
+                out.status.success(),
+                "ip {step:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Some(pair)
+    }
+
+    /// Start `lan_node` with `args` in namespace `i`.
+    fn spawn(&self, i: usize, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns[i], env!("CARGO_BIN_EXE_lan_node")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lan_node starts")
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth, and the pair.
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // The effective uid, without libc: /proc/self/status has it.
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// Wait for a child, killing it after `limit`.
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn two_nodes_find_each_other_and_connect_without_an_address() {
+    let Some(pair) = Pair::new() else { return };
+    // a disconnects b and pings it again (re-dialed by b's advertised
+    // addresses); b then turns discovery off, so its records expire at a
+    // while their connection carries a last ping.
+    let a = pair.spawn(0, &["discover", "lan-test", "1", "1", "20", "1", "stay"]);
+    let b = pair.spawn(1, &["discover", "lan-test", "2", "1", "20", "4", "leave"]);
+    let (a, b) = (
+        finish(a, Duration::from_secs(40)),
+        finish(b, Duration::from_secs(40)),
+    );
+    for (out, other) in [(&a, 2), (&b, 1)] {
+        assert!(
+            out.status.success(),
+            "a: {}\nb: {}",
+            describe(&a),
+            describe(&b)
+        );
+        let other = Lan::identity(other);
+        let text = stdout(out);
+        assert!(text.contains(&format!("discovered {other}")), "{text}");
+    }
+    let id_b = Lan::identity(2);
+    // a's first ping dialed b by its advertised addresses: b never dials.
+    for line in ["pinged", "repinged", "expired", "pinged-after-expiry"] {
+        assert!(
+            stdout(&a).contains(&format!("{line} {id_b}")),
+            "{}",
+            stdout(&a)
+        );
+    }
+    assert!(stdout(&b).contains("ponged"), "{}", stdout(&b));
+    assert!(stdout(&b).contains("discovery-off"), "{}", stdout(&b));
+    // Each saw the other at its veth address.
+    assert!(stdout(&a).contains("10.77.0.2:"), "{}", stdout(&a));
+    assert!(stdout(&b).contains("10.77.0.1:"), "{}", stdout(&b));
+}
+
+#[test]
+fn a_node_with_discovery_off_sends_no_multicast() {
+    let Some(pair) = Pair::new() else { return };
+    // The control: a node with discovery on is heard by the sniffer.
+    let sniffer = pair.spawn(1, &["sniff", "3"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let node = pair.spawn(0, &["advertise", "lan-test", "3", "loud", "2"]);
+    let heard = finish(sniffer, Duration::from_secs(10));
+    finish(node, Duration::from_secs(10));
+    assert!(stdout(&heard).contains("packets "), "{}", describe(&heard));
+    assert!(
+        !stdout(&heard).contains("packets 0\n"),
+        "{}",
+        describe(&heard)
+    );
+
+    let sniffer = pair.spawn(1, &["sniff", "3"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let node = pair.spawn(0, &["quiet", "lan-test", "4", "2"]);
+    let quiet = finish(sniffer, Duration::from_secs(10));
+    let node = finish(node, Duration::from_secs(10));
+    assert!(node.status.success(), "{}", describe(&node));
+    assert_eq!(stdout(&quiet), "packets 0\n", "{}", describe(&quiet));
+}
+
+#[test]
+fn a_goodbye_reaches_the_other_namespace() {
+    let Some(pair) = Pair::new() else { return };
+    let watcher = pair.spawn(1, &["advertise", "lan-test", "5", "watcher", "8"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let leaver = pair.spawn(0, &["advertise", "lan-test", "6", "leaver", "2"]);
+    let leaver = finish(leaver, Duration::from_secs(10));
+    let watcher = finish(watcher, Duration::from_secs(20));
+    assert!(leaver.status.success(), "{}", describe(&leaver));
+    let text = stdout(&watcher);
+    let id = Lan::identity(6);
+    assert!(text.contains(&format!("discovered {id}")), "{text}");
+    // Expired by the goodbye, long before its 120 s TTL.
+    assert!(text.contains(&format!("expired {id}")), "{text}");
+}
