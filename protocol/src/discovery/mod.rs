@@ -842,7 +842,11 @@ impl Discovery {
             self.queue_query(now, &questions, &[]);
             for id in &due {
                 if let Some(cached) = self.peers.get_mut(id) {
-                    cached.refreshes += 1;
+                    // One query for every point that has passed (after a
+                    // long sleep, several may have).
+                    while cached.next_refresh().is_some_and(|at| at <= now) {
+                        cached.refreshes += 1;
+                    }
                 }
             }
         }

@@ -161,3 +161,26 @@ async fn a_manual_peer_that_proves_another_identity_is_refused_with_the_reason()
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_that_does_not_resolve_is_retried_with_the_reason() {
+    let a = node(90, "127.0.0.1:0".parse().unwrap());
+    // `.invalid` never resolves (RFC 2606).
+    let addr: PeerAddr = "nothing-here.invalid:4433".parse().unwrap();
+    a.add_manual_peer(addr.clone(), None);
+    let waiting = wait_for(&a, Duration::from_secs(40), |p| {
+        matches!(p.status, ManualStatus::Waiting { .. })
+    })
+    .await;
+    let ManualStatus::Waiting { last_error, .. } = &waiting.status else {
+        unreachable!()
+    };
+    assert!(
+        last_error.contains("cannot resolve nothing-here.invalid"),
+        "{last_error}"
+    );
+    // Removing it while it waits (or resolves) leaves nothing behind.
+    assert!(a.remove_manual_peer(&addr));
+    assert!(a.manual_peers().is_empty());
+    a.shutdown().await;
+}
