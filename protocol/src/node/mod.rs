@@ -136,6 +136,10 @@ pub struct Node {
     local: RemoteIdentity,
     endpoint: quinn_proto::Endpoint,
     client_config: quinn_proto::ClientConfig,
+    /// For dials that pin the peer's identity: resumes TLS sessions.
+    pinned_client_config: quinn_proto::ClientConfig,
+    /// Peer handshake signatures verified so far.
+    signatures_verified: Arc<std::sync::atomic::AtomicU64>,
     conns: BTreeMap<ConnectionId, Conn>,
     by_handle: HashMap<ConnectionHandle, ConnectionId>,
     peers: BTreeMap<RemoteIdentity, Peer>,
@@ -194,12 +198,18 @@ impl Node {
         server_config.migration(true);
         server_config.max_incoming(config.limits.max_incoming_handshakes.max(1));
 
-        let client_tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(
-            tls::client_config(&cert, &alpn(&config.versions.protocol))?,
-        )
-        .map_err(|e| TlsSetupError::Quic(e.to_string()))?;
-        let mut client_config = quinn_proto::ClientConfig::new(Arc::new(client_tls));
-        client_config.transport_config(transport);
+        let client_config = |resume: bool| -> Result<quinn_proto::ClientConfig, NodeError> {
+            let client_tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(
+                tls::client_config(&cert, &alpn(&config.versions.protocol), resume)?,
+            )
+            .map_err(|e| TlsSetupError::Quic(e.to_string()))?;
+            let mut client_config = quinn_proto::ClientConfig::new(Arc::new(client_tls));
+            client_config.transport_config(transport.clone());
+            Ok(client_config)
+        };
+        // Dials that pin the identity resume sessions; the others do not
+        // (their server name would not tell peers apart).
+        let (client_config, pinned_client_config) = (client_config(false)?, client_config(true)?);
 
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
@@ -212,6 +222,8 @@ impl Node {
             config,
             endpoint,
             client_config,
+            pinned_client_config,
+            signatures_verified: cert.verified.clone(),
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
             peers: BTreeMap::new(),
@@ -245,6 +257,15 @@ impl Node {
     /// Every connected peer, in identity order.
     pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
         self.peers.values().map(|p| &p.info)
+    }
+
+    /// How many peer handshake signatures this node has verified: one per
+    /// full TLS handshake. A reconnect to a pinned peer resumes the TLS
+    /// session it had with it (a fresh key exchange authenticated by that
+    /// session's secret) and needs none.
+    pub fn signatures_verified(&self) -> u64 {
+        self.signatures_verified
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connections in any phase, including closing ones not yet drained.
@@ -379,9 +400,16 @@ impl Node {
         if self.conns.len() >= self.config.limits.max_connections {
             return Err(ConnectError::TooManyConnections);
         }
+        let (client_config, server_name) = match &expected {
+            Some(identity) => (
+                self.pinned_client_config.clone(),
+                tls::server_name(identity),
+            ),
+            None => (self.client_config.clone(), tls::SERVER_NAME.to_owned()),
+        };
         let (handle, quic) = self
             .endpoint
-            .connect(now, self.client_config.clone(), addr, tls::SERVER_NAME)
+            .connect(now, client_config, addr, &server_name)
             .map_err(|e| match e {
                 quinn_proto::ConnectError::InvalidRemoteAddress(a) => {
                     ConnectError::InvalidAddress(a)

@@ -11,6 +11,7 @@
 //! is decided by the node after the handshake (see `node`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -61,6 +62,9 @@ pub enum TlsSetupError {
 pub(crate) struct NodeCertificate {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    /// Handshake signatures the verifiers accepted (full handshakes; a
+    /// resumed one has none).
+    pub(crate) verified: Arc<AtomicU64>,
 }
 
 impl NodeCertificate {
@@ -84,6 +88,7 @@ impl NodeCertificate {
         Ok(Self {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())),
+            verified: Arc::new(AtomicU64::new(0)),
         })
     }
 }
@@ -104,19 +109,40 @@ impl rustls::time_provider::TimeProvider for NoClock {
     }
 }
 
-/// The rustls client configuration of a dialer.
+/// How many TLS sessions a dialer keeps for resumption, and a listener can
+/// resume.
+const RESUMABLE_SESSIONS: usize = 1024;
+
+/// The server name a dialer sends when it pins `identity`: sessions are
+/// cached by server name, so a session is only ever offered to the identity
+/// it was made with.
+pub(crate) fn server_name(identity: &RemoteIdentity) -> String {
+    format!("{identity}.{SERVER_NAME}")
+}
+
+/// The rustls client configuration of a dialer. With `resume`, sessions
+/// are kept and resumed (used only when the dialer pins the identity, see
+/// [`server_name`]).
 pub(crate) fn client_config(
     cert: &NodeCertificate,
     alpn: &[u8],
+    resume: bool,
 ) -> Result<rustls::ClientConfig, TlsSetupError> {
     let mut config = rustls::ClientConfig::builder_with_details(provider(), Arc::new(NoClock))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(IdentityVerifier))
+        .with_custom_certificate_verifier(Arc::new(IdentityVerifier(cert.verified.clone())))
         .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())?;
     config.alpn_protocols = vec![alpn.to_vec()];
-    // Resumption would skip the certificate, and with it the identity proof.
-    config.resumption = rustls::client::Resumption::disabled();
+    // A resumed TLS 1.3 session (PSK with a fresh X25519 exchange, no 0-RTT)
+    // carries the identity proven in the full handshake it came from: only
+    // the holder of that session's secret can resume it.
+    config.resumption = if resume {
+        rustls::client::Resumption::in_memory_sessions(RESUMABLE_SESSIONS)
+            .tls12_resumption(rustls::client::Tls12Resumption::Disabled)
+    } else {
+        rustls::client::Resumption::disabled()
+    };
     Ok(config)
 }
 
@@ -127,13 +153,15 @@ pub(crate) fn server_config(
 ) -> Result<rustls::ServerConfig, TlsSetupError> {
     let mut config = rustls::ServerConfig::builder_with_details(provider(), Arc::new(NoClock))
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(IdentityVerifier))
+        .with_client_cert_verifier(Arc::new(IdentityVerifier(cert.verified.clone())))
         .with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
     config.alpn_protocols = vec![alpn.to_vec()];
     // 0-RTT would let a replayed first flight reach the application.
     config.max_early_data_size = 0;
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
+    // One single-use ticket per handshake, from a bounded cache: a dialer
+    // reconnecting to this node skips both signatures and verifications.
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMABLE_SESSIONS);
+    config.send_tls13_tickets = 1;
     Ok(config)
 }
 
@@ -161,7 +189,7 @@ pub(crate) fn peer_identity(session: &dyn quinn_proto::crypto::Session) -> Optio
 /// identity and checks TLS 1.3 handshake signatures with that key. Used on
 /// both sides.
 #[derive(Debug)]
-struct IdentityVerifier;
+struct IdentityVerifier(Arc<AtomicU64>);
 
 impl IdentityVerifier {
     fn verify_cert(
@@ -177,6 +205,7 @@ impl IdentityVerifier {
     }
 
     fn verify_signature(
+        &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
@@ -191,6 +220,7 @@ impl IdentityVerifier {
         parsed
             .verify_signature(webpki::ring::ED25519, message, dss.signature())
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
+        self.0.fetch_add(1, Ordering::Relaxed);
         Ok(HandshakeSignatureValid::assertion())
     }
 }
@@ -226,7 +256,7 @@ impl ServerCertVerifier for IdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Self::verify_signature(message, cert, dss)
+        self.verify_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -266,7 +296,7 @@ impl ClientCertVerifier for IdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Self::verify_signature(message, cert, dss)
+        self.verify_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -299,7 +329,7 @@ mod tests {
     #[test]
     fn configurations_build() {
         let cert = NodeCertificate::new(&Identity::from_bytes(&[5; 32])).unwrap();
-        let client = client_config(&cert, b"pos-p2p/0.1").unwrap();
+        let client = client_config(&cert, b"pos-p2p/0.1", true).unwrap();
         assert_eq!(client.alpn_protocols, vec![b"pos-p2p/0.1".to_vec()]);
         let server = server_config(&cert, b"pos-p2p/0.1").unwrap();
         assert_eq!(server.max_early_data_size, 0);

@@ -221,3 +221,93 @@ fn different_applications_refuse_each_other() {
         "{at_a:?}"
     );
 }
+
+/// Connect `a` to `b` (pinned when `pin`), then close and wait until both
+/// forgot the connection.
+fn connect_and_close(sim: &mut Sim, a: usize, b: usize, pin: bool) {
+    let (addr, now) = (sim.nodes[b].addr, sim.now);
+    let expected = pin.then(|| sim.id(b));
+    sim.nodes[a].node.connect(now, addr, expected).unwrap();
+    assert!(sim.run_until_connected(a, b));
+    // Let the listener's session ticket arrive.
+    sim.run_for(Duration::from_millis(50));
+    let (peer, now) = (sim.id(b), sim.now);
+    sim.nodes[a].node.close(now, &peer, "again");
+    assert!(sim.run_until(Duration::from_secs(10), |sim| {
+        sim.nodes[a].node.is_idle() && sim.nodes[b].node.is_idle()
+    }));
+}
+
+#[test]
+fn reconnecting_to_a_pinned_peer_resumes_the_tls_session() {
+    let mut sim = Sim::new(31, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    connect_and_close(&mut sim, a, b, true);
+    let verified = |sim: &Sim| {
+        (
+            sim.nodes[a].node.signatures_verified(),
+            sim.nodes[b].node.signatures_verified(),
+        )
+    };
+    assert_eq!(verified(&sim), (1, 1), "a full handshake");
+    connect_and_close(&mut sim, a, b, true);
+    // No certificate and no signature either way the second time.
+    assert_eq!(
+        verified(&sim),
+        (1, 1),
+        "the second handshake was not resumed"
+    );
+    // Both sides still know who the other is.
+    let (peer_a, peer_b) = (sim.id(a), sim.id(b));
+    let connected = |i: usize, other| {
+        sim.nodes[i]
+            .history
+            .iter()
+            .filter(|e| matches!(e, Event::Connected(info) if info.identity == other))
+            .count()
+    };
+    assert_eq!(connected(a, peer_b), 2);
+    assert_eq!(connected(b, peer_a), 2);
+}
+
+#[test]
+fn dials_without_a_pinned_identity_never_resume() {
+    let mut sim = Sim::new(32, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    connect_and_close(&mut sim, a, b, false);
+    connect_and_close(&mut sim, a, b, false);
+    assert_eq!(sim.nodes[a].node.signatures_verified(), 2);
+    assert_eq!(sim.nodes[b].node.signatures_verified(), 2);
+}
+
+#[test]
+fn a_session_is_never_offered_to_another_node() {
+    let mut sim = Sim::new(33, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    let c = sim.add_node(Sim::config(3));
+    // a holds a session with b.
+    connect_and_close(&mut sim, a, b, true);
+    // c sits at an address where a expects b: the full handshake shows c,
+    // and pinning fails.
+    let (addr, expected, now) = (sim.nodes[c].addr, sim.id(b), sim.now);
+    sim.nodes[a]
+        .node
+        .connect(now, addr, Some(expected))
+        .unwrap();
+    let reason = sim
+        .take_event(a, Duration::from_secs(5), |e| match e {
+            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("a fails");
+    assert_eq!(
+        reason,
+        DisconnectReason::IdentityMismatch {
+            expected: sim.id(b),
+            actual: sim.id(c)
+        }
+    );
+}
