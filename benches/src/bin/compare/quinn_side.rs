@@ -19,7 +19,7 @@ use crate::{Result, idle_cpu, rss};
 pub(crate) enum Windows {
     /// quinn's defaults.
     Default,
-    /// pos-p2p's: 8 MiB per stream, 16 MiB per connection and send window.
+    /// pos-p2p's default windows (`Limits::default()`).
     SameAsPos,
     /// quinn's defaults plus pos-p2p's keep-alive (10 s), for the idle
     /// scenario.
@@ -32,10 +32,11 @@ pub(crate) enum Windows {
 fn transport(windows: Windows) -> Arc<TransportConfig> {
     let mut transport = TransportConfig::default();
     if let Windows::SameAsPos = windows {
+        let ours = pos_p2p::Limits::default();
         transport
-            .stream_receive_window(VarInt::from_u32(8 << 20))
-            .receive_window(VarInt::from_u32(16 << 20))
-            .send_window(16 << 20);
+            .stream_receive_window(VarInt::from_u32(ours.stream_receive_window))
+            .receive_window(VarInt::from_u32(ours.connection_receive_window))
+            .send_window(ours.send_window);
     }
     if let Windows::DefaultWithKeepAlive = windows {
         transport.keep_alive_interval(Some(Duration::from_secs(10)));
