@@ -70,6 +70,8 @@ pub(crate) struct State {
     /// waits for that peer.
     pub(crate) peer_dials: HashMap<RemoteIdentity, Vec<ConnectionId>>,
     pub(crate) dial_waiters: Vec<Waker>,
+    /// The node's `connection_changes` when dial waiters last looked.
+    pub(crate) seen_connection_changes: u64,
     /// Peers added by address with their identity, and the addresses seen
     /// for connected peers: where `new_stream` dials.
     pub(crate) known: BTreeMap<RemoteIdentity, Vec<SocketAddr>>,
@@ -485,8 +487,13 @@ impl Future for Driver {
             }
         }
         // A dial can complete without an event (a second connection to a
-        // connected peer): let waiting dials look at their connections.
-        state.dial_waiters.drain(..).for_each(Waker::wake);
+        // connected peer): let waiting dials look again whenever a
+        // connection changed, and only then (each look takes the lock).
+        let changes = state.node.connection_changes();
+        if changes != state.seen_connection_changes {
+            state.seen_connection_changes = changes;
+            state.dial_waiters.drain(..).for_each(Waker::wake);
+        }
         // Forget dials whose connection QUIC has dropped entirely; their
         // waiters saw the outcome long before (closing takes a few RTTs).
         if !state.dials.is_empty() {

@@ -117,6 +117,12 @@ impl RemoteIdentity {
         Ok(Self(*bytes))
     }
 
+    /// A key this node already validated (the certificate of a TLS session
+    /// its verifier accepted): no second decompression of the point.
+    pub(crate) fn from_validated(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// The 32 bytes of the public key.
     pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
         &self.0

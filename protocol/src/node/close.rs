@@ -60,6 +60,7 @@ impl Node {
         }
         let was_established = conn.phase == Phase::Established;
         conn.phase = Phase::Closed;
+        self.connection_changes += 1;
         // Tasks blocked on this connection's streams must look again (and
         // find it gone), whether or not the peer stays connected.
         for stream in conn.streams.keys() {

@@ -140,6 +140,8 @@ pub struct Node {
     pinned_client_config: quinn_proto::ClientConfig,
     /// Peer handshake signatures verified so far.
     signatures_verified: Arc<std::sync::atomic::AtomicU64>,
+    /// Moves whenever a connection changes phase or goes away.
+    connection_changes: u64,
     conns: BTreeMap<ConnectionId, Conn>,
     by_handle: HashMap<ConnectionHandle, ConnectionId>,
     peers: BTreeMap<RemoteIdentity, Peer>,
@@ -224,6 +226,7 @@ impl Node {
             client_config,
             pinned_client_config,
             signatures_verified: cert.verified.clone(),
+            connection_changes: 0,
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
             peers: BTreeMap::new(),
@@ -266,6 +269,14 @@ impl Node {
     pub fn signatures_verified(&self) -> u64 {
         self.signatures_verified
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A counter that moves whenever a connection is established, closes
+    /// or goes away: what [`Node::connection_state`] reports may have
+    /// changed. Adapters use it to wake tasks waiting on dials only when
+    /// there is news.
+    pub fn connection_changes(&self) -> u64 {
+        self.connection_changes
     }
 
     /// Connections in any phase, including closing ones not yet drained.
@@ -606,17 +617,21 @@ impl Node {
             buf.extend_from_slice(&bytes);
             return Some(transmit);
         }
-        let start = self.transmit_cursor;
-        let order: Vec<ConnectionId> = match start {
-            Some(cursor) => self
-                .active
-                .range((Bound::Excluded(cursor), Bound::Unbounded))
-                .chain(self.active.range(..=cursor))
-                .copied()
-                .collect(),
-            None => self.active.iter().copied().collect(),
-        };
-        for id in order {
+        // Round-robin over the active connections, starting after the one
+        // that sent last, without allocating: each turn looks up the next
+        // id after the previous one (removed ids still work as bounds).
+        let mut cursor = self.transmit_cursor;
+        for _ in 0..self.active.len() {
+            let next = cursor
+                .and_then(|c| {
+                    self.active
+                        .range((Bound::Excluded(c), Bound::Unbounded))
+                        .next()
+                })
+                .or_else(|| self.active.iter().next())
+                .copied();
+            let Some(id) = next else { break };
+            cursor = Some(id);
             let Some(conn) = self.conns.get_mut(&id) else {
                 self.active.remove(&id);
                 continue;
@@ -887,6 +902,7 @@ impl Node {
             // Drained without a lost event (not expected): report it closed.
             self.end_conn(id, DisconnectReason::ClosedLocally);
             if let Some(conn) = self.conns.remove(&id) {
+                self.connection_changes += 1;
                 self.by_handle.remove(&conn.handle);
             }
             self.active.remove(&id);
@@ -1052,6 +1068,7 @@ impl Node {
             return;
         };
         conn.phase = Phase::Established;
+        self.connection_changes += 1;
         conn.was_established = true;
         conn.handshake_deadline = None;
         let info = PeerInfo {

@@ -178,11 +178,20 @@ pub(crate) fn identity_of(cert: &CertificateDer<'_>) -> Result<RemoteIdentity, r
         .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))
 }
 
-/// The identity of the peer of an established QUIC connection.
+/// The identity of the peer of an established QUIC connection. The
+/// certificate passed [`IdentityVerifier`] in this handshake or in the one
+/// the resumed session came from, so its key is not validated again.
 pub(crate) fn peer_identity(session: &dyn quinn_proto::crypto::Session) -> Option<RemoteIdentity> {
     let certs = session.peer_identity()?;
     let certs = certs.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    identity_of(certs.first()?).ok()
+    let parsed = webpki::EndEntityCert::try_from(certs.first()?).ok()?;
+    let key = parsed
+        .subject_public_key_info()
+        .as_ref()
+        .strip_prefix(&ED25519_SPKI_PREFIX[..])?
+        .try_into()
+        .ok()?;
+    Some(RemoteIdentity::from_validated(key))
 }
 
 /// Accepts a single self-signed certificate whose key is a valid ed25519
