@@ -109,9 +109,12 @@ impl rustls::time_provider::TimeProvider for NoClock {
     }
 }
 
-/// How many TLS sessions a dialer keeps for resumption, and a listener can
-/// resume.
-const RESUMABLE_SESSIONS: usize = 1024;
+/// How many peers a dialer keeps TLS sessions for (up to 8 tickets each),
+/// and how many sessions a listener can resume. rustls allocates both
+/// caches up front, so they are kept small: a cache miss only means a full
+/// handshake.
+const RESUMABLE_PEERS: usize = 32;
+const RESUMABLE_SESSIONS: usize = 256;
 
 /// The server name a dialer sends when it pins `identity`: sessions are
 /// cached by server name, so a session is only ever offered to the identity
@@ -138,7 +141,7 @@ pub(crate) fn client_config(
     // carries the identity proven in the full handshake it came from: only
     // the holder of that session's secret can resume it.
     config.resumption = if resume {
-        rustls::client::Resumption::in_memory_sessions(RESUMABLE_SESSIONS)
+        rustls::client::Resumption::in_memory_sessions(RESUMABLE_PEERS)
             .tls12_resumption(rustls::client::Tls12Resumption::Disabled)
     } else {
         rustls::client::Resumption::disabled()
