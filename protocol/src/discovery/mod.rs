@@ -468,15 +468,22 @@ impl Discovery {
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.tokens_at);
-        self.tokens_at = now;
         let cap = u64::from(self.config.packet_burst) * 1000;
-        let refill = elapsed
-            .as_millis()
-            .saturating_mul(u128::from(self.config.packets_per_second));
-        self.tokens = u64::try_from(u128::from(self.tokens).saturating_add(refill))
-            .unwrap_or(u64::MAX)
-            .min(cap);
+        let rate = u128::from(self.config.packets_per_second);
+        let elapsed = now.saturating_duration_since(self.tokens_at).as_nanos();
+        // Thousandths of a packet earned; only the time they account for is
+        // used up, so that packets arriving closer together than a token's
+        // worth of time still refill the bucket.
+        let earned = elapsed.saturating_mul(rate) / 1_000_000;
+        if self.tokens >= cap {
+            self.tokens_at = now;
+        } else if earned > 0 {
+            let used = u64::try_from(earned * 1_000_000 / rate).unwrap_or(u64::MAX);
+            self.tokens_at += Duration::from_nanos(used);
+            self.tokens = u64::try_from(u128::from(self.tokens) + earned)
+                .unwrap_or(u64::MAX)
+                .min(cap);
+        }
         if self.tokens >= 1000 {
             self.tokens -= 1000;
             true
