@@ -476,7 +476,8 @@ impl Discovery {
         // worth of time still refill the bucket.
         let earned = elapsed.saturating_mul(rate) / 1_000_000;
         if self.tokens >= cap {
-            self.tokens_at = now;
+            // Never backwards: a clock that steps back earns nothing.
+            self.tokens_at = self.tokens_at.max(now);
         } else if earned > 0 {
             let used = u64::try_from(earned * 1_000_000 / rate).unwrap_or(u64::MAX);
             self.tokens_at += Duration::from_nanos(used);

@@ -37,8 +37,12 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
-/// The server name a dialer puts in its ClientHello. It carries no meaning:
-/// the identity is checked against the certificate's key.
+/// The largest peer certificate accepted.
+const MAX_CERTIFICATE_LEN: usize = 1024;
+
+/// The server name of dials that do not pin an identity. It is not sent
+/// (no SNI) and carries no meaning: the identity is checked against the
+/// certificate's key.
 pub(crate) const SERVER_NAME: &str = "pos-p2p";
 
 /// Why TLS configuration could not be built. These are local failures (a
@@ -116,9 +120,9 @@ impl rustls::time_provider::TimeProvider for NoClock {
 const RESUMABLE_PEERS: usize = 32;
 const RESUMABLE_SESSIONS: usize = 256;
 
-/// The server name a dialer sends when it pins `identity`: sessions are
-/// cached by server name, so a session is only ever offered to the identity
-/// it was made with.
+/// The server name a dialer uses when it pins `identity`. It is not sent
+/// (no SNI); it keys the dialer's session cache, so a session made with a
+/// node is only offered on dials that pin that node's identity.
 pub(crate) fn server_name(identity: &RemoteIdentity) -> String {
     format!("{identity}.{SERVER_NAME}")
 }
@@ -146,6 +150,16 @@ pub(crate) fn client_config(
     } else {
         rustls::client::Resumption::disabled()
     };
+    // One ticket for a dialer that will use it, none otherwise (RFC 9149),
+    // so that dials that cannot resume do not crowd the listener's cache.
+    let tickets = u8::from(resume);
+    config.send_ticket_request = Some(rustls::client::TicketRequest {
+        new_session_count: tickets,
+        resumption_count: tickets,
+    });
+    // No SNI: the server name only keys the session cache, and sent in the
+    // clear it would tell observers which identity is being dialed.
+    config.enable_sni = false;
     Ok(config)
 }
 
@@ -165,6 +179,7 @@ pub(crate) fn server_config(
     // reconnecting to this node skips both signatures and verifications.
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMABLE_SESSIONS);
     config.send_tls13_tickets = 1;
+    config.max_tls13_tickets = 1;
     Ok(config)
 }
 
@@ -208,6 +223,13 @@ impl IdentityVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> Result<(), rustls::Error> {
+        // Ours are about 300 bytes; resumable sessions keep the peer's
+        // certificate, so a large one would be kept many times over.
+        if end_entity.len() > MAX_CERTIFICATE_LEN {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            ));
+        }
         if !intermediates.is_empty() {
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::UnknownIssuer,
@@ -329,6 +351,28 @@ mod tests {
             identity_of(&cert.chain[0]).unwrap(),
             identity.to_remote_identity()
         );
+    }
+
+    #[test]
+    fn oversized_certificates_are_rejected() {
+        // A valid certificate for a valid identity, padded with names.
+        let identity = Identity::from_bytes(&[6; 32]);
+        let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
+        pkcs8.extend_from_slice(identity.to_bytes().as_ref());
+        let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        let names: Vec<String> = (0..60)
+            .map(|i| format!("a-long-host-name-{i}.example.org"))
+            .collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let der = cert.der().clone();
+        assert!(der.len() > MAX_CERTIFICATE_LEN);
+        assert_eq!(identity_of(&der).unwrap(), identity.to_remote_identity());
+        assert!(IdentityVerifier::verify_cert(&der, &[]).is_err());
+        let ours = NodeCertificate::new(&identity).unwrap();
+        assert!(IdentityVerifier::verify_cert(&ours.chain[0], &[]).is_ok());
     }
 
     #[test]

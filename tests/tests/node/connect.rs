@@ -283,7 +283,7 @@ fn dials_without_a_pinned_identity_never_resume() {
 }
 
 #[test]
-fn a_session_is_never_offered_to_another_node() {
+fn a_session_offered_to_another_node_does_not_resume_and_the_pin_fails() {
     let mut sim = Sim::new(33, Link::lan());
     let a = sim.add_node(Sim::config(1));
     let b = sim.add_node(Sim::config(2));
