@@ -14,13 +14,18 @@ use pos_p2p_tests::lan::Lan;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Two namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24.
+/// Two namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24, or
+/// with IPv6 only: fd77::1/64 and fd77::2/64.
 struct Pair {
     ns: [String; 2],
 }
 
 impl Pair {
     fn new() -> Option<Self> {
+        Self::with(false)
+    }
+
+    fn with(ipv6_only: bool) -> Option<Self> {
         let usable = Command::new("ip")
             .args(["netns", "list"])
             .output()
@@ -47,15 +52,26 @@ impl Pair {
             vec!["link", "add", &va, "type", "veth", "peer", "name", &vb],
             vec!["link", "set", &va, "netns", a],
             vec!["link", "set", &vb, "netns", b],
-            vec!["-n", a, "addr", "add", "10.77.0.1/24", "dev", &va],
-            vec!["-n", b, "addr", "add", "10.77.0.2/24", "dev", &vb],
+        ];
+        let addrs: Vec<Vec<&str>> = if ipv6_only {
+            vec![
+                vec!["-n", a, "addr", "add", "fd77::1/64", "dev", &va, "nodad"],
+                vec!["-n", b, "addr", "add", "fd77::2/64", "dev", &vb, "nodad"],
+            ]
+        } else {
+            vec![
+                vec!["-n", a, "addr", "add", "10.77.0.1/24", "dev", &va],
+                vec!["-n", b, "addr", "add", "10.77.0.2/24", "dev", &vb],
+            ]
+        };
+        let up: Vec<Vec<&str>> = vec![
             vec!["-n", a, "link", "set", &va, "up"],
             vec!["-n", b, "link", "set", &vb, "up"],
             vec!["-n", a, "link", "set", "lo", "up"],
             vec!["-n", b, "link", "set", "lo", "up"],
         ];
-        for step in steps {
-            let out = Command::new("ip").args(&step).output().expect("ip runs");
+        for step in steps.iter().chain(&addrs).chain(&up) {
+            let out = Command::new("ip").args(step).output().expect("ip runs");
             assert!(
                 out.status.success(),
                 "ip {step:?}: {}",
@@ -200,4 +216,31 @@ fn a_goodbye_reaches_the_other_namespace() {
     assert!(text.contains(&format!("discovered {id}")), "{text}");
     // Expired by the goodbye, long before its 120 s TTL.
     assert!(text.contains(&format!("expired {id}")), "{text}");
+}
+
+#[test]
+fn discovery_works_over_ipv6_alone() {
+    let Some(pair) = Pair::with(true) else { return };
+    // b only answers; a finds it by the IPv6 group and dials its IPv6
+    // address.
+    let a = pair.spawn(0, &["discover", "lan-v6", "7", "1", "20", "1"]);
+    let b = pair.spawn(1, &["discover", "lan-v6", "8", "1", "20", "3", "leave"]);
+    let (a, b) = (
+        finish(a, Duration::from_secs(40)),
+        finish(b, Duration::from_secs(40)),
+    );
+    assert!(
+        a.status.success() && b.status.success(),
+        "a: {}\nb: {}",
+        describe(&a),
+        describe(&b)
+    );
+    let id_b = Lan::identity(8);
+    assert!(
+        stdout(&a).contains(&format!("pinged {id_b}")),
+        "{}",
+        stdout(&a)
+    );
+    assert!(stdout(&a).contains("[fd77::2]:"), "{}", stdout(&a));
+    assert!(stdout(&b).contains("[fd77::1]:"), "{}", stdout(&b));
 }
