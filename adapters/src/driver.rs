@@ -70,6 +70,9 @@ pub(crate) struct State {
     /// waits for that peer.
     pub(crate) peer_dials: HashMap<RemoteIdentity, Vec<ConnectionId>>,
     pub(crate) dial_waiters: Vec<Waker>,
+    /// Tasks the driver woke during its turn, woken once it let go of the
+    /// lock.
+    pub(crate) woken: Vec<Waker>,
     /// The node's `connection_changes` when dial waiters last looked.
     pub(crate) seen_connection_changes: u64,
     /// Peers added by address with their identity, and the addresses seen
@@ -133,15 +136,27 @@ impl State {
         Ok(id)
     }
 
+    // The driver holds the lock for a whole turn; the tasks it wakes would
+    // only contend for it. It collects their wakers in `woken` and wakes
+    // them once it has let go (`Driver::poll`). Only the driver calls these.
+
     fn wake_peer(&mut self, peer: &RemoteIdentity) {
         if let Some(waiters) = self.peer_waiters.remove(peer) {
-            waiters.into_iter().for_each(Waker::wake);
+            self.woken.extend(waiters);
         }
     }
 
     fn wake_all_streams(&mut self) {
-        self.readers.drain().for_each(|(_, w)| w.wake());
-        self.writers.drain().for_each(|(_, w)| w.wake());
+        self.woken.extend(self.readers.drain().map(|(_, w)| w));
+        self.woken.extend(self.writers.drain().map(|(_, w)| w));
+    }
+
+    fn wake_dial_waiters(&mut self) {
+        self.woken.append(&mut self.dial_waiters);
+    }
+
+    fn wake_accept_waiters(&mut self) {
+        self.woken.append(&mut self.accept_waiters);
     }
 
     fn publish(&mut self, event: P2PEvent) {
@@ -170,6 +185,8 @@ pub(crate) struct Driver {
     sockets: Vec<Socket>,
     timer: Pin<Box<dyn Timer>>,
     mdns: Option<Mdns>,
+    /// The wakers of a turn, woken once the lock is released.
+    woken: Vec<Waker>,
     recv_buf: Vec<u8>,
     send_buf: Vec<u8>,
     /// A transmit that the socket refused for now (`WouldBlock`).
@@ -201,6 +218,7 @@ impl Driver {
             sockets,
             timer,
             mdns,
+            woken: Vec::new(),
             recv_buf: vec![0; RECV_BUF_LEN * gro.max(1)],
             send_buf: Vec::with_capacity(64 * 1024),
             pending: None,
@@ -364,7 +382,7 @@ impl Driver {
                 Event::Connected(info) => {
                     remember_addr(&mut state.known, info.identity, info.addr);
                     state.wake_peer(&info.identity);
-                    state.dial_waiters.drain(..).for_each(Waker::wake);
+                    state.wake_dial_waiters();
                     state.publish(P2PEvent::PeerConnected {
                         peer: info.identity,
                         addr: info.addr,
@@ -384,7 +402,7 @@ impl Driver {
                     if let Some(dial) = state.dials.get_mut(&connection) {
                         dial.failure = Some(reason.clone());
                     }
-                    state.dial_waiters.drain(..).for_each(Waker::wake);
+                    state.wake_dial_waiters();
                     let waiting: Vec<RemoteIdentity> = state.peer_waiters.keys().copied().collect();
                     for peer in waiting {
                         state.wake_peer(&peer);
@@ -403,19 +421,19 @@ impl Driver {
                 }
                 Event::IncomingStream { peer, stream } => {
                     state.incoming.push_back((stream, peer));
-                    state.accept_waiters.drain(..).for_each(Waker::wake);
+                    state.wake_accept_waiters();
                 }
                 Event::StreamsAvailable { peer } => state.wake_peer(&peer),
                 Event::StreamReadable(stream) => {
                     if let Some(waker) = state.readers.remove(&stream) {
-                        waker.wake();
+                        state.woken.push(waker);
                     }
                 }
                 Event::StreamWritable(stream)
                 | Event::StreamFinished(stream)
                 | Event::StreamStopped { stream, .. } => {
                     if let Some(waker) = state.writers.remove(&stream) {
-                        waker.wake();
+                        state.woken.push(waker);
                     }
                 }
                 _ => {}
@@ -475,14 +493,18 @@ impl Future for Driver {
                 this.mdns = None;
                 state.stopped = true;
                 state.wake_all_streams();
-                state.stopped_waiters.drain(..).for_each(Waker::wake);
+                let stopped = std::mem::take(&mut state.stopped_waiters);
+                state.woken.extend(stopped);
                 let waiting: Vec<RemoteIdentity> = state.peer_waiters.keys().copied().collect();
                 for peer in waiting {
                     state.wake_peer(&peer);
                 }
-                state.dial_waiters.drain(..).for_each(Waker::wake);
+                state.wake_dial_waiters();
                 state.subscribers.clear();
-                state.accept_waiters.drain(..).for_each(Waker::wake);
+                state.wake_accept_waiters();
+                let woken = std::mem::take(&mut state.woken);
+                drop(state);
+                woken.into_iter().for_each(Waker::wake);
                 return Poll::Ready(());
             }
         }
@@ -492,7 +514,7 @@ impl Future for Driver {
         let changes = state.node.connection_changes();
         if changes != state.seen_connection_changes {
             state.seen_connection_changes = changes;
-            state.dial_waiters.drain(..).for_each(Waker::wake);
+            state.wake_dial_waiters();
         }
         // Forget dials whose connection QUIC has dropped entirely; their
         // waiters saw the outcome long before (closing takes a few RTTs).
@@ -544,7 +566,10 @@ impl Future for Driver {
         if this.timer.as_mut().poll_expired(cx).is_ready() {
             busy = true;
         }
+        // Wake after letting go of the lock; the buffer is kept for reuse.
+        std::mem::swap(&mut this.woken, &mut state.woken);
         drop(state);
+        this.woken.drain(..).for_each(Waker::wake);
         if busy {
             cx.waker().wake_by_ref();
         }

@@ -204,6 +204,7 @@ impl P2P {
             dials: Default::default(),
             peer_dials: HashMap::new(),
             dial_waiters: Vec::new(),
+            woken: Vec::new(),
             seen_connection_changes: 0,
             known: Default::default(),
             subscribers: Vec::new(),

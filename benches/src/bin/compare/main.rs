@@ -51,6 +51,9 @@ struct Args {
     /// Tunnel handshakes per sample.
     #[arg(long, default_value_t = 200)]
     handshakes: usize,
+    /// Worker threads of the tokio runtime every contender runs on.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Run only scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -98,7 +101,7 @@ fn main() -> Result<()> {
         )
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.workers.max(1))
         .enable_all()
         .build()?;
     let mut report = Report::new(args.smoke);
