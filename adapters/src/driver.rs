@@ -31,6 +31,9 @@ const RECV_BATCHES_PER_TURN: usize = 32;
 const MAX_TRANSMIT_SEGMENTS: usize = 10;
 /// How many transmits one driver turn sends before yielding.
 const TRANSMITS_PER_TURN: usize = 256;
+/// How many transmits the driver takes from the node per hold of the lock,
+/// before sending them without it.
+const TRANSMITS_PER_LOCK: usize = 4;
 /// The largest UDP payload read at once (with GRO, several datagrams).
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Events buffered for a slow subscriber before it loses some.
@@ -188,9 +191,22 @@ pub(crate) struct Driver {
     /// The wakers of a turn, woken once the lock is released.
     woken: Vec<Waker>,
     recv_buf: Vec<u8>,
-    send_buf: Vec<u8>,
-    /// A transmit that the socket refused for now (`WouldBlock`).
-    pending: Option<(pos_p2p_protocol::node::Transmit, Vec<u8>)>,
+    /// Datagrams read this turn, before the lock is taken.
+    inbox: Vec<Received>,
+    /// Transmits polled from the node, sent after the lock is released;
+    /// what the socket refused (`WouldBlock`) waits here for the next turn.
+    outbox: VecDeque<(pos_p2p_protocol::node::Transmit, Vec<u8>)>,
+    /// Send buffers to reuse.
+    spare: Vec<Vec<u8>>,
+}
+
+/// A datagram read from a socket.
+#[derive(Debug)]
+struct Received {
+    from: SocketAddr,
+    dst_ip: Option<std::net::IpAddr>,
+    ecn: Option<Ecn>,
+    data: BytesMut,
 }
 
 impl Driver {
@@ -220,8 +236,9 @@ impl Driver {
             mdns,
             woken: Vec::new(),
             recv_buf: vec![0; RECV_BUF_LEN * gro.max(1)],
-            send_buf: Vec::with_capacity(64 * 1024),
-            pending: None,
+            inbox: Vec::new(),
+            outbox: VecDeque::new(),
+            spare: Vec::new(),
         })
     }
 
@@ -230,7 +247,9 @@ impl Driver {
         self.sockets.iter().map(|s| s.local).collect()
     }
 
-    fn receive(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
+    /// Read what the sockets have into the inbox, without the lock; `true`
+    /// if the turn budget ran out.
+    fn receive(&mut self, cx: &mut Context<'_>) -> bool {
         let mut busy = false;
         for socket in &self.sockets {
             let mut batches = 0;
@@ -258,13 +277,12 @@ impl Driver {
                             let mut data = BytesMut::from(&self.recv_buf[..meta.len]);
                             while !data.is_empty() {
                                 let datagram = data.split_to(meta.stride.clamp(1, data.len()));
-                                state.node.handle_datagram(
-                                    now,
-                                    meta.addr,
-                                    meta.dst_ip,
-                                    meta.ecn.map(ecn_from_udp),
-                                    datagram,
-                                );
+                                self.inbox.push(Received {
+                                    from: meta.addr,
+                                    dst_ip: meta.dst_ip,
+                                    ecn: meta.ecn.map(ecn_from_udp),
+                                    data: datagram,
+                                });
                             }
                         }
                     }
@@ -292,8 +310,27 @@ impl Driver {
         busy
     }
 
-    /// Send what the node has; `true` if the turn budget ran out.
-    fn transmit(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
+    /// Hand the inbox to the node (under the lock).
+    fn feed(&mut self, state: &mut State, now: Instant) {
+        for received in self.inbox.drain(..) {
+            state.node.handle_datagram(
+                now,
+                received.from,
+                received.dst_ip,
+                received.ecn,
+                received.data,
+            );
+        }
+    }
+
+    /// Take a few transmits from the node into the outbox (under the lock),
+    /// unless the outbox still holds what the socket refused. Few: a
+    /// transmit is stamped as sent when it is polled, so polling far ahead
+    /// of the socket would skew QUIC's clocks.
+    fn poll_transmits(&mut self, state: &mut State, now: Instant) {
+        if !self.outbox.is_empty() {
+            return;
+        }
         let segments = self
             .sockets
             .iter()
@@ -301,27 +338,52 @@ impl Driver {
             .min()
             .unwrap_or(1)
             .clamp(1, MAX_TRANSMIT_SEGMENTS);
-        for _ in 0..TRANSMITS_PER_TURN {
-            let (transmit, contents) = match self.pending.take() {
-                Some(pending) => pending,
+        while self.outbox.len() < TRANSMITS_PER_LOCK {
+            let mut buf = self.spare.pop().unwrap_or_default();
+            match state.node.poll_transmit(now, segments, &mut buf) {
+                Some(transmit) => self.outbox.push_back((transmit, buf)),
                 None => {
-                    let mut buf = std::mem::take(&mut self.send_buf);
-                    match state.node.poll_transmit(now, segments, &mut buf) {
-                        Some(t) => (t, buf),
-                        None => {
-                            self.send_buf = buf;
-                            return false;
-                        }
-                    }
+                    self.spare.push(buf);
+                    return;
                 }
-            };
+            }
+        }
+    }
+
+    /// Send the outbox and what more the node has, a few transmits per
+    /// short hold of the lock. `true` if the driver should turn again at
+    /// once: the budget ran out, or more was taken from the node after the
+    /// turn set its timer (sending moves QUIC's timers; the next turn sets
+    /// the timer from them).
+    fn send_all(&mut self, cx: &mut Context<'_>, shared: &Shared, now: Instant) -> bool {
+        let mut polled_more = false;
+        for _ in 0..TRANSMITS_PER_TURN / TRANSMITS_PER_LOCK {
+            if self.outbox.is_empty() {
+                return polled_more;
+            }
+            self.send(cx);
+            if !self.outbox.is_empty() {
+                // The socket is full; its readiness brings the driver back.
+                return polled_more;
+            }
+            let mut state = shared.lock();
+            self.poll_transmits(&mut state, now);
+            polled_more |= !self.outbox.is_empty();
+        }
+        true
+    }
+
+    /// Send the outbox, without the lock. What the socket refuses stays for
+    /// the next turn, which the socket's readiness triggers.
+    fn send(&mut self, cx: &mut Context<'_>) {
+        while let Some((transmit, contents)) = self.outbox.pop_front() {
             let Some(socket) = self
                 .sockets
                 .iter()
                 .find(|s| s.local.is_ipv4() == transmit.destination.is_ipv4())
             else {
                 tracing::debug!(dest = %transmit.destination, "no socket for this address family");
-                self.send_buf = contents;
+                self.recycle(contents);
                 continue;
             };
             let udp = quinn_udp::Transmit {
@@ -341,12 +403,12 @@ impl Driver {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Wait for the socket to drain, unless it already has.
                     let ready = socket.io.poll_ready(cx, Interest::Write);
-                    self.pending = Some((transmit, contents));
+                    self.outbox.push_front((transmit, contents));
                     match ready {
-                        Poll::Pending => return false,
+                        Poll::Pending => return,
                         Poll::Ready(Err(error)) => {
                             tracing::warn!(%error, "UDP socket not writable");
-                            return false;
+                            return;
                         }
                         Poll::Ready(Ok(())) => continue,
                     }
@@ -355,9 +417,15 @@ impl Driver {
                 Err(error) => tracing::debug!(%error, "UDP send failed"),
                 Ok(_) => {}
             }
-            self.send_buf = contents;
+            self.recycle(contents);
         }
-        true
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < TRANSMITS_PER_LOCK {
+            buf.clear();
+            self.spare.push(buf);
+        }
     }
 
     fn dispatch(state: &mut State) {
@@ -453,11 +521,15 @@ impl Future for Driver {
             .as_ref()
             .filter(|m| m.scan_due(Instant::now()))
             .map(|_| crate::mdns::interfaces());
+        // Socket reads and writes happen without the lock, so that the
+        // application's tasks (on other worker threads) are not held up by
+        // system calls.
+        let mut busy = this.receive(cx);
         let shared = this.shared.clone();
         let mut state = shared.lock();
         state.driver = Some(cx.waker().clone());
         let now = Instant::now();
-        let mut busy = this.receive(cx, &mut state, now);
+        this.feed(&mut state, now);
         state.node.handle_timeout(now);
         if let (Some(mdns), Some(discovery)) = (this.mdns.as_mut(), state.discovery.as_mut()) {
             if let Some(ifaces) = ifaces {
@@ -475,18 +547,16 @@ impl Future for Driver {
             state.discovery = None;
             this.mdns = None;
         }
-        busy |= this.transmit(cx, &mut state, now);
         Self::dispatch(&mut state);
         // After the events (which record why dials failed), before the
         // transmits (so that a dial it starts goes out this turn).
         let manual_at = crate::manual::drive(&shared, &mut state, now);
-        // Events may have been caused by reads that queued more transmits.
-        busy |= this.transmit(cx, &mut state, now);
+        this.poll_transmits(&mut state, now);
         if let Some(since) = state.closing {
-            // Every close has been transmitted above (or the grace period
-            // is over): the peers were told, stop.
+            // Every close has been sent in an earlier turn (or the grace
+            // period is over): the peers were told, stop.
             let expired = now.saturating_duration_since(since) > SHUTDOWN_GRACE;
-            if (state.node.is_closed() && this.pending.is_none()) || expired {
+            if (state.node.is_closed() && this.outbox.is_empty()) || expired {
                 // Close the sockets before anyone hears that we stopped, so
                 // that `shutdown().await` returning means the ports are free.
                 this.sockets.clear();
@@ -566,10 +636,17 @@ impl Future for Driver {
         if this.timer.as_mut().poll_expired(cx).is_ready() {
             busy = true;
         }
-        // Wake after letting go of the lock; the buffer is kept for reuse.
+        // Send and wake after letting go of the lock; the waker buffer is
+        // kept for reuse.
+        let closing = state.closing.is_some();
         std::mem::swap(&mut this.woken, &mut state.woken);
         drop(state);
+        let sending = !this.outbox.is_empty();
+        busy |= this.send_all(cx, &shared, now);
         this.woken.drain(..).for_each(Waker::wake);
+        // While closing, come back at once to see whether that was the last
+        // of it.
+        busy |= closing && sending;
         if busy {
             cx.waker().wake_by_ref();
         }
