@@ -34,6 +34,8 @@ const TRANSMITS_PER_TURN: usize = 256;
 /// How many transmits the driver takes from the node per hold of the lock,
 /// before sending them without it.
 const TRANSMITS_PER_LOCK: usize = 4;
+/// Room kept in the inbox between turns.
+const INBOX_KEPT: usize = 256;
 /// The largest UDP payload read at once (with GRO, several datagrams).
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Events buffered for a slow subscriber before it loses some.
@@ -190,6 +192,8 @@ pub(crate) struct Driver {
     mdns: Option<Mdns>,
     /// The wakers of a turn, woken once the lock is released.
     woken: Vec<Waker>,
+    /// Where the timer is set.
+    timer_at: Instant,
     recv_buf: Vec<u8>,
     /// Datagrams read this turn, before the lock is taken.
     inbox: Vec<Received>,
@@ -235,6 +239,7 @@ impl Driver {
             timer,
             mdns,
             woken: Vec::new(),
+            timer_at: Instant::now(),
             recv_buf: vec![0; RECV_BUF_LEN * gro.max(1)],
             inbox: Vec::new(),
             outbox: VecDeque::new(),
@@ -321,6 +326,8 @@ impl Driver {
                 received.data,
             );
         }
+        // A burst may have grown it a lot; an idle node keeps little.
+        self.inbox.shrink_to(INBOX_KEPT);
     }
 
     /// Take a few transmits from the node into the outbox (under the lock),
@@ -351,24 +358,39 @@ impl Driver {
     }
 
     /// Send the outbox and what more the node has, a few transmits per
-    /// short hold of the lock. `true` if the driver should turn again at
-    /// once: the budget ran out, or more was taken from the node after the
-    /// turn set its timer (sending moves QUIC's timers; the next turn sets
-    /// the timer from them).
-    fn send_all(&mut self, cx: &mut Context<'_>, shared: &Shared, now: Instant) -> bool {
-        let mut polled_more = false;
-        for _ in 0..TRANSMITS_PER_TURN / TRANSMITS_PER_LOCK {
+    /// short hold of the lock (each with a fresh `now`, so that QUIC's
+    /// pacing sees time pass). When the node has nothing more, the timer is
+    /// brought forward to its next deadline (sending, or a pacing pause,
+    /// moves QUIC's timers after the turn set the driver's). `true` if the
+    /// driver should turn again at once: the budget ran out, or that
+    /// deadline has passed already.
+    fn send_all(&mut self, cx: &mut Context<'_>, shared: &Shared) -> bool {
+        let rounds = TRANSMITS_PER_TURN / TRANSMITS_PER_LOCK;
+        for round in 0..rounds {
             if self.outbox.is_empty() {
-                return polled_more;
+                return false;
             }
             self.send(cx);
             if !self.outbox.is_empty() {
                 // The socket is full; its readiness brings the driver back.
-                return polled_more;
+                return false;
+            }
+            if round + 1 == rounds {
+                // Nothing is polled that would wait for the next turn.
+                break;
             }
             let mut state = shared.lock();
-            self.poll_transmits(&mut state, now);
-            polled_more |= !self.outbox.is_empty();
+            self.poll_transmits(&mut state, Instant::now());
+            if self.outbox.is_empty() {
+                let at = state.node.poll_timeout().map(|(at, _)| at);
+                drop(state);
+                if let Some(at) = at.filter(|at| *at < self.timer_at) {
+                    self.timer_at = at;
+                    self.timer.as_mut().reset(at);
+                    return self.timer.as_mut().poll_expired(cx).is_ready();
+                }
+                return false;
+            }
         }
         true
     }
@@ -624,15 +646,15 @@ impl Future for Driver {
         .into_iter()
         .flatten()
         .min();
-        if let Some(closing) = state.closing {
+        let at = match state.closing {
             // Re-check the shutdown grace period even if nothing happens.
-            let at = closing + SHUTDOWN_GRACE;
-            this.timer.as_mut().reset(next.map_or(at, |n| n.min(at)));
-        } else if let Some(at) = next {
-            this.timer.as_mut().reset(at);
-        } else {
-            this.timer.as_mut().reset(now + Duration::from_secs(3600));
-        }
+            Some(closing) => next.map_or(closing + SHUTDOWN_GRACE, |n| {
+                n.min(closing + SHUTDOWN_GRACE)
+            }),
+            None => next.unwrap_or(now + Duration::from_secs(3600)),
+        };
+        this.timer.as_mut().reset(at);
+        this.timer_at = at;
         if this.timer.as_mut().poll_expired(cx).is_ready() {
             busy = true;
         }
@@ -642,11 +664,11 @@ impl Future for Driver {
         std::mem::swap(&mut this.woken, &mut state.woken);
         drop(state);
         let sending = !this.outbox.is_empty();
-        busy |= this.send_all(cx, &shared, now);
+        busy |= this.send_all(cx, &shared);
         this.woken.drain(..).for_each(Waker::wake);
         // While closing, come back at once to see whether that was the last
-        // of it.
-        busy |= closing && sending;
+        // of it (once the socket took it all; else its readiness will).
+        busy |= closing && sending && this.outbox.is_empty();
         if busy {
             cx.waker().wake_by_ref();
         }
