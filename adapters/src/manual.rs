@@ -172,7 +172,7 @@ impl Manual {
 
     /// The same address added again: a new expected identity, the same
     /// progress and backoff.
-    pub(crate) fn expect(&mut self, expected: Option<RemoteIdentity>) {
+    pub(crate) fn set_expected(&mut self, expected: Option<RemoteIdentity>) {
         if expected != self.expected {
             self.expected = expected;
             self.identity = expected.or(self.identity);

@@ -301,7 +301,7 @@ impl P2P {
         let mut state = self.shared.lock();
         match state.manual.entry(addr.into()) {
             std::collections::btree_map::Entry::Occupied(mut known) => {
-                known.get_mut().expect(expected)
+                known.get_mut().set_expected(expected)
             }
             std::collections::btree_map::Entry::Vacant(new) => {
                 new.insert(Manual::new(expected, Instant::now()));
