@@ -68,55 +68,25 @@ pub(crate) fn interfaces() -> Vec<if_addrs::Interface> {
 /// the address multicasts go out from.
 type V4Iface = (Option<u32>, Ipv4Addr);
 
-fn open_v4(ifaces: &[if_addrs::Interface]) -> io::Result<(UdpSocket, Vec<V4Iface>)> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+/// An mDNS socket of one family, bound to port 5353 and shared with the
+/// machine's other responders. It joins the group in [`Mdns::rescan`], the
+/// one place that looks at interfaces.
+fn open_socket(v6: bool) -> io::Result<UdpSocket> {
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     share(&socket)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, MDNS_PORT)).into())?;
-    socket.set_multicast_loop_v4(true)?;
-    socket.set_multicast_ttl_v4(255)?;
-    let mut joined: Vec<V4Iface> = Vec::new();
-    for iface in ifaces {
-        if let IpAddr::V4(ip) = iface.ip() {
-            // Once per interface, whatever its number of addresses.
-            if iface.index.is_some() && joined.iter().any(|(i, _)| *i == iface.index) {
-                continue;
-            }
-            match socket.join_multicast_v4(&MDNS_IPV4, &ip) {
-                Err(error) if error.kind() != io::ErrorKind::AddrInUse => {
-                    tracing::debug!(%error, iface = %iface.name, "cannot join 224.0.0.251");
-                }
-                _ => joined.push((iface.index, ip)),
-            }
-        }
+    if v6 {
+        socket.set_only_v6(true)?;
+        socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, MDNS_PORT)).into())?;
+        socket.set_multicast_loop_v6(true)?;
+        socket.set_multicast_hops_v6(255)?;
+    } else {
+        socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, MDNS_PORT)).into())?;
+        socket.set_multicast_loop_v4(true)?;
+        socket.set_multicast_ttl_v4(255)?;
     }
-    Ok((socket.into(), joined))
-}
-
-fn open_v6(ifaces: &[if_addrs::Interface]) -> io::Result<(UdpSocket, Vec<u32>)> {
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    share(&socket)?;
-    socket.set_only_v6(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, MDNS_PORT)).into())?;
-    socket.set_multicast_loop_v6(true)?;
-    socket.set_multicast_hops_v6(255)?;
-    let mut joined = Vec::new();
-    for iface in ifaces {
-        let (IpAddr::V6(_), Some(index)) = (iface.ip(), iface.index) else {
-            continue;
-        };
-        if joined.contains(&index) {
-            continue;
-        }
-        match socket.join_multicast_v6(&MDNS_IPV6, index) {
-            Err(error) if error.kind() != io::ErrorKind::AddrInUse => {
-                tracing::debug!(%error, iface = %iface.name, "cannot join ff02::fb");
-            }
-            _ => joined.push(index),
-        }
-    }
-    Ok((socket.into(), joined))
+    Ok(socket.into())
 }
 
 /// Let other mDNS responders bind port 5353 too.
@@ -134,34 +104,20 @@ impl Mdns {
         listen: Vec<SocketAddr>,
         now: Instant,
     ) -> Option<Self> {
-        let ifaces = interfaces();
         let mut sockets = Vec::new();
-        match open_v4(&ifaces).and_then(|(s, joined)| Ok((s.try_clone()?, s, joined))) {
-            // Kept even with no interface yet: the rescan joins new ones.
-            Ok((raw, socket, ifaces)) => match runtime.wrap_udp(socket) {
-                Ok(io) => sockets.push(MdnsSocket {
+        for v6 in [false, true] {
+            let family = if v6 { "IPv6" } else { "IPv4" };
+            let opened = open_socket(v6).and_then(|s| Ok((s.try_clone()?, s)));
+            match opened.and_then(|(raw, socket)| Ok((raw, runtime.wrap_udp(socket)?))) {
+                Ok((raw, io)) => sockets.push(MdnsSocket {
                     io,
                     raw,
-                    v6: false,
-                    ifaces,
+                    v6,
+                    ifaces: Vec::new(),
                     v6_ifaces: Vec::new(),
                 }),
-                Err(error) => tracing::warn!(%error, "cannot register the IPv4 mDNS socket"),
-            },
-            Err(error) => tracing::warn!(%error, "cannot open the IPv4 mDNS socket"),
-        }
-        match open_v6(&ifaces).and_then(|(s, joined)| Ok((s.try_clone()?, s, joined))) {
-            Ok((raw, socket, v6_ifaces)) => match runtime.wrap_udp(socket) {
-                Ok(io) => sockets.push(MdnsSocket {
-                    io,
-                    raw,
-                    v6: true,
-                    ifaces: Vec::new(),
-                    v6_ifaces,
-                }),
-                Err(error) => tracing::warn!(%error, "cannot register the IPv6 mDNS socket"),
-            },
-            Err(error) => tracing::warn!(%error, "cannot open the IPv6 mDNS socket"),
+                Err(error) => tracing::warn!(%error, "cannot open the {family} mDNS socket"),
+            }
         }
         if sockets.is_empty() {
             tracing::warn!("LAN discovery is unavailable: no mDNS socket could be opened");
@@ -173,7 +129,8 @@ impl Mdns {
             // arrives whole enough to be refused for its size.
             buf: vec![0; MAX_PACKET_LEN + 1],
             listen,
-            ifaces,
+            ifaces: Vec::new(),
+            // The first driver turn lists the interfaces and joins the group.
             next_scan: now,
         })
     }
@@ -218,13 +175,13 @@ impl Mdns {
                 match (iface.ip(), socket.v6, iface.index) {
                     (IpAddr::V4(ip), false, index)
                         if !socket.has_v4(iface, ip)
-                            && joined(sock.join_multicast_v4(&MDNS_IPV4, &ip)) =>
+                            && joined(sock.join_multicast_v4(&MDNS_IPV4, &ip), iface) =>
                     {
                         socket.ifaces.push((index, ip));
                     }
                     (IpAddr::V6(_), true, Some(index))
                         if !socket.v6_ifaces.contains(&index)
-                            && joined(sock.join_multicast_v6(&MDNS_IPV6, index)) =>
+                            && joined(sock.join_multicast_v6(&MDNS_IPV6, index), iface) =>
                     {
                         socket.v6_ifaces.push(index);
                     }
@@ -365,10 +322,14 @@ impl Mdns {
 
 /// A join succeeded, or the membership survived from before (an address
 /// that went away and came back on a device that stayed).
-fn joined(result: io::Result<()>) -> bool {
+fn joined(result: io::Result<()>, iface: &if_addrs::Interface) -> bool {
     match result {
         Ok(()) => true,
-        Err(e) => e.kind() == io::ErrorKind::AddrInUse,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => true,
+        Err(error) => {
+            tracing::debug!(%error, iface = %iface.name, "cannot join the mDNS group");
+            false
+        }
     }
 }
 

@@ -414,16 +414,28 @@ fn a_new_address_restarts_browsing() {
     assert!(browsed, "no browse query within 200 ms of the move");
 }
 
-/// A response as standard responders (python-zeroconf, Avahi) send it: PTR
-/// and TXT with 75 minutes, SRV and A with 2.
-fn standard_response(n: u8, ip: [u8; 4]) -> Vec<u8> {
-    use simple_dns::rdata::{A, PTR, RData, SRV, TXT};
+/// The PTR from the `sim` service to instance `n`.
+fn ptr(n: u8, ttl: u32) -> simple_dns::ResourceRecord<'static> {
+    let instance = format!("{}._sim._udp.local", Lan::identity(n));
+    simple_dns::ResourceRecord::new(
+        simple_dns::Name::new_unchecked("_sim._udp.local"),
+        simple_dns::CLASS::IN,
+        ttl,
+        simple_dns::rdata::RData::PTR(simple_dns::rdata::PTR(
+            simple_dns::Name::new_unchecked(&instance).into_owned(),
+        )),
+    )
+}
+
+/// A response for instance `n` as another responder would send it: PTR,
+/// SRV (to `port`), TXT (one string) and A (`ip`), with the TTLs given in
+/// that order.
+fn foreign_response(n: u8, ttls: [u32; 4], port: u16, txt: &str, ip: [u8; 4]) -> Vec<u8> {
+    use simple_dns::rdata::{A, RData, SRV, TXT};
     use simple_dns::{CLASS, Name, Packet, PacketFlag, ResourceRecord};
     let id = Lan::identity(n);
     let instance = format!("{id}._sim._udp.local");
     let host = format!("{id}.local");
-    let mut packet = Packet::new_reply(0);
-    packet.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
     let rr = |name: &str, ttl, rdata| {
         ResourceRecord::new(
             Name::new_unchecked(name).into_owned(),
@@ -432,32 +444,40 @@ fn standard_response(n: u8, ip: [u8; 4]) -> Vec<u8> {
             rdata,
         )
     };
-    packet.answers.push(rr(
-        "_sim._udp.local",
-        4500,
-        RData::PTR(PTR(Name::new_unchecked(&instance).into_owned())),
-    ));
-    packet.additional_records.push(rr(
-        &instance,
-        120,
-        RData::SRV(SRV {
-            priority: 0,
-            weight: 0,
-            port: 4433,
-            target: Name::new_unchecked(&host).into_owned(),
-        }),
-    ));
-    packet.additional_records.push(rr(
-        &instance,
-        4500,
-        RData::TXT(TXT::new().with_string("name=std").unwrap()),
-    ));
-    packet.additional_records.push(rr(
-        &host,
-        120,
-        RData::A(A::from(std::net::Ipv4Addr::from(ip))),
-    ));
+    let [ptr_ttl, srv_ttl, txt_ttl, a_ttl] = ttls;
+    let mut packet = Packet::new_reply(0);
+    packet.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
+    packet.answers.push(ptr(n, ptr_ttl));
+    let target = Name::new_unchecked(&host).into_owned();
+    packet.additional_records.extend([
+        rr(
+            &instance,
+            srv_ttl,
+            RData::SRV(SRV {
+                priority: 0,
+                weight: 0,
+                port,
+                target,
+            }),
+        ),
+        rr(
+            &instance,
+            txt_ttl,
+            RData::TXT(TXT::new().with_string(txt).unwrap()),
+        ),
+        rr(
+            &host,
+            a_ttl,
+            RData::A(A::from(std::net::Ipv4Addr::from(ip))),
+        ),
+    ]);
     packet.build_bytes_vec_compressed().unwrap()
+}
+
+/// A response as standard responders (python-zeroconf, Avahi) send it: PTR
+/// and TXT with 75 minutes, SRV and A with 2.
+fn standard_response(n: u8, ip: [u8; 4]) -> Vec<u8> {
+    foreign_response(n, [4500, 120, 4500, 120], 4433, "name=std", ip)
 }
 
 #[test]
@@ -500,15 +520,7 @@ fn bare_ptrs_cannot_keep_real_peers_out() {
     let from: SocketAddr = "192.168.1.66:5353".parse().unwrap();
     for n in 100..200u8 {
         let mut packet = simple_dns::Packet::new_reply(0);
-        let instance = format!("{}._sim._udp.local", Lan::identity(n));
-        packet.answers.push(simple_dns::ResourceRecord::new(
-            simple_dns::Name::new_unchecked("_sim._udp.local"),
-            simple_dns::CLASS::IN,
-            4500,
-            simple_dns::rdata::RData::PTR(simple_dns::rdata::PTR(simple_dns::Name::new_unchecked(
-                &instance,
-            ))),
-        ));
+        packet.answers.push(ptr(n, 4500));
         lan.inject_to(a, from, &packet.build_bytes_vec().unwrap());
     }
     // The table is full of incomplete entries; a real peer still gets in.
@@ -570,46 +582,9 @@ fn a_peer_whose_addresses_lapse_is_reported_gone() {
     let a = lan.add_node(1);
     lan.run_for(Duration::from_secs(5));
     // SRV and TXT for 75 minutes, the address for 2 seconds.
-    use simple_dns::rdata::{A, PTR, RData, SRV, TXT};
-    use simple_dns::{CLASS, Name, Packet, ResourceRecord};
     let id = Lan::identity(9);
-    let instance = format!("{id}._sim._udp.local");
-    let host = format!("{id}.local");
-    let mut packet = Packet::new_reply(0);
-    packet.answers.push(ResourceRecord::new(
-        Name::new_unchecked("_sim._udp.local"),
-        CLASS::IN,
-        4500,
-        RData::PTR(PTR(Name::new_unchecked(&instance))),
-    ));
-    packet.answers.push(ResourceRecord::new(
-        Name::new_unchecked(&instance),
-        CLASS::IN,
-        4500,
-        RData::SRV(SRV {
-            priority: 0,
-            weight: 0,
-            port: 1,
-            target: Name::new_unchecked(&host),
-        }),
-    ));
-    packet.answers.push(ResourceRecord::new(
-        Name::new_unchecked(&instance),
-        CLASS::IN,
-        4500,
-        RData::TXT(TXT::new().with_string("k=v").unwrap()),
-    ));
-    packet.answers.push(ResourceRecord::new(
-        Name::new_unchecked(&host),
-        CLASS::IN,
-        2,
-        RData::A(A::from(std::net::Ipv4Addr::new(192, 168, 1, 50))),
-    ));
-    lan.inject_to(
-        a,
-        "192.168.1.50:5353".parse().unwrap(),
-        &packet.build_bytes_vec().unwrap(),
-    );
+    let packet = foreign_response(9, [4500, 4500, 4500, 2], 1, "k=v", [192, 168, 1, 50]);
+    lan.inject_to(a, "192.168.1.50:5353".parse().unwrap(), &packet);
     assert!(lan.nodes[a].discovery.peer(&id).is_some());
     lan.run_for(Duration::from_secs(3));
     assert!(lan.nodes[a].discovery.peer(&id).is_none());

@@ -44,6 +44,15 @@ fn connect_exchanges_hellos_without_an_extra_round_trip() {
     println!("dialer connected after {dialer_ready:?} (RTT {rtt:?})");
 }
 
+/// Why node `a`'s next dial failed (within 5 s).
+fn connect_failure(sim: &mut Sim, a: usize) -> DisconnectReason {
+    sim.take_event(a, Duration::from_secs(5), |e| match e {
+        Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .expect("the dial fails")
+}
+
 #[test]
 fn identity_mismatch_fails_the_dialer_with_both_identities() {
     let mut sim = Sim::new(2, Link::lan());
@@ -54,12 +63,7 @@ fn identity_mismatch_fails_the_dialer_with_both_identities() {
     let (addr, wrong) = (sim.nodes[b].addr, sim.id(c));
     let now = sim.now;
     sim.nodes[a].node.connect(now, addr, Some(wrong)).unwrap();
-    let reason = sim
-        .take_event(a, Duration::from_secs(5), |e| match e {
-            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .expect("a fails");
+    let reason = connect_failure(&mut sim, a);
     assert_eq!(
         reason,
         DisconnectReason::IdentityMismatch {
@@ -297,12 +301,7 @@ fn a_session_offered_to_another_node_does_not_resume_and_the_pin_fails() {
         .node
         .connect(now, addr, Some(expected))
         .unwrap();
-    let reason = sim
-        .take_event(a, Duration::from_secs(5), |e| match e {
-            Event::ConnectFailed { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .expect("a fails");
+    let reason = connect_failure(&mut sim, a);
     assert_eq!(
         reason,
         DisconnectReason::IdentityMismatch {
