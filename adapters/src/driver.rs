@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pos_p2p_protocol::RemoteIdentity;
+use pos_p2p_protocol::book::AddressBook;
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryEvent};
 use pos_p2p_protocol::node::{
     ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, Node, StreamId,
@@ -22,9 +23,10 @@ use crate::event::P2PEvent;
 use crate::mdns::Mdns;
 use crate::runtime::{Interest, Timer, UdpIo};
 
-/// How many receive batches one driver turn handles before yielding, so
+/// How many receive batches (of up to quinn-udp's `BATCH_SIZE` datagrams,
+/// each up to 64 KiB with GRO) one driver turn handles before yielding, so
 /// that one busy peer cannot starve the application's tasks.
-const RECV_BATCHES_PER_TURN: usize = 32;
+const RECV_BATCHES_PER_TURN: usize = 8;
 /// The most datagrams in one GSO send. The kernel may report 64, but a GSO
 /// send must also fit in one 64 KiB IP packet; larger batches fail whole and
 /// look like loss to QUIC. 10 is what quinn uses.
@@ -36,7 +38,8 @@ const TRANSMITS_PER_TURN: usize = 256;
 const TRANSMITS_PER_LOCK: usize = 4;
 /// Room kept in the inbox between turns.
 const INBOX_KEPT: usize = 256;
-/// The largest UDP payload read at once (with GRO, several datagrams).
+/// The largest UDP payload read into one slot: with GRO, several datagrams
+/// coalesced, which the kernel caps at 64 KiB.
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Events buffered for a slow subscriber before it loses some.
 pub(crate) const EVENT_QUEUE: usize = 1024;
@@ -81,8 +84,9 @@ pub(crate) struct State {
     /// The node's `connection_changes` when dial waiters last looked.
     pub(crate) seen_connection_changes: u64,
     /// Peers added by address with their identity, and the addresses seen
-    /// for connected peers: where `new_stream` dials.
-    pub(crate) known: BTreeMap<RemoteIdentity, Vec<SocketAddr>>,
+    /// for connected peers: where `new_stream` dials. Bounded: strangers
+    /// that connected are forgotten least recently used first.
+    pub(crate) book: AddressBook,
     pub(crate) subscribers: Vec<async_channel::Sender<P2PEvent>>,
     /// Streams peers opened, waiting for `P2P::accept`. Bounded by QUIC:
     /// each is an open stream counting against its connection's limit.
@@ -228,11 +232,6 @@ impl Driver {
                 Ok(Socket { io, state, local })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let gro = sockets
-            .iter()
-            .map(|s| s.state.gro_segments())
-            .max()
-            .unwrap_or(1);
         Ok(Self {
             shared,
             sockets,
@@ -240,7 +239,7 @@ impl Driver {
             mdns,
             woken: Vec::new(),
             timer_at: Instant::now(),
-            recv_buf: vec![0; RECV_BUF_LEN * gro.max(1)],
+            recv_buf: vec![0; RECV_BUF_LEN * quinn_udp::BATCH_SIZE],
             inbox: Vec::new(),
             outbox: VecDeque::new(),
             spare: Vec::new(),
@@ -263,23 +262,28 @@ impl Driver {
                     busy = true;
                     break;
                 }
-                let mut meta = [quinn_udp::RecvMeta::default()];
+                // One system call reads up to quinn-udp's batch of
+                // datagrams (recvmmsg), each into its own slot.
+                let mut metas = [quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
                 let result = {
-                    let mut bufs = [IoSliceMut::new(&mut self.recv_buf)];
+                    let mut slots = self.recv_buf.chunks_mut(RECV_BUF_LEN);
+                    let mut bufs: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
+                        std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
                     socket.io.try_io(Interest::Read, &mut || {
                         socket
                             .state
-                            .recv(socket.io.sock_ref(), &mut bufs, &mut meta)
+                            .recv(socket.io.sock_ref(), &mut bufs, &mut metas)
                     })
                 };
                 match result {
                     Ok(count) => {
                         batches += 1;
-                        for meta in &meta[..count] {
-                            // One copy per receive batch; with GRO the batch
+                        for (slot, meta) in metas[..count].iter().enumerate() {
+                            // One copy per datagram read; with GRO a read
                             // holds several datagrams of `stride` bytes (the
                             // last may be shorter), split off without copying.
-                            let mut data = BytesMut::from(&self.recv_buf[..meta.len]);
+                            let start = slot * RECV_BUF_LEN;
+                            let mut data = BytesMut::from(&self.recv_buf[start..start + meta.len]);
                             while !data.is_empty() {
                                 let datagram = data.split_to(meta.stride.clamp(1, data.len()));
                                 self.inbox.push(Received {
@@ -470,7 +474,10 @@ impl Driver {
         while let Some(event) = state.node.poll_event() {
             match event {
                 Event::Connected(info) => {
-                    remember_addr(&mut state.known, info.identity, info.addr);
+                    state.book.remember(info.identity, info.addr);
+                    if let Some(discovery) = state.discovery.as_mut() {
+                        discovery.handle_verified(&info.identity);
+                    }
                     state.wake_peer(&info.identity);
                     state.wake_dial_waiters();
                     state.publish(P2PEvent::PeerConnected {
@@ -491,6 +498,16 @@ impl Driver {
                 } => {
                     if let Some(dial) = state.dials.get_mut(&connection) {
                         dial.failure = Some(reason.clone());
+                    }
+                    // A peer advertised on the LAN that could not prove its
+                    // identity at its advertised address: a forgery.
+                    if let DisconnectReason::IdentityMismatch { expected, .. } = &reason
+                        && let Some(discovery) = state.discovery.as_mut()
+                        && discovery
+                            .peer(expected)
+                            .is_some_and(|p| p.addrs.contains(&addr))
+                    {
+                        discovery.handle_forged(Instant::now(), expected);
                     }
                     state.wake_dial_waiters();
                     let waiting: Vec<RemoteIdentity> = state.peer_waiters.keys().copied().collect();
@@ -547,6 +564,9 @@ impl Future for Driver {
         // application's tasks (on other worker threads) are not held up by
         // system calls.
         let mut busy = this.receive(cx);
+        if let Some(mdns) = this.mdns.as_mut() {
+            busy |= mdns.receive(cx);
+        }
         let shared = this.shared.clone();
         let mut state = shared.lock();
         state.driver = Some(cx.waker().clone());
@@ -557,17 +577,21 @@ impl Future for Driver {
             if let Some(ifaces) = ifaces {
                 mdns.rescan(now, discovery, ifaces);
             }
-            busy |= mdns.receive(cx, discovery, now);
+            mdns.exchange(discovery, now);
             if discovery.poll_timeout().is_some_and(|at| at <= now) {
                 discovery.handle_timeout(now);
             }
-            mdns.send(discovery);
+            mdns.exchange(discovery, now);
         }
         // Discovery was turned off and its goodbye is out: close the sockets.
         if state.closing.is_none() && state.discovery.as_ref().is_some_and(Discovery::is_closed) {
             Self::dispatch(&mut state);
             state.discovery = None;
-            this.mdns = None;
+            // The goodbye goes out before the sockets close (once, so under
+            // the lock).
+            if let Some(mut mdns) = this.mdns.take() {
+                mdns.send();
+            }
         }
         Self::dispatch(&mut state);
         // After the events (which record why dials failed), before the
@@ -582,7 +606,9 @@ impl Future for Driver {
                 // Close the sockets before anyone hears that we stopped, so
                 // that `shutdown().await` returning means the ports are free.
                 this.sockets.clear();
-                this.mdns = None;
+                if let Some(mut mdns) = this.mdns.take() {
+                    mdns.send();
+                }
                 state.stopped = true;
                 state.wake_all_streams();
                 let stopped = std::mem::take(&mut state.stopped_waiters);
@@ -664,6 +690,9 @@ impl Future for Driver {
         std::mem::swap(&mut this.woken, &mut state.woken);
         drop(state);
         let sending = !this.outbox.is_empty();
+        if let Some(mdns) = this.mdns.as_mut() {
+            mdns.send();
+        }
         busy |= this.send_all(cx, &shared);
         this.woken.drain(..).for_each(Waker::wake);
         // While closing, come back at once to see whether that was the last
@@ -697,22 +726,5 @@ fn ecn_to_udp(ecn: Ecn) -> quinn_udp::EcnCodepoint {
 pub(crate) fn register(waiters: &mut Vec<Waker>, waker: &Waker) {
     if !waiters.iter().any(|w| w.will_wake(waker)) {
         waiters.push(waker.clone());
-    }
-}
-
-/// The most addresses remembered per peer; the oldest go first.
-pub(crate) const MAX_ADDRS_PER_PEER: usize = 8;
-
-/// Remember that `peer` was reached at `addr`, most recent last.
-pub(crate) fn remember_addr(
-    known: &mut BTreeMap<RemoteIdentity, Vec<SocketAddr>>,
-    peer: RemoteIdentity,
-    addr: SocketAddr,
-) {
-    let addrs = known.entry(peer).or_default();
-    addrs.retain(|a| *a != addr);
-    addrs.push(addr);
-    if addrs.len() > MAX_ADDRS_PER_PEER {
-        addrs.remove(0);
     }
 }

@@ -1,11 +1,14 @@
 //! Reading an application [`Header`] from the start of a stream.
 
+use std::any::Any;
 use std::future::poll_fn;
 use std::pin::Pin;
 
-use pos_p2p_protocol::codec::Header;
+use pos_p2p_protocol::codec::{DecodeError, Header};
+use pos_p2p_protocol::node::StreamRejection;
 
 use crate::error::HeaderError;
+use crate::{Tunnel, UnicastStream};
 
 /// `Header::from_stream(&mut stream).await` for every application
 /// [`Header`]. Bring it into scope with `use pos_p2p::HeaderExt;` (or
@@ -17,33 +20,25 @@ use crate::error::HeaderError;
 pub trait HeaderExt: Header {
     /// Read one header frame from a `futures::io::AsyncRead` stream (such as
     /// a [`UnicastStream`](crate::UnicastStream) or a
-    /// [`Tunnel`](crate) later) and decode it.
+    /// [`Tunnel`](crate::Tunnel)) and decode it.
+    ///
+    /// If the header does not decode, a `UnicastStream` (or the stream
+    /// under a `Tunnel`) is refused with the reason's code before the error
+    /// is returned: [`StreamRejection::UnknownOperation`] for an unknown
+    /// operation tag (the peer runs a version that has an operation this
+    /// one lacks), [`StreamRejection::MalformedHeader`] otherwise. The
+    /// sender's application gets that reason as a typed error.
     fn from_stream<S>(stream: &mut S) -> impl Future<Output = Result<Self, HeaderError>> + Send
     where
-        S: futures_io::AsyncRead + Unpin + Send,
+        S: futures_io::AsyncRead + Unpin + Send + 'static,
         Self: Send,
     {
         async move {
-            let mut decoder = Self::decoder();
-            let mut buf = [0u8; 512];
-            loop {
-                let want = decoder.bytes_needed().min(buf.len());
-                let n =
-                    poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut buf[..want])).await?;
-                if n == 0 {
-                    return Err(if decoder.is_mid_frame() {
-                        HeaderError::Truncated
-                    } else {
-                        HeaderError::Eof
-                    });
-                }
-                let decoded = decoder.decode(&buf[..n])?;
-                // `want` never exceeds what the frame still needs.
-                debug_assert_eq!(decoded.consumed, n);
-                if let Some(frame) = decoded.frame {
-                    return Ok(Self::from_frame_body(&frame)?);
-                }
+            let result = read_header::<Self, _>(stream).await;
+            if let Err(error) = &result {
+                reject(stream, error);
             }
+            result
         }
     }
 
@@ -53,10 +48,68 @@ pub trait HeaderExt: Header {
         stream: &mut S,
     ) -> impl Future<Output = Result<Self, HeaderError>> + Send
     where
-        S: tokio::io::AsyncRead + Unpin + Send,
+        S: tokio::io::AsyncRead + Unpin + Send + 'static,
         Self: Send,
     {
-        async move { Self::from_stream(&mut TokioRead(stream)).await }
+        async move {
+            let result = read_header::<Self, _>(&mut TokioRead(stream)).await;
+            if let Err(error) = &result {
+                reject(stream, error);
+            }
+            result
+        }
+    }
+}
+
+/// Read and decode one header frame, never reading past it.
+async fn read_header<H: Header, S: futures_io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<H, HeaderError> {
+    let mut decoder = H::decoder();
+    let mut buf = [0u8; 512];
+    loop {
+        let want = decoder.bytes_needed().min(buf.len());
+        let n = poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut buf[..want])).await?;
+        if n == 0 {
+            return Err(if decoder.is_mid_frame() {
+                HeaderError::Truncated
+            } else {
+                HeaderError::Eof
+            });
+        }
+        let decoded = decoder.decode(&buf[..n])?;
+        // `want` never exceeds what the frame still needs.
+        debug_assert_eq!(decoded.consumed, n);
+        if let Some(frame) = decoded.frame {
+            return Ok(H::from_frame_body(&frame)?);
+        }
+    }
+}
+
+/// The reason a stream whose header failed with `error` is refused with,
+/// if the header itself was at fault (not the stream).
+pub(crate) fn rejection_for(error: &HeaderError) -> Option<StreamRejection> {
+    match error {
+        HeaderError::Decode(DecodeError::UnknownTag { offset: 0, .. }) => {
+            Some(StreamRejection::UnknownOperation)
+        }
+        HeaderError::Decode(_) | HeaderError::Frame(_) | HeaderError::Truncated => {
+            Some(StreamRejection::MalformedHeader)
+        }
+        HeaderError::Io(_) | HeaderError::Eof => None,
+    }
+}
+
+/// Refuse a pos-p2p stream whose header failed; other readers are left
+/// alone.
+fn reject(stream: &mut dyn Any, error: &HeaderError) {
+    let Some(why) = rejection_for(error) else {
+        return;
+    };
+    if let Some(stream) = stream.downcast_mut::<UnicastStream>() {
+        stream.reject(why);
+    } else if let Some(tunnel) = stream.downcast_mut::<Tunnel<UnicastStream>>() {
+        tunnel.reject(why);
     }
 }
 
@@ -85,7 +138,7 @@ impl<H: Header> HeaderExt for H {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pos_p2p_protocol::codec::{DecodeError, Reader, Writer};
+    use pos_p2p_protocol::codec::{Reader, Writer};
 
     #[derive(Debug, PartialEq)]
     struct Name(String);

@@ -361,8 +361,11 @@ fn step(
                     .filter(|id| state.node.peer(id).is_some());
                 if let Some(peer) = connected {
                     manual.identity = Some(peer);
+                    // The application keeps this peer: never evicted, nor
+                    // forgotten by the address book.
+                    state.node.protect(peer);
                     if let PeerAddr::Addr(socket) = addr {
-                        crate::driver::remember_addr(&mut state.known, peer, *socket);
+                        state.book.pin(peer, *socket);
                     }
                     manual.last_error.clear();
                     manual.phase = Phase::Connected(now);

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use pos_p2p_protocol::discovery::{
-    Destination, Discovery, MAX_PACKET_LEN, MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
+    Destination, Discovery, DiscoveryTransmit, MAX_PACKET_LEN, MDNS_IPV4, MDNS_IPV6, MDNS_PORT,
 };
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -50,6 +50,10 @@ pub(crate) struct Mdns {
     /// The interfaces as last listed.
     ifaces: Vec<if_addrs::Interface>,
     next_scan: Instant,
+    /// Packets read, waiting to be handed to discovery.
+    inbox: Vec<(SocketAddr, Vec<u8>)>,
+    /// Packets discovery wants sent.
+    outbox: Vec<DiscoveryTransmit>,
 }
 
 /// The interfaces worth using: up, with an address, not loopback. Called
@@ -128,6 +132,8 @@ impl Mdns {
             // One byte more than the limit, so that an oversized datagram
             // arrives whole enough to be refused for its size.
             buf: vec![0; MAX_PACKET_LEN + 1],
+            inbox: Vec::new(),
+            outbox: Vec::new(),
             listen,
             ifaces: Vec::new(),
             // The first driver turn lists the interfaces and joins the group.
@@ -234,12 +240,10 @@ impl Mdns {
     }
 
     /// Feed what arrived to discovery; `true` if the turn budget ran out.
-    pub(crate) fn receive(
-        &mut self,
-        cx: &mut Context<'_>,
-        discovery: &mut Discovery,
-        now: Instant,
-    ) -> bool {
+    /// Read what the sockets have into the inbox (outside the node's lock);
+    /// packets from off the link are dropped here. `true` if the turn's
+    /// budget ran out.
+    pub(crate) fn receive(&mut self, cx: &mut Context<'_>) -> bool {
         let mut busy = false;
         for socket in &self.sockets {
             let mut count = 0;
@@ -258,7 +262,7 @@ impl Mdns {
                     (Ok(len), Some(from)) => {
                         count += 1;
                         if self.on_link(from.ip()) {
-                            discovery.handle_packet(now, from, &self.buf[..len]);
+                            self.inbox.push((from, self.buf[..len].to_vec()));
                         } else {
                             tracing::trace!(%from, "mDNS packet from off the link dropped");
                         }
@@ -285,10 +289,23 @@ impl Mdns {
         busy
     }
 
-    /// Send what discovery has. mDNS tolerates loss: a packet the socket
-    /// refuses now is dropped, not queued.
-    pub(crate) fn send(&mut self, discovery: &mut Discovery) {
+    /// Hand the packets read to discovery, and take what it wants sent
+    /// (under the node's lock; no socket calls).
+    pub(crate) fn exchange(&mut self, discovery: &mut Discovery, now: Instant) {
+        for (from, packet) in self.inbox.drain(..) {
+            discovery.handle_packet(now, from, &packet);
+        }
+        self.inbox.shrink_to(PACKETS_PER_TURN);
         while let Some(transmit) = discovery.poll_transmit() {
+            self.outbox.push(transmit);
+        }
+    }
+
+    /// Send what discovery wanted sent (outside the node's lock). mDNS
+    /// tolerates loss: a packet the socket refuses now is dropped, not
+    /// queued.
+    pub(crate) fn send(&mut self) {
+        for transmit in self.outbox.drain(..) {
             for socket in &self.sockets {
                 let sock = SockRef::from(&socket.raw);
                 match transmit.destination {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
+use pos_p2p_protocol::book::AddressBook;
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
 use pos_p2p_protocol::node::{ConnectionState, DisconnectReason, Node, NodeConfig};
 use pos_p2p_protocol::semver::Version;
@@ -44,6 +45,11 @@ pub struct P2PConfig {
     /// Find peers on the LAN and be found, over mDNS (default: on). Off,
     /// the node opens no mDNS socket and sends no multicast at all.
     pub discovery: bool,
+    /// How many peers that connected (or were reached) are remembered by
+    /// address for a later [`Peer::new_stream`] besides the ones the
+    /// application added: the least recently used are forgotten first, so
+    /// strangers cannot grow the table (default: 1,024).
+    pub max_remembered_peers: usize,
     explicit_listen: bool,
 }
 
@@ -63,6 +69,7 @@ impl P2PConfig {
                 SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
             ],
             discovery: true,
+            max_remembered_peers: 1024,
             explicit_listen: false,
         })
     }
@@ -206,7 +213,7 @@ impl P2P {
             dial_waiters: Vec::new(),
             woken: Vec::new(),
             seen_connection_changes: 0,
-            known: Default::default(),
+            book: AddressBook::new(config.max_remembered_peers),
             subscribers: Vec::new(),
             incoming: Default::default(),
             accept_waiters: Vec::new(),
@@ -253,7 +260,7 @@ impl P2P {
             .map(|p| p.identity);
         let manual = state.manual.values().filter_map(Manual::identity);
         for identity in connected
-            .chain(state.known.keys().copied())
+            .chain(state.book.peers().copied())
             .chain(discovered)
             .chain(manual)
         {
@@ -284,7 +291,10 @@ impl P2P {
     /// `"[::1]:4433".parse()`.
     pub fn add_peer(&self, identity: RemoteIdentity, addr: SocketAddr) -> Arc<Peer> {
         let mut state = self.shared.lock();
-        crate::driver::remember_addr(&mut state.known, identity, addr);
+        state.book.pin(identity, addr);
+        // The application asked for this peer: its connections are never
+        // evicted to make room for strangers.
+        state.node.protect(identity);
         Arc::new(Peer::new(self.shared.clone(), identity))
     }
 
@@ -299,6 +309,9 @@ impl P2P {
     /// replaces its expected identity and keeps its progress.
     pub fn add_manual_peer(&self, addr: impl Into<PeerAddr>, expected: Option<RemoteIdentity>) {
         let mut state = self.shared.lock();
+        if let Some(identity) = expected {
+            state.node.protect(identity);
+        }
         match state.manual.entry(addr.into()) {
             std::collections::btree_map::Entry::Occupied(mut known) => {
                 known.get_mut().set_expected(expected)
@@ -313,7 +326,15 @@ impl P2P {
     /// Stop keeping a manual peer connected (an existing connection stays
     /// until closed). Returns whether it was there.
     pub fn remove_manual_peer(&self, addr: &PeerAddr) -> bool {
-        self.shared.lock().manual.remove(addr).is_some()
+        let mut state = self.shared.lock();
+        let Some(manual) = state.manual.remove(addr) else {
+            return false;
+        };
+        if let Some(identity) = manual.identity() {
+            state.node.unprotect(&identity);
+            state.book.unpin(&identity);
+        }
+        true
     }
 
     /// The manual peers and where each stands.
@@ -371,7 +392,7 @@ impl P2P {
                 Some(result) => {
                     state.dials.remove(&id);
                     if let Ok(peer) = result {
-                        crate::driver::remember_addr(&mut state.known, peer, addr);
+                        state.book.remember(peer, addr);
                     }
                     Poll::Ready(result)
                 }

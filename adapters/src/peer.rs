@@ -192,7 +192,7 @@ impl Peer {
 /// Where to dial a peer: the addresses it was added or reached at, then
 /// those it advertises on the LAN.
 fn dial_addrs(state: &State, peer: &RemoteIdentity) -> Vec<SocketAddr> {
-    let mut addrs = state.known.get(peer).cloned().unwrap_or_default();
+    let mut addrs: Vec<SocketAddr> = state.book.addrs(peer).into_iter().flatten().collect();
     let advertised = state.discovery.as_ref().and_then(|d| d.peer(peer));
     for addr in advertised.into_iter().flat_map(|p| &p.addrs) {
         if !addrs.contains(addr) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::node::{ReadOutcome, StreamError, StreamId};
+use pos_p2p_protocol::node::{ReadOutcome, StreamError, StreamId, StreamRejection, stream_code};
 
 use crate::driver::Shared;
 
@@ -24,12 +24,16 @@ use crate::driver::Shared;
 /// `close` succeeds; a peer that stopped with another code makes it fail.
 /// Dropping the stream finishes the sending half too if it is still open
 /// (written data is still delivered), and asks the peer to stop sending if
-/// the peer has not finished its side.
+/// the peer has not finished its side. Either way the stream's slot comes
+/// back to both nodes: a sending half the peer stopped is reset at once.
 ///
 /// Errors are `io::Error`s whose inner error, where there is one, is a
-/// [`StreamError`] (for example the peer's reset code); the kinds are
-/// `ConnectionReset` (the peer reset the stream), `BrokenPipe` (the peer
-/// stopped it) and `NotConnected` (the connection is gone).
+/// [`StreamReset`] (the peer reset the stream: kind `ConnectionReset`) or a
+/// [`StreamError`] (`Stopped`: the peer stopped it, kind `BrokenPipe`;
+/// `NotConnected`: the connection is gone). Both name the peer's reason as
+/// a [`StreamRejection`]: for example
+/// [`StreamRejection::UnknownOperation`] from a peer that does not know the
+/// header's operation.
 #[derive(Debug)]
 pub struct UnicastStream {
     shared: Arc<Shared>,
@@ -70,9 +74,11 @@ impl UnicastStream {
         self.local
     }
 
-    /// Abandon the sending half with an application error code; the peer's
-    /// reads fail with that code.
+    /// Abandon the sending half with an application error code (at least
+    /// [`stream_code::FIRST_APPLICATION_CODE`]; lower codes are the
+    /// protocol's); the peer's reads fail with that code.
     pub fn reset(&mut self, code: u64) -> io::Result<()> {
+        application_code(code)?;
         let mut state = self.shared.lock();
         self.send_closed = true;
         let result = state.node.reset(self.id, code).map_err(to_io);
@@ -81,13 +87,34 @@ impl UnicastStream {
     }
 
     /// Stop reading: ask the peer to stop sending, with an application error
-    /// code.
+    /// code (at least [`stream_code::FIRST_APPLICATION_CODE`]).
     pub fn stop(&mut self, code: u64) -> io::Result<()> {
+        application_code(code)?;
         let mut state = self.shared.lock();
         self.recv_done = true;
         let result = state.node.stop(self.id, code).map_err(to_io);
         state.wake_driver();
         result
+    }
+
+    /// Refuse the stream for a protocol reason (an operation this
+    /// application does not know, a header it cannot decode, ...): stop
+    /// reading and reset, both with the reason's code, so the peer's
+    /// application gets that [`StreamRejection`] as a typed error.
+    /// `Header::from_stream` does this itself when the header does not
+    /// decode.
+    pub fn reject(&mut self, why: StreamRejection) {
+        let mut state = self.shared.lock();
+        let code = why.code();
+        if !self.recv_done {
+            let _ = state.node.stop(self.id, code);
+        }
+        if !self.send_closed {
+            let _ = state.node.reset(self.id, code);
+        }
+        self.recv_done = true;
+        self.send_closed = true;
+        state.wake_driver();
     }
 
     fn poll_read_inner(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -201,10 +228,28 @@ impl UnicastStream {
     }
 }
 
-/// The peer reset the stream with this application error code.
+/// The peer reset the stream with this error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the peer reset the stream (code {0})")]
+#[error("the peer reset the stream: {}", self.rejection())]
 pub struct StreamReset(pub u64);
+
+impl StreamReset {
+    /// What the code means (PROTOCOL.md §3.1).
+    pub fn rejection(&self) -> StreamRejection {
+        StreamRejection::from_code(self.0)
+    }
+}
+
+/// Codes below `FIRST_APPLICATION_CODE` are the protocol's.
+fn application_code(code: u64) -> io::Result<()> {
+    if code < stream_code::FIRST_APPLICATION_CODE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            StreamError::InvalidCode(code),
+        ));
+    }
+    Ok(())
+}
 
 fn to_io(error: StreamError) -> io::Error {
     let kind = match error {
@@ -219,18 +264,10 @@ fn to_io(error: StreamError) -> io::Error {
 impl Drop for UnicastStream {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        if !self.send_closed {
-            let _ = state.node.finish(self.id);
-        }
-        if !self.recv_done {
-            // If the peer has already finished its side, say nothing: a
-            // STOP_SENDING now could only race with its finish. Otherwise
-            // ask it to stop sending.
-            let finished = state.node.discard_received(self.id).unwrap_or(false);
-            if !finished {
-                let _ = state.node.stop(self.id, 0);
-            }
-        }
+        // The core finishes what is still open, stops what the peer still
+        // sends, and resets a half the peer stopped: every path gives the
+        // stream's slot back.
+        state.node.release(self.id);
         state.readers.remove(&self.id);
         state.writers.remove(&self.id);
         state.wake_driver();

@@ -215,6 +215,15 @@ impl<S> Tunnel<S> {
     }
 }
 
+impl Tunnel<UnicastStream> {
+    /// Refuse the stream under the tunnel for a protocol reason (see
+    /// [`UnicastStream::reject`]): a header read from the tunnel that did
+    /// not decode, for instance.
+    pub fn reject(&mut self, why: pos_p2p_protocol::node::StreamRejection) {
+        self.stream.reject(why);
+    }
+}
+
 fn seed() -> Result<[u8; 32], TunnelOpenError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| TunnelOpenError::Random(e.to_string()))?;

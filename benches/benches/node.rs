@@ -8,7 +8,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pos_p2p_protocol::node::Event;
 use pos_p2p_tests::sim::{Link, Sim, payload};
 
 fn link() -> Link {
@@ -31,15 +30,10 @@ fn stream(c: &mut Criterion) {
             let z = sim.add_node(Sim::config(2));
             sim.connect(a, z);
             assert!(sim.run_until_connected(a, z));
-            let peer = sim.id(z);
-            let now = sim.now;
-            let stream = sim.nodes[a].node.open_stream(now, &peer).expect("open");
+            let stream = sim.open_stream(a, z).expect("open");
             sim.write_all(a, stream, &data).expect("write");
             let remote = sim
-                .take_event(z, Duration::from_secs(10), |e| match e {
-                    Event::IncomingStream { stream, .. } => Some(*stream),
-                    _ => None,
-                })
+                .accept_stream(z, Duration::from_secs(10))
                 .expect("incoming");
             let got = sim
                 .read_to_end(z, remote, Duration::from_secs(60))

@@ -15,11 +15,13 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod book;
 pub mod codec;
 pub mod discovery;
 mod identity;
 mod metadata;
 pub mod node;
+mod rate;
 pub mod tunnel;
 pub mod version;
 

@@ -90,6 +90,8 @@ pub struct Sim {
     seq: u64,
     /// Node pairs that cannot reach each other.
     partitions: BTreeSet<(usize, usize)>,
+    /// Nodes whose datagrams are all lost from now on (they still hear).
+    muted: BTreeSet<usize>,
     /// Datagrams sent, dropped and delivered, for tests that check faults
     /// really happened.
     pub stats: SimStats,
@@ -123,6 +125,7 @@ impl Sim {
             in_flight: BinaryHeap::new(),
             seq: 0,
             partitions: BTreeSet::new(),
+            muted: BTreeSet::new(),
             stats: SimStats::default(),
             buf: Vec::new(),
         }
@@ -151,6 +154,13 @@ impl Sim {
             IpAddr::V4(Ipv4Addr::new(127, 0, 1, (index + 1) as u8)),
             4433,
         );
+        self.add_node_at(config, addr)
+    }
+
+    /// Add a node at `addr` (several nodes may share an IP address, as
+    /// behind one NAT); returns its index.
+    pub fn add_node_at(&mut self, config: NodeConfig, addr: SocketAddr) -> usize {
+        let index = self.nodes.len();
         let node = Node::new(config, self.now).expect("valid node configuration");
         self.nodes.push(SimNode {
             node,
@@ -179,6 +189,28 @@ impl Sim {
             .node
             .connect(self.now, addr, Some(expected))
             .expect("connect");
+    }
+
+    /// Hand node `index` a datagram from `from`, as if it had arrived now
+    /// (an attacker's hand-made packet), and collect what follows.
+    pub fn inject(&mut self, index: usize, from: SocketAddr, data: &[u8]) {
+        let now = self.now;
+        self.nodes[index]
+            .node
+            .handle_datagram(now, from, None, None, BytesMut::from(data));
+        self.flush();
+    }
+
+    /// Lose every datagram node `index` sends from now on (what it already
+    /// sent still arrives): a peer that goes silent mid-handshake.
+    pub fn mute(&mut self, index: usize) {
+        self.muted.insert(index);
+    }
+
+    /// Undo every [`Sim::mute`] and [`Sim::partition`].
+    pub fn heal_all(&mut self) {
+        self.muted.clear();
+        self.partitions.clear();
     }
 
     /// Cut the link between `a` and `b` both ways.
@@ -215,9 +247,10 @@ impl Sim {
                 let to = transmit.destination;
                 let data = buf[..transmit.size].to_vec();
                 self.buf = buf;
-                let cut = self
-                    .index_of(to)
-                    .is_none_or(|j| self.partitions.contains(&(i.min(j), i.max(j))));
+                let cut = self.muted.contains(&i)
+                    || self
+                        .index_of(to)
+                        .is_none_or(|j| self.partitions.contains(&(i.min(j), i.max(j))));
                 let loss = self.link.loss;
                 if cut || self.chance(loss) {
                     self.stats.dropped += 1;
@@ -351,6 +384,37 @@ impl Sim {
         found
     }
 
+    /// Open a stream from node `from` to node `to` and write the header
+    /// frame every application stream begins with ([`SIM_HEADER`]).
+    pub fn open_stream(&mut self, from: usize, to: usize) -> Result<StreamId, StreamError> {
+        let (now, peer) = (self.now, self.id(to));
+        let stream = self.nodes[from].node.open_stream(now, &peer)?;
+        let written = self.nodes[from].node.write(stream, SIM_HEADER)?;
+        assert_eq!(
+            written,
+            SIM_HEADER.len(),
+            "a fresh stream takes a tiny header"
+        );
+        Ok(stream)
+    }
+
+    /// Wait (up to `limit`) for a stream a peer opened on node `index`, and
+    /// read its header frame, which must be [`SIM_HEADER`]: what the stream
+    /// carries next is the payload.
+    pub fn accept_stream(&mut self, index: usize, limit: Duration) -> Option<StreamId> {
+        let stream = self.take_event(index, limit, |e| match e {
+            Event::IncomingStream { stream, .. } => Some(*stream),
+            _ => None,
+        })?;
+        let header = self.nodes[index].node.read(stream, usize::MAX);
+        assert_eq!(
+            header,
+            Ok(ReadOutcome::Data(bytes::Bytes::from_static(SIM_HEADER))),
+            "a stream is announced with its whole header"
+        );
+        Some(stream)
+    }
+
     /// Write all of `data` to `stream` on node `index`, then finish it,
     /// stepping the network while flow control blocks.
     pub fn write_all(
@@ -411,6 +475,10 @@ pub enum ReadEnd {
     /// The limit passed; this many bytes had arrived.
     TimedOut(usize),
 }
+
+/// The header frame [`Sim::open_stream`] writes: a one-byte header, tag 0
+/// (the example application's `Ping`).
+pub const SIM_HEADER: &[u8] = &[1, 0];
 
 /// A deterministic pseudo-random payload of `len` bytes.
 pub fn payload(seed: u64, len: usize) -> Vec<u8> {

@@ -4,7 +4,7 @@
 //! body. Frames carry stream headers and handshake messages; what follows a
 //! frame on a stream belongs to the application and is never consumed here.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 
 use super::error::{EncodeError, FrameError};
 use super::varint::{MAX_VARINT_LEN, VarintError, decode_varint, put_varint, varint_len};
@@ -80,9 +80,10 @@ pub struct Decoded {
 ///
 /// Feed it chunks of any size, in order; it consumes bytes only up to the end
 /// of the frame in progress and yields each complete frame's body. It never
-/// holds more than the configured maximum frame size (64 KiB by default), and
+/// holds more than the configured maximum frame size (64 KiB by default),
 /// rejects a frame whose announced length is larger before buffering any of
-/// it. After an error it stays failed: the stream's framing is lost.
+/// it, and buffers only what has arrived (never the announced length up
+/// front). After an error it stays failed: the stream's framing is lost.
 ///
 /// ```
 /// use pos_p2p_protocol::codec::FrameDecoder;
@@ -109,7 +110,7 @@ pub struct FrameDecoder {
     prefix_len: usize,
     /// The body length, once the prefix is complete.
     body_len: Option<usize>,
-    body: BytesMut,
+    body: Vec<u8>,
     error: Option<FrameError>,
 }
 
@@ -132,7 +133,7 @@ impl FrameDecoder {
             prefix: [0; MAX_VARINT_LEN],
             prefix_len: 0,
             body_len: None,
-            body: BytesMut::new(),
+            body: Vec::new(),
             error: None,
         }
     }
@@ -193,15 +194,20 @@ impl FrameDecoder {
                 frame: Some(frame),
             });
         }
-        if self.body.capacity() < body_len {
-            // Exactly the announced length, which is within the limit.
-            self.body.reserve(body_len - self.body.len());
-        }
         let take = missing.min(rest.len());
+        // Room for what arrived, not for what was announced: a peer that
+        // announces a large frame and sends little costs little. Growth
+        // doubles (so a frame in many small pieces is copied O(n) times in
+        // all) but never past the announced length.
+        let wanted = self.body.len() + take;
+        if self.body.capacity() < wanted {
+            let target = wanted.max(self.body.capacity() * 2).min(body_len);
+            self.body.reserve_exact(target - self.body.len());
+        }
         self.body.extend_from_slice(&rest[..take]);
         consumed += take;
         let frame = if self.body.len() == body_len {
-            let frame = self.body.split().freeze();
+            let frame = Bytes::from(std::mem::take(&mut self.body));
             self.start_next_frame();
             Some(frame)
         } else {
@@ -238,7 +244,7 @@ impl FrameDecoder {
 
     fn fail(&mut self, error: FrameError) -> FrameError {
         self.error = Some(error.clone());
-        self.body = BytesMut::new();
+        self.body = Vec::new();
         error
     }
 
@@ -324,6 +330,26 @@ mod tests {
         assert_eq!(decoded.frame.unwrap(), Bytes::from_static(&[1, 2, 3, 4, 5]));
         assert!(!decoder.is_mid_frame());
         assert_eq!(decoder.bytes_needed(), 1);
+    }
+
+    #[test]
+    fn memory_follows_the_bytes_received_not_the_announced_length() {
+        let mut decoder = FrameDecoder::with_max_frame_len(64 * 1024);
+        // 65,536 announced (a three-byte prefix), one byte sent.
+        assert_eq!(decoder.decode(&[0x80, 0x80, 0x04, 7]).unwrap().consumed, 4);
+        assert!(decoder.body.capacity() < 64, "{}", decoder.body.capacity());
+        // Growth doubles and stops at the announced length.
+        let mut sent = 1;
+        while sent < 64 * 1024 {
+            let chunk = vec![7u8; 1000.min(64 * 1024 - sent)];
+            let decoded = decoder.decode(&chunk).unwrap();
+            sent += decoded.consumed;
+            assert!(decoder.body.capacity() <= 64 * 1024);
+            assert!(decoder.body.is_empty() || decoder.body.capacity() <= 2 * decoder.body.len());
+            if let Some(frame) = decoded.frame {
+                assert_eq!(frame.len(), 64 * 1024);
+            }
+        }
     }
 
     #[test]

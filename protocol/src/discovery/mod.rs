@@ -41,6 +41,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::RemoteIdentity;
 use crate::metadata::Metadata;
+use crate::rate::{SourceLimits, TokenBucket};
 
 pub use backoff::Backoff;
 use records::{Advert, Answer, Message, Names, QueryType};
@@ -76,6 +77,11 @@ const INCOMPLETE_LIFETIME: Duration = Duration::from_secs(10);
 const ECHO_WINDOW: Duration = Duration::from_secs(2);
 /// RFC 6762 §10.1: a goodbye removes a record one second later.
 const GOODBYE_DELAY: Duration = Duration::from_secs(1);
+/// How many source addresses get a rate limit of their own; the others
+/// share one (see [`SourceLimits`]).
+const MAX_TRACKED_SOURCES: usize = 256;
+/// How many penalised sources are remembered at once.
+const MAX_PENALTIES: usize = 64;
 
 /// How a [`Discovery`] behaves.
 #[derive(Debug, Clone)]
@@ -96,11 +102,25 @@ pub struct DiscoveryConfig {
     /// Browse queries go out at 1, 2, 4, … seconds, capped here (RFC 6762
     /// §5.2 allows up to an hour; peers announce themselves anyway).
     pub max_query_interval: Duration,
-    /// How many packets are parsed per second, on average; more are dropped
-    /// and counted, so a query flood costs bounded CPU.
+    /// How many packets from sources that are not known peers are parsed
+    /// per second, on average, in all; more are dropped and counted, so a
+    /// flood costs bounded CPU. Known peers' packets do not count here, so
+    /// a flood cannot blind the node to the peers it knows.
     pub packets_per_second: u32,
-    /// How many packets may be parsed in a burst above the average.
+    /// How many packets may be parsed in a burst above that average.
     pub packet_burst: u32,
+    /// How many packets one source address may have parsed per second, on
+    /// average: a single flooder uses up its own allowance, not everyone's.
+    pub packets_per_source: u32,
+    /// How many packets one source may have parsed in a burst.
+    pub source_burst: u32,
+    /// The most service instances one source address may hold in the peer
+    /// table (a host runs one node per application, rarely a few).
+    pub max_instances_per_source: usize,
+    /// How long a source is ignored after one of the instances it announced
+    /// failed the pinned handshake (it advertised an identity it could not
+    /// prove).
+    pub forgery_penalty: Duration,
     /// Seeds the response delays. From a CSPRNG in real use.
     pub rng_seed: [u8; 32],
 }
@@ -115,8 +135,12 @@ impl DiscoveryConfig {
             ttl: Duration::from_secs(120),
             max_peers: 256,
             max_query_interval: Duration::from_secs(3600),
-            packets_per_second: 100,
-            packet_burst: 200,
+            packets_per_second: 500,
+            packet_burst: 1000,
+            packets_per_source: 20,
+            source_burst: 50,
+            max_instances_per_source: 16,
+            forgery_penalty: Duration::from_secs(600),
             rng_seed,
         }
     }
@@ -175,10 +199,20 @@ pub struct DiscoveryStats {
     pub packets: u64,
     /// Packets that were not valid DNS (dropped).
     pub malformed: u64,
-    /// Packets dropped unparsed by the rate limit.
+    /// Packets dropped unparsed by a rate limit (their source's, or the one
+    /// for all unknown sources).
     pub rate_limited: u64,
-    /// Peers not remembered because the table was full.
+    /// Packets dropped unparsed because their source is penalised for a
+    /// forged announcement.
+    pub penalized: u64,
+    /// Peers not remembered because the table was full of verified peers,
+    /// or their source already holds its share of instances.
     pub peers_refused: u64,
+    /// Peers forgotten to make room for new ones (never verified by a
+    /// handshake, oldest first).
+    pub peers_evicted: u64,
+    /// Peers dropped because a dial to them failed the pinned identity.
+    pub peers_forged: u64,
     /// Responses and announcements sent.
     pub responses_sent: u64,
     /// Queries sent.
@@ -201,6 +235,11 @@ struct Cached {
     refreshes: u8,
     /// What was last reported.
     reported: Option<DiscoveredPeer>,
+    /// The address the instance was last announced from.
+    source: IpAddr,
+    /// A handshake proved the advertised identity at an advertised
+    /// address ([`Discovery::handle_verified`]).
+    verified: bool,
 }
 
 impl Cached {
@@ -233,9 +272,12 @@ pub struct Discovery {
     /// loopback echo and not answer ourselves.
     sent_queries: VecDeque<(Instant, u64)>,
     events: VecDeque<DiscoveryEvent>,
-    /// The rate limit's bucket, in thousandths of a packet.
-    tokens: u64,
-    tokens_at: Instant,
+    /// The rate limit of packets from sources that are not known peers.
+    unknown_sources: TokenBucket,
+    /// The rate limit of each source.
+    sources: SourceLimits,
+    /// Sources ignored until the given time (forged announcements).
+    penalties: BTreeMap<IpAddr, Instant>,
     stats: DiscoveryStats,
     closed: bool,
 }
@@ -253,12 +295,20 @@ impl Discovery {
             .clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600));
         config.packets_per_second = config.packets_per_second.max(1);
         config.packet_burst = config.packet_burst.max(1);
+        config.max_instances_per_source = config.max_instances_per_source.max(1);
         let mut rng = ChaCha8Rng::from_seed(config.rng_seed);
         // RFC 6762 §5.2: the first query waits 20–120 ms.
         let first = Duration::from_millis(20 + u64::from(rng.next_u32() % 100));
         Self {
             names: Names::new(&config.service, &config.identity),
-            tokens: u64::from(config.packet_burst) * 1000,
+            unknown_sources: TokenBucket::new(config.packets_per_second, config.packet_burst, now),
+            sources: SourceLimits::new(
+                config.packets_per_source,
+                config.source_burst,
+                MAX_TRACKED_SOURCES,
+                now,
+            ),
+            penalties: BTreeMap::new(),
             config,
             advert: None,
             rng,
@@ -272,7 +322,6 @@ impl Discovery {
             transmits: VecDeque::new(),
             sent_queries: VecDeque::new(),
             events: VecDeque::new(),
-            tokens_at: now,
             stats: DiscoveryStats::default(),
             closed: false,
         }
@@ -431,7 +480,20 @@ impl Discovery {
             return;
         }
         self.stats.packets += 1;
-        if !self.take_token(now) {
+        let source = from.ip();
+        if self
+            .penalties
+            .get(&source)
+            .is_some_and(|until| *until > now)
+        {
+            self.stats.penalized += 1;
+            return;
+        }
+        // Each source has an allowance of its own; packets from sources
+        // that are not known peers also share one for all, which bounds
+        // what a flood from many (spoofed) addresses costs.
+        let known = self.is_peer_address(&source);
+        if !self.sources.take(now, source) || (!known && !self.unknown_sources.take(now)) {
             self.stats.rate_limited += 1;
             return;
         }
@@ -446,10 +508,65 @@ impl Discovery {
         if message.is_response {
             // RFC 6762 §6: responses from other ports are not mDNS.
             if from.port() == MDNS_PORT {
-                self.handle_response(now, message);
+                self.handle_response(now, source, message);
             }
         } else if !self.is_own_echo(now, data) {
             self.handle_query(now, from, message);
+        }
+    }
+
+    /// Whether `ip` is an address a known peer advertises.
+    fn is_peer_address(&self, ip: &IpAddr) -> bool {
+        self.hosts
+            .values()
+            .any(|addrs| addrs.iter().any(|(known, _)| known == ip))
+    }
+
+    /// A handshake with `identity` at one of its advertised addresses
+    /// proved that identity: the entry is genuine, and is kept over
+    /// unverified ones when the table is full.
+    pub fn handle_verified(&mut self, identity: &RemoteIdentity) {
+        if let Some(cached) = self.peers.get_mut(identity) {
+            cached.verified = true;
+        }
+    }
+
+    /// A dial to `identity` at its advertised addresses was answered by
+    /// another identity (or failed the identity check): the announcement
+    /// was forged. The entry is dropped (reported expired) and its source
+    /// ignored for [`DiscoveryConfig::forgery_penalty`].
+    pub fn handle_forged(&mut self, now: Instant, identity: &RemoteIdentity) {
+        let Some(cached) = self.peers.get(identity) else {
+            return;
+        };
+        if cached.verified {
+            // It proved itself before; the failure is about something else.
+            return;
+        }
+        let source = cached.source;
+        self.stats.peers_forged += 1;
+        self.penalties.retain(|_, until| *until > now);
+        if self.penalties.len() < MAX_PENALTIES {
+            self.penalties
+                .insert(source, now + self.config.forgery_penalty);
+        }
+        self.forget(identity);
+    }
+
+    /// Drop an entry (and its host's addresses if no other entry uses
+    /// them), reporting it expired if it had been reported.
+    fn forget(&mut self, identity: &RemoteIdentity) {
+        let Some(cached) = self.peers.remove(identity) else {
+            return;
+        };
+        if let Some(host) = &cached.host {
+            let shared = self.peers.values().any(|c| c.host.as_ref() == Some(host));
+            if !shared {
+                self.hosts.remove(host);
+            }
+        }
+        if cached.reported.is_some() {
+            self.push_event(DiscoveryEvent::Expired(*identity));
         }
     }
 
@@ -465,32 +582,6 @@ impl Discovery {
         }
         let hash = hash(data);
         self.sent_queries.iter().any(|(_, h)| *h == hash)
-    }
-
-    fn take_token(&mut self, now: Instant) -> bool {
-        let cap = u64::from(self.config.packet_burst) * 1000;
-        let rate = u128::from(self.config.packets_per_second);
-        let elapsed = now.saturating_duration_since(self.tokens_at).as_nanos();
-        // Thousandths of a packet earned; only the time they account for is
-        // used up, so that packets arriving closer together than a token's
-        // worth of time still refill the bucket.
-        let earned = elapsed.saturating_mul(rate) / 1_000_000;
-        if self.tokens >= cap {
-            // Never backwards: a clock that steps back earns nothing.
-            self.tokens_at = self.tokens_at.max(now);
-        } else if earned > 0 {
-            let used = u64::try_from(earned * 1_000_000 / rate).unwrap_or(u64::MAX);
-            self.tokens_at += Duration::from_nanos(used);
-            self.tokens = u64::try_from(u128::from(self.tokens) + earned)
-                .unwrap_or(u64::MAX)
-                .min(cap);
-        }
-        if self.tokens >= 1000 {
-            self.tokens -= 1000;
-            true
-        } else {
-            false
-        }
     }
 
     fn handle_query(&mut self, now: Instant, from: SocketAddr, message: Message) {
@@ -551,7 +642,7 @@ impl Discovery {
         });
     }
 
-    fn handle_response(&mut self, now: Instant, message: Message) {
+    fn handle_response(&mut self, now: Instant, source: IpAddr, message: Message) {
         let mut touched = Vec::new();
         for (identity, records) in message.instances {
             if identity == self.config.identity {
@@ -564,7 +655,10 @@ impl Discovery {
                 if !renews {
                     continue;
                 }
-                if self.peers.len() >= self.config.max_peers && !self.evict_incomplete() {
+                let from_source = self.peers.values().filter(|c| c.source == source).count();
+                if from_source >= self.config.max_instances_per_source
+                    || (self.peers.len() >= self.config.max_peers && !self.evict(source))
+                {
                     self.stats.peers_refused += 1;
                     continue;
                 }
@@ -579,12 +673,15 @@ impl Discovery {
                         txt: None,
                         refreshes: 0,
                         reported: None,
+                        source,
+                        verified: false,
                     },
                 );
             }
             let Some(cached) = self.peers.get_mut(&identity) else {
                 continue;
             };
+            cached.source = source;
             // The records of an instance live as long as the shortest-lived
             // of them (standard responders give PTR and TXT 75 minutes, SRV
             // two); a TTL of 0 is a goodbye.
@@ -675,16 +772,32 @@ impl Discovery {
         }
     }
 
-    /// Make room by forgetting the entry that was never complete and was
-    /// renewed longest ago; `false` if every entry is a reported peer.
-    fn evict_incomplete(&mut self) -> bool {
-        let victim = self
+    /// Make room for a new entry announced from `source`: forget the entry
+    /// that was never complete and was renewed longest ago; failing that,
+    /// one that no handshake ever verified: the new entry's own source's
+    /// first (so a source that keeps announcing new instances only pushes
+    /// out its own), else the one renewed longest ago. Verified peers are
+    /// never evicted. `false` if nothing could go.
+    fn evict(&mut self, source: IpAddr) -> bool {
+        let incomplete = self
             .peers
             .iter()
             .filter(|(_, c)| c.reported.is_none())
             .min_by_key(|(_, c)| c.renewed)
             .map(|(id, _)| *id);
-        victim.is_some_and(|id| self.peers.remove(&id).is_some())
+        let unverified = || {
+            self.peers
+                .iter()
+                .filter(|(_, c)| !c.verified)
+                .min_by_key(|(_, c)| (c.source != source, c.renewed))
+                .map(|(id, _)| *id)
+        };
+        let Some(victim) = incomplete.or_else(unverified) else {
+            return false;
+        };
+        self.stats.peers_evicted += 1;
+        self.forget(&victim);
+        true
     }
 
     /// Report a peer if it is complete and new or changed.

@@ -63,7 +63,11 @@ impl Node {
         self.connection_changes += 1;
         // Tasks blocked on this connection's streams must look again (and
         // find it gone), whether or not the peer stays connected.
-        for stream in conn.streams.keys() {
+        for (stream, _) in conn
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.header.is_receiving())
+        {
             let stream = StreamId {
                 conn: id,
                 id: *stream,
@@ -128,6 +132,7 @@ impl Node {
             },
             close_code::DUPLICATE => DisconnectReason::Duplicate,
             close_code::HANDSHAKE_TIMEOUT => DisconnectReason::HandshakeTimeout,
+            close_code::CONNECTION_LIMIT => DisconnectReason::Refused,
             // NORMAL, PROTOCOL_VIOLATION, SHUTDOWN and codes of later versions.
             _ => DisconnectReason::ClosedByPeer {
                 code,
@@ -164,7 +169,15 @@ pub(super) fn transport_reason(error: ConnectionError) -> DisconnectReason {
         {
             DisconnectReason::Refused
         }
+        // An application close sent before the handshake is confirmed
+        // reaches the peer as a bare APPLICATION_ERROR (RFC 9000 §10.2.3).
+        ConnectionError::ConnectionClosed(close)
+            if close.error_code == TransportErrorCode::APPLICATION_ERROR =>
+        {
+            DisconnectReason::ClosedDuringHandshake
+        }
         ConnectionError::TimedOut => DisconnectReason::TimedOut,
+        ConnectionError::Reset => DisconnectReason::Reset,
         ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
         other => DisconnectReason::Transport(other.to_string()),
     }

@@ -70,16 +70,46 @@ impl NodeConfig {
 }
 
 /// Resource limits. Together they bound the memory a node spends on peers:
-/// at most `max_connections × connection_receive_window` bytes of received
-/// data wait for the application, and as much again of sent data waits for
-/// acknowledgement.
+/// at most `(max_connections + max_incoming_handshakes) ×
+/// (connection_receive_window + header_buffer)` bytes of received data
+/// wait for the application, and `send_window` bytes per connection of
+/// sent data wait for acknowledgement.
+///
+/// # Admission
+///
+/// Incoming connections are admitted in two steps, so that peers that
+/// never authenticate, or authenticate and then idle, cannot lock honest
+/// newcomers out:
+///
+/// 1. **Handshakes.** At most `max_incoming_handshakes` incoming
+///    connections may be between their first packet and the end of the
+///    Hello exchange. Once half of these slots are taken the node is under
+///    load: a dialer must first prove its address (QUIC Retry), so a flood
+///    from spoofed addresses takes no slot, and one IP address may hold at
+///    most `max_handshakes_per_source` slots. When every slot is taken, the
+///    oldest handshake that has not yet proven an identity gives way to
+///    the new one, and any that has not proven one within
+///    [`Timeouts::handshake_under_load`] is closed. A dialer turned away is
+///    ignored, not refused: QUIC retransmits its first flight about a
+///    second later.
+/// 2. **Connections.** When a connection is established while
+///    `max_connections` are, the established connection idle longest (no
+///    open stream) from a peer the application has not asked for gives
+///    way ([`DisconnectReason::Evicted`](super::DisconnectReason::Evicted)).
+///    A peer the application asked for (it dialed it, opened a stream to
+///    it, or [protected](super::Node::protect) its identity) is never
+///    refused for lack of room and never evicted; a newcomer nobody asked
+///    for is refused when no connection can give way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Connections in any state. Incoming connections beyond it are refused.
+    /// Established connections (see the admission rules above).
     pub max_connections: usize,
     /// Incoming connections that have not finished the Hello exchange.
     pub max_incoming_handshakes: usize,
+    /// Incoming connections from one IP address that have not finished the
+    /// Hello exchange, while the node is under load (see above).
+    pub max_handshakes_per_source: usize,
     /// Concurrent bidirectional streams a peer may open on one connection.
     pub max_streams_per_connection: u32,
     /// Bytes a peer may send on one stream before the application reads.
@@ -90,6 +120,18 @@ pub struct Limits {
     /// Bytes of written data per connection that may wait for
     /// acknowledgement; writes beyond it are refused until data is acked.
     pub send_window: u64,
+    /// The longest header frame body accepted on a peer-opened stream;
+    /// longer ones are refused with `HEADER_TOO_LARGE`. Should be at least
+    /// the application's `Header::MAX_LEN`.
+    pub max_header_len: usize,
+    /// Bytes of header frames held per connection, being received or
+    /// waiting to be read by the application. At least `max_header_len`
+    /// plus 10 (one whole frame).
+    pub header_buffer: usize,
+    /// Stateless answers (version negotiation, stateless resets, refusals,
+    /// retries) sent per second at most, so that the node cannot be used to
+    /// reflect a flood at a spoofed address.
+    pub stateless_responses_per_second: u32,
 }
 
 impl Default for Limits {
@@ -97,6 +139,7 @@ impl Default for Limits {
         Self {
             max_connections: 256,
             max_incoming_handshakes: 32,
+            max_handshakes_per_source: 4,
             max_streams_per_connection: 1024,
             // 1.25 MB per stream fills a 10 Gb/s link at 1 ms RTT (a LAN's
             // bandwidth-delay product, and quinn's default). Larger windows
@@ -105,11 +148,14 @@ impl Default for Limits {
             stream_receive_window: 1_250_000,
             connection_receive_window: 16 * 1024 * 1024,
             send_window: 10_000_000,
+            max_header_len: crate::codec::DEFAULT_MAX_FRAME_LEN,
+            header_buffer: 256 * 1024,
+            stateless_responses_per_second: 100,
         }
     }
 }
 
-/// Timeouts.
+/// Timeouts of connections and streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Timeouts {
@@ -122,6 +168,15 @@ pub struct Timeouts {
     /// How long a connection may take from its first packet to the end of
     /// the Hello exchange.
     pub handshake: Duration,
+    /// Under load (see [`Limits`]), how long an incoming connection may
+    /// take to prove its peer's identity before it gives way to new ones.
+    /// Short, because until then it holds one of the few handshake slots:
+    /// an honest dialer needs a couple of round trips. Without load, slow
+    /// (lossy) handshakes get the whole `handshake` timeout.
+    pub handshake_under_load: Duration,
+    /// How long a peer-opened stream may take to deliver its header frame
+    /// before it is refused with `HEADER_TIMEOUT`.
+    pub header: Duration,
 }
 
 impl Default for Timeouts {
@@ -130,6 +185,8 @@ impl Default for Timeouts {
             idle: Duration::from_secs(30),
             keep_alive: Duration::from_secs(10),
             handshake: Duration::from_secs(10),
+            handshake_under_load: Duration::from_secs(2),
+            header: Duration::from_secs(5),
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Per-connection state and the control stream's send side.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
 use quinn_proto::ConnectionHandle;
 
-use super::hello::{ControlMessage, Hello};
+use super::header::HeaderStage;
+use super::hello::{ControlMessage, Hello, MAX_CONTROL_MESSAGE_LEN};
 use super::{ConnectionId, Direction, NodeConfig};
 use crate::RemoteIdentity;
 use crate::codec::FrameDecoder;
@@ -23,12 +24,21 @@ pub(super) enum Phase {
     Closed,
 }
 
-/// Per application stream: which halves are still open, so that a drained
-/// duplicate connection can be closed once it carries nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct StreamHalves {
+/// Per application stream: which halves are still open (so that a drained
+/// duplicate connection can be closed once it carries nothing), and for a
+/// stream the peer opened, where its header stands.
+#[derive(Debug, Default)]
+pub(super) struct StreamState {
     pub(super) send_done: bool,
     pub(super) recv_done: bool,
+    /// The peer stopped the sending half with this code, and it was reset
+    /// in answer (RFC 9000 §3.5), so the peer gets the stream's credit back.
+    pub(super) stopped: Option<u64>,
+    /// The header of a peer-opened stream; `Done` for streams this node
+    /// opened and once the application has read it.
+    pub(super) header: HeaderStage,
+    /// While the header is being received: when it must be complete.
+    pub(super) header_deadline: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -41,6 +51,15 @@ pub(super) struct Conn {
     pub(super) expected: Option<RemoteIdentity>,
     pub(super) remote: Option<RemoteIdentity>,
     pub(super) phase: Phase,
+    /// When the connection started (for admission: the oldest
+    /// unauthenticated handshake gives way first).
+    pub(super) started: Instant,
+    /// The application cares about this connection: it dialed it, or opened
+    /// a stream on it. Such connections never give way to newcomers.
+    pub(super) protected: bool,
+    /// When a stream last opened or ended here (for admission: the
+    /// connection idle longest gives way first).
+    pub(super) last_activity: Instant,
     pub(super) control: Option<quinn_proto::StreamId>,
     pub(super) control_decoder: FrameDecoder,
     /// Control-stream bytes not yet accepted by flow control.
@@ -49,9 +68,16 @@ pub(super) struct Conn {
     pub(super) remote_hello: Option<Hello>,
     pub(super) handshake_deadline: Option<Instant>,
     /// Peer-opened streams that arrived before the connection was
-    /// established; announced when it is.
+    /// established; their headers are read once it is.
     pub(super) early_streams: Vec<quinn_proto::StreamId>,
-    pub(super) streams: BTreeMap<quinn_proto::StreamId, StreamHalves>,
+    pub(super) streams: BTreeMap<quinn_proto::StreamId, StreamState>,
+    /// Bytes of header budget held by streams whose header is being
+    /// received or waits to be read (see `header`).
+    pub(super) header_reserved: usize,
+    /// Streams whose header body waits for budget, in the order they came.
+    pub(super) header_waiting: BTreeSet<quinn_proto::StreamId>,
+    /// Header deadlines of the streams still receiving one.
+    pub(super) header_deadlines: BTreeSet<(Instant, quinn_proto::StreamId)>,
     /// Another connection to the same peer is kept: open no streams here,
     /// close once the open ones are done.
     pub(super) superseded: bool,
@@ -72,6 +98,56 @@ pub(super) struct Conn {
     pub(super) deadline: Option<Instant>,
     /// Whether the Hello exchange ever completed.
     pub(super) was_established: bool,
+}
+
+impl Conn {
+    pub(super) fn new(
+        id: ConnectionId,
+        handle: ConnectionHandle,
+        quic: quinn_proto::Connection,
+        direction: Direction,
+        expected: Option<RemoteIdentity>,
+        now: Instant,
+        handshake_deadline: Instant,
+    ) -> Self {
+        Self {
+            id,
+            handle,
+            addr: quic.remote_address(),
+            quic,
+            direction,
+            expected,
+            remote: None,
+            phase: Phase::Handshaking,
+            started: now,
+            protected: direction == Direction::Outbound,
+            last_activity: now,
+            control: None,
+            control_decoder: FrameDecoder::with_max_frame_len(MAX_CONTROL_MESSAGE_LEN),
+            control_out: VecDeque::new(),
+            local_hello_sent: false,
+            remote_hello: None,
+            handshake_deadline: Some(handshake_deadline),
+            early_streams: Vec::new(),
+            streams: BTreeMap::new(),
+            header_reserved: 0,
+            header_waiting: BTreeSet::new(),
+            header_deadlines: BTreeSet::new(),
+            superseded: false,
+            peer_superseded: None,
+            opened: 0,
+            accepted: 0,
+            pending_close: None,
+            peer_goodbye: None,
+            deadline: None,
+            was_established: false,
+        }
+    }
+
+    /// Whether the connection carries no application stream at all.
+    pub(super) fn is_idle(&self) -> bool {
+        self.streams.is_empty() && self.early_streams.is_empty()
+    }
 }
 
 /// Queue this node's Hello on the control stream.

@@ -6,22 +6,23 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
-use super::conn::{Phase, StreamHalves, send_hello};
+use super::conn::{Phase, send_hello};
 use super::hello::{self, ControlMessage, MAX_CONTROL_MESSAGE_LEN, close_code};
-use super::{ConnectionId, Direction, DisconnectReason, Event, Node, StreamId};
+use super::{ConnectionId, Direction, DisconnectReason, Event, Node};
 
 impl Node {
     /// Accept peer-opened bidirectional streams: the control stream (the
-    /// listener's first stream) and application streams.
-    pub(super) fn accept_streams(&mut self, id: ConnectionId) {
+    /// listener's first stream) and application streams, whose headers are
+    /// received once the connection is established.
+    pub(super) fn accept_streams(&mut self, now: Instant, id: ConnectionId) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        // Streams are only announced once the peer's identity is known.
+        // Streams are only looked at once the peer's identity is known.
         if conn.remote.is_none() || conn.phase == Phase::Closed {
             return;
         }
-        let mut announce = Vec::new();
+        let mut started = Vec::new();
         while let Some(stream) = conn.quic.streams().accept(Dir::Bi) {
             let is_control = conn.direction == Direction::Outbound
                 && stream.initiator() == Side::Server
@@ -30,25 +31,15 @@ impl Node {
                 conn.control = Some(stream);
                 continue;
             }
-            conn.streams.insert(stream, StreamHalves::default());
             conn.accepted += 1;
             if conn.phase == Phase::Established {
-                announce.push(stream);
+                started.push(stream);
             } else {
                 conn.early_streams.push(stream);
             }
         }
-        let peer = conn.remote;
-        if let Some(peer) = peer {
-            for stream in announce {
-                self.events.push_back(Event::IncomingStream {
-                    peer,
-                    stream: StreamId {
-                        conn: id,
-                        id: stream,
-                    },
-                });
-            }
+        for stream in started {
+            self.start_header(now, id, stream);
         }
     }
 
@@ -167,7 +158,7 @@ impl Node {
                 if !conn.local_hello_sent {
                     send_hello(conn, &self.config);
                 }
-                self.try_establish(id);
+                self.try_establish(now, id);
             }
             ControlMessage::Hello(_) => self.close_conn(
                 now,

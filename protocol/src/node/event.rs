@@ -88,6 +88,15 @@ pub enum DisconnectReason {
     /// Nothing was heard from the peer for the idle timeout.
     #[error("timed out")]
     TimedOut,
+    /// The peer closed the connection during the TLS handshake, when QUIC
+    /// carries no reason (RFC 9000 §10.2.3): it gave up on the handshake
+    /// (too slow, or no room), or refused what it saw.
+    #[error("the peer closed the connection during the handshake")]
+    ClosedDuringHandshake,
+    /// The peer no longer knows the connection (it restarted, or timed out
+    /// first) and said so with a QUIC stateless reset.
+    #[error("the peer no longer knows the connection (stateless reset)")]
+    Reset,
     /// The Hello exchange did not finish within the handshake timeout.
     #[error("handshake did not finish in time")]
     HandshakeTimeout,
@@ -127,9 +136,15 @@ pub enum DisconnectReason {
     /// Another connection to the same peer is kept instead of this one.
     #[error("replaced by another connection to the same peer")]
     Duplicate,
-    /// The node has too many connections.
+    /// The node has too many connections (or too many handshakes from
+    /// one address): this node refused the peer, or the peer refused us.
     #[error("connection refused: too many connections")]
     Refused,
+    /// This node closed an idle connection from a peer the application
+    /// never asked for, to make room for a new one (see
+    /// [`Limits::max_connections`](super::Limits::max_connections)).
+    #[error("closed to make room for another connection")]
+    Evicted,
     /// Any other QUIC or TLS failure.
     #[error("transport error: {0}")]
     Transport(String),
@@ -177,7 +192,8 @@ pub enum Event {
         /// Its new metadata.
         metadata: Metadata,
     },
-    /// A peer opened a stream.
+    /// A peer opened a stream and its header frame has arrived: the
+    /// application's first reads return that frame.
     IncomingStream {
         /// The peer.
         peer: RemoteIdentity,
@@ -245,6 +261,16 @@ pub enum StreamError {
     /// The error code is not a QUIC varint (it must be below 2^62).
     #[error("error code {0} is too large")]
     InvalidCode(u64),
+}
+
+impl StreamError {
+    /// For [`StreamError::Stopped`], what the peer's code means.
+    pub fn rejection(&self) -> Option<StreamRejection> {
+        match self {
+            Self::Stopped(code) => Some(StreamRejection::from_code(*code)),
+            _ => None,
+        }
+    }
 }
 
 /// Why a connection could not be started.
@@ -322,4 +348,135 @@ pub enum TimeoutReason {
     Handshake(ConnectionId),
     /// A connection that said Goodbye closes at the latest now.
     Close(ConnectionId),
+    /// A stream's header is overdue on this connection.
+    Header(ConnectionId),
+}
+
+/// The error codes of RESET_STREAM and STOP_SENDING on application streams
+/// (PROTOCOL.md §3.1). Codes below [`FIRST_APPLICATION_CODE`] are the
+/// protocol's; applications use codes from there up.
+///
+/// [`FIRST_APPLICATION_CODE`]: stream_code::FIRST_APPLICATION_CODE
+pub mod stream_code {
+    /// The receiver is done with the stream: it stopped reading before the
+    /// end (a dropped stream), or answers a STOP_SENDING with nothing to add.
+    pub const CLOSED: u64 = 0x0;
+    /// The receiver's application does not know the operation the header
+    /// names (an older or different version).
+    pub const UNKNOWN_OPERATION: u64 = 0x1;
+    /// The header frame announced more bytes than the receiver accepts.
+    pub const HEADER_TOO_LARGE: u64 = 0x2;
+    /// The header frame's length prefix was invalid, the stream ended
+    /// inside the header, or the header's fields did not decode.
+    pub const MALFORMED_HEADER: u64 = 0x3;
+    /// The receiver refuses the stream (it is shutting down, or does not
+    /// serve this operation to this peer).
+    pub const REFUSED: u64 = 0x4;
+    /// The header did not arrive within the receiver's deadline.
+    pub const HEADER_TIMEOUT: u64 = 0x5;
+    /// The first code applications may use for their own resets and stops.
+    pub const FIRST_APPLICATION_CODE: u64 = 0x100;
+}
+
+/// Why the peer reset or stopped a stream, from its error code
+/// ([`stream_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamRejection {
+    /// The peer is done with the stream ([`stream_code::CLOSED`]).
+    #[error("the peer closed the stream")]
+    Closed,
+    /// The peer does not know the operation the header names.
+    #[error("the peer does not know this operation")]
+    UnknownOperation,
+    /// The header was larger than the peer accepts.
+    #[error("the header is larger than the peer accepts")]
+    HeaderTooLarge,
+    /// The peer could not decode the header.
+    #[error("the peer could not decode the header")]
+    MalformedHeader,
+    /// The peer refused the stream.
+    #[error("the peer refused the stream")]
+    Refused,
+    /// The header did not reach the peer in time.
+    #[error("the header did not reach the peer in time")]
+    HeaderTimeout,
+    /// A protocol code this version does not know (below
+    /// [`stream_code::FIRST_APPLICATION_CODE`]).
+    #[error("the peer ended the stream (protocol code {0})")]
+    Protocol(u64),
+    /// The peer's application's own code.
+    #[error("the peer's application ended the stream (code {0})")]
+    Application(u64),
+}
+
+impl StreamRejection {
+    /// The meaning of a stream error code.
+    pub fn from_code(code: u64) -> Self {
+        match code {
+            stream_code::CLOSED => Self::Closed,
+            stream_code::UNKNOWN_OPERATION => Self::UnknownOperation,
+            stream_code::HEADER_TOO_LARGE => Self::HeaderTooLarge,
+            stream_code::MALFORMED_HEADER => Self::MalformedHeader,
+            stream_code::REFUSED => Self::Refused,
+            stream_code::HEADER_TIMEOUT => Self::HeaderTimeout,
+            code if code < stream_code::FIRST_APPLICATION_CODE => Self::Protocol(code),
+            code => Self::Application(code),
+        }
+    }
+
+    /// The error code on the wire.
+    pub fn code(&self) -> u64 {
+        match self {
+            Self::Closed => stream_code::CLOSED,
+            Self::UnknownOperation => stream_code::UNKNOWN_OPERATION,
+            Self::HeaderTooLarge => stream_code::HEADER_TOO_LARGE,
+            Self::MalformedHeader => stream_code::MALFORMED_HEADER,
+            Self::Refused => stream_code::REFUSED,
+            Self::HeaderTimeout => stream_code::HEADER_TIMEOUT,
+            Self::Protocol(code) | Self::Application(code) => *code,
+        }
+    }
+}
+
+/// What a [`Node`](super::Node) counted: what it refused, limited and
+/// evicted, for diagnostics and for tests that prove a limit acted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Datagrams handed to `handle_datagram`.
+    pub datagrams: u64,
+    /// Datagrams dropped before QUIC looked at them: version negotiation
+    /// requests over the rate limit of stateless answers, and first flights
+    /// over their source's allowance.
+    pub dropped_early: u64,
+    /// Stateless answers sent (version negotiation, stateless resets,
+    /// refusals, retries).
+    pub responses_sent: u64,
+    /// Stateless answers not sent because of their rate limit.
+    pub responses_limited: u64,
+    /// Incoming connections refused (shutting down, or too many
+    /// connections in all).
+    pub incoming_refused: u64,
+    /// First flights ignored for lack of a handshake slot (from this
+    /// address, or in all); the dialer's retransmission comes back later.
+    pub incoming_deferred: u64,
+    /// Incoming connections asked to prove their address (QUIC Retry)
+    /// because many handshakes were under way.
+    pub retries_sent: u64,
+    /// Unauthenticated incoming handshakes closed to make room for newer
+    /// ones.
+    pub handshakes_evicted: u64,
+    /// Incoming handshakes closed for not finishing in time.
+    pub handshakes_timed_out: u64,
+    /// Idle connections closed to make room (see [`DisconnectReason::Evicted`]).
+    pub connections_evicted: u64,
+    /// Streams refused because their header announced too many bytes.
+    pub headers_too_large: u64,
+    /// Streams refused because their header frame was malformed or cut.
+    pub headers_malformed: u64,
+    /// Streams refused because their header did not arrive in time.
+    pub headers_timed_out: u64,
+    /// Streams the peer stopped, reset in answer.
+    pub streams_reset_on_stop: u64,
 }

@@ -150,6 +150,9 @@ pub(crate) mod close_code {
     pub(crate) const DUPLICATE: u64 = 0x6;
     /// The node is shutting down.
     pub(crate) const SHUTDOWN: u64 = 0x7;
+    /// The sender has no room for the connection: too many handshakes or
+    /// connections (PROTOCOL.md §7.4).
+    pub(crate) const CONNECTION_LIMIT: u64 = 0x8;
 }
 
 fn reason_tag(reason: &RejectReason) -> u8 {

@@ -36,12 +36,19 @@
 //! # Ok::<(), pos_p2p_protocol::node::NodeError>(())
 //! ```
 //!
-//! Methods come in four groups: getters (`local_identity`, `peer`, `peers`),
-//! inputs (`handle_datagram`, `handle_timeout`), commands (`connect`,
-//! `open_stream`, `write`, `read`, `finish`, `reset`, `stop`, `close`,
-//! `set_metadata`, `shutdown`) and outputs (`poll_transmit`, `poll_event`,
-//! `poll_timeout`). Commands may create transmits and events too, so drain
-//! after them as after inputs.
+//! Methods come in four groups: getters (`local_identity`, `peer`, `peers`,
+//! `stats`), inputs (`handle_datagram`, `handle_timeout`), commands
+//! (`connect`, `open_stream`, `write`, `read`, `finish`, `reset`, `stop`,
+//! `release`, `close`, `protect`, `set_metadata`, `shutdown`) and outputs
+//! (`poll_transmit`, `poll_event`, `poll_timeout`). Commands may create
+//! transmits and events too, so drain after them as after inputs.
+//!
+//! The code is split along the protocol's seams: `admission` (which
+//! handshakes and connections are kept under load), `control` (the control
+//! stream and the Hello), `header` (receiving the header frame of
+//! peer-opened streams), `stream` (stream commands and events),
+//! `duplicate` (one connection per pair of nodes), `close` (closing and
+//! close reasons), `output` (transmits and deadlines), `tls` and `setup`.
 //!
 //! # Connections and peers
 //!
@@ -53,39 +60,43 @@
 //! and closed once its streams are done, so no stream opened during the race
 //! is cut off.
 
+mod admission;
 mod close;
 mod config;
 mod conn;
 mod control;
+mod duplicate;
 mod event;
+mod header;
 mod hello;
+mod output;
 mod setup;
+mod stream;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, StreamEvent, VarInt};
+use quinn_proto::{ConnectionHandle, DatagramEvent, VarInt};
 
 pub use config::{Limits, NodeConfig, Timeouts};
 pub use event::{
-    ConnectError, ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, PeerInfo,
-    ReadOutcome, StreamError, StreamId, TimeoutReason, Transmit,
+    ConnectError, ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, NodeStats, PeerInfo,
+    ReadOutcome, StreamError, StreamId, StreamRejection, TimeoutReason, Transmit, stream_code,
 };
 pub use hello::MAX_APP_NAME_LEN;
 pub use tls::TlsSetupError;
 
 use crate::RemoteIdentity;
-use crate::codec::FrameDecoder;
 use crate::metadata::Metadata;
-use conn::{Conn, Phase, StreamHalves, flush_control, send_hello};
+use crate::rate::{SourceLimits, TokenBucket};
+use conn::{Conn, Phase, flush_control, send_hello};
 pub use event::Direction;
-use hello::{ControlMessage, MAX_CONTROL_MESSAGE_LEN, close_code};
-use setup::{NoClock, derive_seeds, transport_config};
+use hello::{ControlMessage, close_code};
+use setup::{NodeClock, derive_seeds, transport_config};
 
 /// The ALPN protocol id for a protocol version: the protocol's name and its
 /// major version (`pos-p2p/1`), or for `0.x` versions its major and minor
@@ -105,6 +116,19 @@ const ALPN_ALERT: u8 = 120;
 /// How many endpoint-level responses (refusals, resets) wait for
 /// `poll_transmit` at most; more are dropped, which is harmless.
 const MAX_QUEUED_RESPONSES: usize = 64;
+
+/// Datagrams starting with a QUIC v1 Initial packet a source address with
+/// no connection to this node may send per second (twice as many in a
+/// burst). Each costs an Initial key derivation and a decryption (about
+/// 4 µs) before QUIC can tell garbage from a dialer; an honest dialer sends
+/// one, or a few with retransmissions.
+const FIRST_FLIGHTS_PER_SOURCE: u32 = 50;
+/// How many source addresses get such a limit of their own; the others
+/// share one.
+const TRACKED_SOURCES: usize = 256;
+/// The smallest datagram that may carry a client's first flight (RFC 9000
+/// §14.1); smaller ones with an unknown version get no answer.
+const MIN_INITIAL_SIZE: usize = 1200;
 
 /// Why a node could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +169,18 @@ pub struct Node {
     conns: BTreeMap<ConnectionId, Conn>,
     by_handle: HashMap<ConnectionHandle, ConnectionId>,
     peers: BTreeMap<RemoteIdentity, Peer>,
+    /// Identities the application asked to keep (see [`Node::protect`]).
+    protected: BTreeSet<RemoteIdentity>,
     events: VecDeque<Event>,
     responses: VecDeque<(Transmit, Vec<u8>)>,
+    /// Stateless answers go to unverified addresses: at a bounded rate.
+    response_limit: TokenBucket,
+    /// First flights from addresses with no connection, per address: each
+    /// costs a key derivation and a decryption before it can be judged.
+    first_flights: SourceLimits,
+    /// Connections per remote IP address.
+    conns_by_ip: HashMap<IpAddr, u32>,
+    stats: NodeStats,
     next_conn: u64,
     /// Round-robin cursor for `poll_transmit`, so one busy connection
     /// cannot starve the others.
@@ -154,6 +188,10 @@ pub struct Node {
     shutting_down: bool,
     /// The time of the latest input, for commands that take none.
     now: Instant,
+    /// When the node started, and the clock QUIC's address-validation
+    /// tokens read: the node's own time since then, never the OS's.
+    started: Instant,
+    clock: Arc<NodeClock>,
     /// Connections touched since they last had nothing to send: only these
     /// are polled for transmits and asked for fresh deadlines, so an idle
     /// connection costs nothing per input to another one.
@@ -170,6 +208,18 @@ impl Node {
         if config.timeouts.keep_alive >= config.timeouts.idle {
             return Err(NodeError::InvalidConfig(
                 "keep_alive must be shorter than the idle timeout",
+            ));
+        }
+        if config.limits.header_buffer
+            < config.limits.max_header_len + crate::codec::varint::MAX_VARINT_LEN
+        {
+            return Err(NodeError::InvalidConfig(
+                "header_buffer must hold one whole header frame of max_header_len",
+            ));
+        }
+        if config.limits.max_incoming_handshakes == 0 || config.limits.max_connections == 0 {
+            return Err(NodeError::InvalidConfig(
+                "max_connections and max_incoming_handshakes must be at least 1",
             ));
         }
         let cert = tls::NodeCertificate::new(&config.identity)?;
@@ -189,16 +239,19 @@ impl Node {
         let mut server_config =
             quinn_proto::ServerConfig::new(Arc::new(server_tls), Arc::new(token_key));
         server_config.transport_config(transport.clone());
-        server_config.time_source(Arc::new(NoClock));
-        // Address validation tokens need wall-clock time; a LAN library
-        // has no use for them.
+        let clock = Arc::new(NodeClock::default());
+        // Retry tokens (address validation under load) carry the time they
+        // were issued; the node's own clock dates them.
+        server_config.time_source(clock.clone());
+        // NEW_TOKEN tokens (validation on a later connection) are not
+        // issued: a LAN library has no use for them.
         server_config.validation_token_config({
             let mut tokens = quinn_proto::ValidationTokenConfig::default();
             tokens.sent(0);
             tokens
         });
         server_config.migration(true);
-        server_config.max_incoming(config.limits.max_incoming_handshakes.max(1));
+        server_config.max_incoming(config.limits.max_incoming_handshakes);
 
         let client_config = |resume: bool| -> Result<quinn_proto::ClientConfig, NodeError> {
             let client_tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(
@@ -219,6 +272,7 @@ impl Node {
             true,
             None,
         );
+        let responses_per_second = config.limits.stateless_responses_per_second;
         Ok(Self {
             local: config.identity.to_remote_identity(),
             config,
@@ -230,12 +284,24 @@ impl Node {
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
             peers: BTreeMap::new(),
+            protected: BTreeSet::new(),
             events: VecDeque::new(),
             responses: VecDeque::new(),
+            response_limit: TokenBucket::new(responses_per_second, responses_per_second, now),
+            first_flights: SourceLimits::new(
+                FIRST_FLIGHTS_PER_SOURCE,
+                2 * FIRST_FLIGHTS_PER_SOURCE,
+                TRACKED_SOURCES,
+                now,
+            ),
+            conns_by_ip: HashMap::new(),
+            stats: NodeStats::default(),
             next_conn: 0,
             transmit_cursor: None,
             shutting_down: false,
             now,
+            started: now,
+            clock,
             active: BTreeSet::new(),
         })
     }
@@ -250,6 +316,11 @@ impl Node {
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// What the node counted: refusals, evictions, rate limits.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
     }
 
     /// A connected peer.
@@ -284,6 +355,12 @@ impl Node {
         self.conns.len()
     }
 
+    /// Bytes of header frames connection `id` holds for peer-opened
+    /// streams (bounded by [`Limits::header_buffer`]).
+    pub fn header_bytes(&self, id: ConnectionId) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.header_reserved)
+    }
+
     /// Whether the node has no connections left at all, not even closing
     /// ones that QUIC keeps for a few round trips to absorb stray packets.
     pub fn is_idle(&self) -> bool {
@@ -312,12 +389,14 @@ impl Node {
         })
     }
 
-    /// The peer on the other end of a stream.
-    pub fn stream_peer(&self, stream: StreamId) -> Option<RemoteIdentity> {
-        self.conns.get(&stream.conn).and_then(|c| c.remote)
-    }
-
     // ----- inputs -----
+
+    /// Time has moved to `now` (never backwards).
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.clock
+            .advance(self.now.saturating_duration_since(self.started));
+    }
 
     /// A UDP datagram arrived from `remote`, addressed to `local_ip` (if the
     /// socket can tell).
@@ -329,7 +408,12 @@ impl Node {
         ecn: Option<Ecn>,
         data: BytesMut,
     ) {
-        self.now = self.now.max(now);
+        self.advance(now);
+        self.stats.datagrams += 1;
+        if self.drop_early(now, remote, &data) {
+            self.stats.dropped_early += 1;
+            return;
+        }
         let mut scratch = Vec::new();
         let event = self.endpoint.handle(
             now,
@@ -356,9 +440,36 @@ impl Node {
         }
     }
 
+    /// Whether a datagram can be dropped before QUIC looks at it (which
+    /// for a first flight means deriving keys and decrypting): a version
+    /// negotiation that the rate limit of stateless answers would not send
+    /// anyway, or a first flight from an address with no connection that
+    /// is over its allowance.
+    fn drop_early(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) -> bool {
+        let (Some(&first), Some(version)) = (data.first(), data.get(1..5)) else {
+            return false;
+        };
+        if first & 0x80 == 0 {
+            // Short header: QUIC looks up the connection id, cheaply.
+            return false;
+        }
+        let version = u32::from_be_bytes([version[0], version[1], version[2], version[3]]);
+        match version {
+            // A version negotiation packet (to this node as a dialer).
+            0 => false,
+            1 => {
+                let initial = (first & 0x30) == 0;
+                initial
+                    && !self.conns_by_ip.contains_key(&remote.ip())
+                    && !self.first_flights.take(now, remote.ip())
+            }
+            _ => data.len() >= MIN_INITIAL_SIZE && !self.response_limit.has_token(now),
+        }
+    }
+
     /// Time has reached `now`: run expired timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
+        self.advance(now);
         let ids: Vec<ConnectionId> = self
             .conns
             .values()
@@ -380,6 +491,9 @@ impl Node {
             let expired = conn.phase == Phase::Handshaking
                 && conn.handshake_deadline.is_some_and(|at| at <= now);
             if expired {
+                if conn.direction == Direction::Inbound {
+                    self.stats.handshakes_timed_out += 1;
+                }
                 self.close_conn(
                     now,
                     id,
@@ -388,6 +502,7 @@ impl Node {
                     DisconnectReason::HandshakeTimeout,
                 );
             }
+            self.expire_headers(now, id);
             self.process(now, id);
         }
     }
@@ -397,18 +512,20 @@ impl Node {
     /// Dial `addr`. With `expected`, the connection fails with
     /// [`DisconnectReason::IdentityMismatch`] unless that node answers.
     /// Progress is reported by events: [`Event::Connected`] or
-    /// [`Event::ConnectFailed`].
+    /// [`Event::ConnectFailed`]. A dialed connection is one the application
+    /// asked for: it is never evicted (see [`Limits`]).
     pub fn connect(
         &mut self,
         now: Instant,
         addr: SocketAddr,
         expected: Option<RemoteIdentity>,
     ) -> Result<ConnectionId, ConnectError> {
-        self.now = self.now.max(now);
+        self.advance(now);
         if self.shutting_down {
             return Err(ConnectError::ShuttingDown);
         }
-        if self.conns.len() >= self.config.limits.max_connections {
+        let limits = &self.config.limits;
+        if self.conns.len() >= limits.max_connections + limits.max_incoming_handshakes {
             return Err(ConnectError::TooManyConnections);
         }
         let (client_config, server_name) = match &expected {
@@ -427,124 +544,10 @@ impl Node {
                 }
                 other => ConnectError::Quic(other.to_string()),
             })?;
-        let id = self.insert_conn(now, handle, quic, Direction::Outbound, addr, expected);
+        let deadline = now + self.config.timeouts.handshake;
+        let id = self.insert_conn(now, handle, quic, Direction::Outbound, expected, deadline);
         self.process(now, id);
         Ok(id)
-    }
-
-    /// Open a bidirectional stream to a connected peer. The first bytes
-    /// written on it should be the application's header frame.
-    pub fn open_stream(
-        &mut self,
-        now: Instant,
-        peer: &RemoteIdentity,
-    ) -> Result<StreamId, StreamError> {
-        self.now = self.now.max(now);
-        let conn_id = self.primary(peer).ok_or(StreamError::NotConnected)?;
-        self.active.insert(conn_id);
-        let conn = self
-            .conns
-            .get_mut(&conn_id)
-            .ok_or(StreamError::NotConnected)?;
-        let id = conn
-            .quic
-            .streams()
-            .open(Dir::Bi)
-            .ok_or(StreamError::StreamsExhausted)?;
-        conn.streams.insert(id, StreamHalves::default());
-        conn.opened += 1;
-        Ok(StreamId { conn: conn_id, id })
-    }
-
-    /// Write as much of `data` as flow control and the send window allow;
-    /// returns how much was taken.
-    pub fn write(&mut self, stream: StreamId, data: &[u8]) -> Result<usize, StreamError> {
-        let conn = self.app_stream(stream)?;
-        conn.quic
-            .send_stream(stream.id)
-            .write(data)
-            .map_err(|e| match e {
-                quinn_proto::WriteError::Blocked => StreamError::Blocked,
-                quinn_proto::WriteError::Stopped(code) => StreamError::Stopped(code.into_inner()),
-                quinn_proto::WriteError::ClosedStream => StreamError::Closed,
-            })
-    }
-
-    /// Read up to `max` bytes, in order.
-    pub fn read(&mut self, stream: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
-        let conn = self.app_stream(stream)?;
-        let mut recv = conn.quic.recv_stream(stream.id);
-        let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
-        let outcome = match chunks.next(max) {
-            Ok(Some(chunk)) => ReadOutcome::Data(chunk.bytes),
-            Ok(None) => ReadOutcome::Finished,
-            Err(quinn_proto::ReadError::Blocked) => ReadOutcome::Blocked,
-            Err(quinn_proto::ReadError::Reset(code)) => ReadOutcome::Reset(code.into_inner()),
-        };
-        // Flow-control credit goes out with the next poll_transmit.
-        let _ = chunks.finalize();
-        if matches!(outcome, ReadOutcome::Finished | ReadOutcome::Reset(_)) {
-            self.stream_half_done(stream, false);
-        }
-        Ok(outcome)
-    }
-
-    /// Throw away everything received on `stream` so far. Returns whether
-    /// the peer has ended its side (finished or reset): then there is no
-    /// need to ask it to stop sending.
-    pub fn discard_received(&mut self, stream: StreamId) -> Result<bool, StreamError> {
-        let conn = self.app_stream(stream)?;
-        let mut recv = conn.quic.recv_stream(stream.id);
-        let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
-        let ended = loop {
-            match chunks.next(usize::MAX) {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(quinn_proto::ReadError::Reset(_)) => break true,
-                Err(quinn_proto::ReadError::Blocked) => break false,
-            }
-        };
-        let _ = chunks.finalize();
-        if ended {
-            self.stream_half_done(stream, false);
-        }
-        Ok(ended)
-    }
-
-    /// Finish the sending half: the peer reads to the end, then sees
-    /// [`ReadOutcome::Finished`].
-    pub fn finish(&mut self, stream: StreamId) -> Result<(), StreamError> {
-        let conn = self.app_stream(stream)?;
-        conn.quic
-            .send_stream(stream.id)
-            .finish()
-            .map_err(|e| match e {
-                quinn_proto::FinishError::Stopped(code) => StreamError::Stopped(code.into_inner()),
-                quinn_proto::FinishError::ClosedStream => StreamError::Closed,
-            })
-    }
-
-    /// Abandon the sending half; the peer sees [`ReadOutcome::Reset`].
-    pub fn reset(&mut self, stream: StreamId, code: u64) -> Result<(), StreamError> {
-        let code = VarInt::from_u64(code).map_err(|_| StreamError::InvalidCode(code))?;
-        let conn = self.app_stream(stream)?;
-        conn.quic
-            .send_stream(stream.id)
-            .reset(code)
-            .map_err(|_| StreamError::Closed)?;
-        self.stream_half_done(stream, true);
-        Ok(())
-    }
-
-    /// Stop reading: ask the peer to stop sending with `code`.
-    pub fn stop(&mut self, stream: StreamId, code: u64) -> Result<(), StreamError> {
-        let code = VarInt::from_u64(code).map_err(|_| StreamError::InvalidCode(code))?;
-        let conn = self.app_stream(stream)?;
-        conn.quic
-            .recv_stream(stream.id)
-            .stop(code)
-            .map_err(|_| StreamError::Closed)?;
-        self.stream_half_done(stream, false);
-        Ok(())
     }
 
     /// Close every connection to `peer`, telling it `reason`. Reports
@@ -602,94 +605,6 @@ impl Node {
         }
     }
 
-    // ----- outputs -----
-
-    /// The next datagram(s) to send, written to `buf`. `max_datagrams` > 1
-    /// allows several equal-sized datagrams in one transmit (GSO).
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        max_datagrams: usize,
-        buf: &mut Vec<u8>,
-    ) -> Option<Transmit> {
-        if let Some((transmit, bytes)) = self.responses.pop_front() {
-            buf.clear();
-            buf.extend_from_slice(&bytes);
-            return Some(transmit);
-        }
-        // Round-robin over the active connections, starting after the one
-        // that sent last, without allocating: each turn looks up the next
-        // id after the previous one (removed ids still work as bounds).
-        let mut cursor = self.transmit_cursor;
-        for _ in 0..self.active.len() {
-            let next = cursor
-                .and_then(|c| {
-                    self.active
-                        .range((Bound::Excluded(c), Bound::Unbounded))
-                        .next()
-                })
-                .or_else(|| self.active.iter().next())
-                .copied();
-            let Some(id) = next else { break };
-            cursor = Some(id);
-            let Some(conn) = self.conns.get_mut(&id) else {
-                self.active.remove(&id);
-                continue;
-            };
-            buf.clear();
-            if let Some(t) = conn.quic.poll_transmit(now, max_datagrams.max(1), buf) {
-                self.transmit_cursor = Some(id);
-                return Some(Transmit {
-                    destination: t.destination,
-                    ecn: t.ecn.map(Ecn::from_quinn),
-                    size: t.size,
-                    segment_size: t.segment_size,
-                    src_ip: t.src_ip,
-                });
-            }
-            // Nothing more to send until the next input touches it: note
-            // its deadline and let it rest.
-            conn.deadline = conn_deadline(conn);
-            self.active.remove(&id);
-        }
-        None
-    }
-
-    /// The next event for the application.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// When [`Node::handle_timeout`] must next be called, and why.
-    pub fn poll_timeout(&mut self) -> Option<(Instant, TimeoutReason)> {
-        let mut next: Option<(Instant, TimeoutReason)> = None;
-        let mut consider = |at: Instant, reason: TimeoutReason| {
-            if next.is_none_or(|(t, _)| at < t) {
-                next = Some((at, reason));
-            }
-        };
-        for conn in self.conns.values_mut() {
-            if self.active.contains(&conn.id) {
-                conn.deadline = conn_deadline(conn);
-            }
-            if let Some(at) = conn.deadline {
-                let reason = if conn
-                    .pending_close
-                    .as_ref()
-                    .is_some_and(|(_, _, c)| *c == at)
-                {
-                    TimeoutReason::Close(conn.id)
-                } else if conn.phase == Phase::Handshaking && conn.handshake_deadline == Some(at) {
-                    TimeoutReason::Handshake(conn.id)
-                } else {
-                    TimeoutReason::Connection(conn.id)
-                };
-                consider(at, reason);
-            }
-        }
-        next
-    }
-
     // ----- internals -----
 
     fn insert_conn(
@@ -698,186 +613,35 @@ impl Node {
         handle: ConnectionHandle,
         quic: quinn_proto::Connection,
         direction: Direction,
-        addr: SocketAddr,
         expected: Option<RemoteIdentity>,
+        handshake_deadline: Instant,
     ) -> ConnectionId {
         let id = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.by_handle.insert(handle, id);
+        *self
+            .conns_by_ip
+            .entry(quic.remote_address().ip())
+            .or_default() += 1;
         self.conns.insert(
             id,
-            Conn {
+            Conn::new(
                 id,
                 handle,
                 quic,
                 direction,
-                addr,
                 expected,
-                remote: None,
-                phase: Phase::Handshaking,
-                control: None,
-                control_decoder: FrameDecoder::with_max_frame_len(MAX_CONTROL_MESSAGE_LEN),
-                control_out: VecDeque::new(),
-                local_hello_sent: false,
-                remote_hello: None,
-                handshake_deadline: Some(now + self.config.timeouts.handshake),
-                early_streams: Vec::new(),
-                streams: BTreeMap::new(),
-                superseded: false,
-                peer_superseded: None,
-                opened: 0,
-                accepted: 0,
-                pending_close: None,
-                peer_goodbye: None,
-                deadline: None,
-                was_established: false,
-            },
+                now,
+                handshake_deadline,
+            ),
         );
         id
-    }
-
-    fn handle_incoming(
-        &mut self,
-        now: Instant,
-        incoming: quinn_proto::Incoming,
-        scratch: &mut Vec<u8>,
-    ) {
-        let handshaking = self
-            .conns
-            .values()
-            .filter(|c| c.direction == Direction::Inbound && c.phase == Phase::Handshaking)
-            .count();
-        if self.shutting_down
-            || self.conns.len() >= self.config.limits.max_connections
-            || handshaking >= self.config.limits.max_incoming_handshakes
-        {
-            let addr = incoming.remote_address();
-            let transmit = self.endpoint.refuse(incoming, scratch);
-            self.queue_response(transmit, std::mem::take(scratch));
-            self.events.push_back(Event::IncomingRefused {
-                addr,
-                reason: DisconnectReason::Refused,
-            });
-            return;
-        }
-        let addr = incoming.remote_address();
-        match self.endpoint.accept(incoming, now, scratch, None) {
-            Ok((handle, quic)) => {
-                let id = self.insert_conn(now, handle, quic, Direction::Inbound, addr, None);
-                // The listener speaks first: its Hello goes out with its
-                // handshake flight (0.5-RTT data), so the dialer is ready
-                // as soon as its own handshake completes.
-                if let Some(conn) = self.conns.get_mut(&id)
-                    && let Some(control) = conn.quic.streams().open(Dir::Bi)
-                {
-                    conn.control = Some(control);
-                    send_hello(conn, &self.config);
-                }
-                self.process(now, id);
-            }
-            Err(error) => {
-                let reason = close::transport_reason(error.cause);
-                self.events
-                    .push_back(Event::IncomingRefused { addr, reason });
-                if let Some(transmit) = error.response {
-                    self.queue_response(transmit, std::mem::take(scratch));
-                }
-            }
-        }
-    }
-
-    fn queue_response(&mut self, transmit: quinn_proto::Transmit, mut bytes: Vec<u8>) {
-        if self.responses.len() >= MAX_QUEUED_RESPONSES {
-            return;
-        }
-        bytes.truncate(transmit.size);
-        self.responses.push_back((
-            Transmit {
-                destination: transmit.destination,
-                ecn: transmit.ecn.map(Ecn::from_quinn),
-                size: transmit.size,
-                segment_size: transmit.segment_size,
-                src_ip: transmit.src_ip,
-            },
-            bytes,
-        ));
     }
 
     /// The connection new streams to `peer` go on.
     fn primary(&self, peer: &RemoteIdentity) -> Option<ConnectionId> {
         let peer = self.peers.get(peer)?;
         Some(peer.info.connection)
-    }
-
-    fn app_stream(&mut self, stream: StreamId) -> Result<&mut Conn, StreamError> {
-        self.active.insert(stream.conn);
-        let conn = self
-            .conns
-            .get_mut(&stream.conn)
-            .ok_or(StreamError::UnknownStream)?;
-        if Some(stream.id) == conn.control || conn.phase == Phase::Closed {
-            return Err(StreamError::UnknownStream);
-        }
-        Ok(conn)
-    }
-
-    fn stream_half_done(&mut self, stream: StreamId, send: bool) {
-        let Some(conn) = self.conns.get_mut(&stream.conn) else {
-            return;
-        };
-        if let Some(halves) = conn.streams.get_mut(&stream.id) {
-            if send {
-                halves.send_done = true;
-            } else {
-                halves.recv_done = true;
-            }
-            if halves.send_done && halves.recv_done {
-                conn.streams.remove(&stream.id);
-            }
-        }
-        self.close_if_drained_duplicate(stream.conn);
-    }
-
-    /// Stop opening streams on a duplicate connection and tell the peer how
-    /// many were opened, so it knows when none are in flight any more.
-    fn supersede(&mut self, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.superseded || conn.phase != Phase::Established {
-            return;
-        }
-        conn.superseded = true;
-        // The Superseded message below must go out.
-        self.active.insert(id);
-        let message = ControlMessage::Superseded {
-            opened: conn.opened,
-        };
-        conn.control_out.push_back(message.to_frame());
-        flush_control(conn);
-        self.close_if_drained_duplicate(id);
-    }
-
-    /// Close a duplicate connection once both sides gave it up and every
-    /// stream either side opened on it has been seen and is done.
-    fn close_if_drained_duplicate(&mut self, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let drained = conn.superseded
-            && conn.phase == Phase::Established
-            && conn.peer_superseded.is_some_and(|n| conn.accepted >= n)
-            && conn.streams.is_empty();
-        if drained {
-            let now = self.now;
-            self.close_conn(
-                now,
-                id,
-                close_code::DUPLICATE,
-                Bytes::from_static(b"duplicate connection"),
-                DisconnectReason::Duplicate,
-            );
-        }
     }
 
     /// Run everything that follows an input to connection `id`.
@@ -904,6 +668,13 @@ impl Node {
             if let Some(conn) = self.conns.remove(&id) {
                 self.connection_changes += 1;
                 self.by_handle.remove(&conn.handle);
+                let ip = conn.addr.ip();
+                if let Some(count) = self.conns_by_ip.get_mut(&ip) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.conns_by_ip.remove(&ip);
+                    }
+                }
             }
             self.active.remove(&id);
         }
@@ -941,7 +712,7 @@ impl Node {
         conn.remote = Some(remote);
         // Take the control stream (without reading it) so that a Goodbye
         // can explain a mismatch to the peer.
-        self.accept_streams(id);
+        self.accept_streams(now, id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -971,106 +742,44 @@ impl Node {
             return;
         }
         self.read_control(now, id);
-        self.try_establish(id);
-    }
-
-    fn on_stream_event(&mut self, now: Instant, id: ConnectionId, event: StreamEvent) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        match event {
-            StreamEvent::Opened { dir: Dir::Bi } => {
-                self.accept_streams(id);
-                self.read_control(now, id);
-            }
-            StreamEvent::Available { dir: Dir::Bi } => {
-                if let (Phase::Established, Some(peer)) = (conn.phase, conn.remote) {
-                    self.events.push_back(Event::StreamsAvailable { peer });
-                }
-            }
-            StreamEvent::Opened { dir: Dir::Uni } | StreamEvent::Available { dir: Dir::Uni } => {}
-            StreamEvent::Readable { id: stream } => {
-                if Some(stream) == conn.control {
-                    self.read_control(now, id);
-                } else if conn.phase == Phase::Established && conn.streams.contains_key(&stream) {
-                    self.events.push_back(Event::StreamReadable(StreamId {
-                        conn: id,
-                        id: stream,
-                    }));
-                }
-            }
-            StreamEvent::Writable { id: stream } => {
-                if Some(stream) == conn.control {
-                    flush_control(conn);
-                } else if conn.streams.contains_key(&stream) {
-                    self.events.push_back(Event::StreamWritable(StreamId {
-                        conn: id,
-                        id: stream,
-                    }));
-                }
-            }
-            StreamEvent::Finished { id: stream } => {
-                if Some(stream) == conn.control {
-                    // The Goodbye was acknowledged: close for real.
-                    if let Some((code, reason, _)) = conn.pending_close.take() {
-                        conn.quic.close(now, VarInt::from_u32(code as u32), reason);
-                    }
-                } else if conn.streams.contains_key(&stream) {
-                    let stream = StreamId {
-                        conn: id,
-                        id: stream,
-                    };
-                    self.events.push_back(Event::StreamFinished(stream));
-                    self.stream_half_done(stream, true);
-                }
-            }
-            StreamEvent::Stopped {
-                id: stream,
-                error_code,
-            } => {
-                if Some(stream) == conn.control {
-                    self.close_conn(
-                        now,
-                        id,
-                        close_code::PROTOCOL_VIOLATION,
-                        Bytes::from_static(b"control stream stopped"),
-                        DisconnectReason::ProtocolViolation(
-                            "peer stopped the control stream".into(),
-                        ),
-                    );
-                } else if conn.streams.contains_key(&stream) {
-                    let stream = StreamId {
-                        conn: id,
-                        id: stream,
-                    };
-                    self.events.push_back(Event::StreamStopped {
-                        stream,
-                        code: error_code.into_inner(),
-                    });
-                    self.stream_half_done(stream, true);
-                }
-            }
-        }
+        self.try_establish(now, id);
     }
 
     /// Once TLS proved the peer's identity and both Hellos are through, the
-    /// connection is established.
-    fn try_establish(&mut self, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+    /// connection is established, if admission finds room for it.
+    fn try_establish(&mut self, now: Instant, id: ConnectionId) {
+        let Some(conn) = self.conns.get(&id) else {
             return;
         };
         let ready = conn.phase == Phase::Handshaking
             && conn.local_hello_sent
             && conn.remote_hello.is_some()
+            && conn.remote.is_some()
             && !conn.quic.is_handshaking();
-        let (Some(remote), Some(hello), true) = (conn.remote, conn.remote_hello.as_ref(), ready)
-        else {
+        if !ready {
+            return;
+        }
+        if !self.make_room(now, id) {
+            self.close_conn(
+                now,
+                id,
+                close_code::CONNECTION_LIMIT,
+                Bytes::from_static(b"too many connections"),
+                DisconnectReason::Refused,
+            );
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let (Some(remote), Some(hello)) = (conn.remote, conn.remote_hello.as_ref()) else {
             return;
         };
         conn.phase = Phase::Established;
         self.connection_changes += 1;
         conn.was_established = true;
         conn.handshake_deadline = None;
+        conn.last_activity = now;
         let info = PeerInfo {
             identity: remote,
             versions: hello.versions.clone(),
@@ -1080,11 +789,8 @@ impl Node {
             connection: id,
         };
         let early = std::mem::take(&mut conn.early_streams);
-        let dialer = match conn.direction {
-            Direction::Outbound => self.local,
-            Direction::Inbound => remote,
-        };
-        match self.peers.get_mut(&remote) {
+        let direction = conn.direction;
+        match self.peers.get(&remote).map(|p| p.info.direction) {
             None => {
                 self.peers.insert(
                     remote,
@@ -1095,18 +801,12 @@ impl Node {
                 );
                 self.events.push_back(Event::Connected(Box::new(info)));
             }
-            Some(peer) => {
-                // A second connection to the same peer. Dialed from both
-                // sides at once: both nodes keep the one dialed by the
-                // smaller identity. Dialed twice by the same node (it
-                // restarted, or its old connection died unnoticed): keep the
-                // newer one, which is the one the dialer uses.
-                peer.conns.insert(id);
-                let old_dialer = match peer.info.direction {
-                    Direction::Outbound => self.local,
-                    Direction::Inbound => remote,
+            Some(old_direction) => {
+                let this_wins = self.new_connection_wins(remote, old_direction, direction);
+                let Some(peer) = self.peers.get_mut(&remote) else {
+                    return;
                 };
-                let this_wins = old_dialer == dialer || dialer == self.local.min(remote);
+                peer.conns.insert(id);
                 let loser = if this_wins {
                     let old = peer.info.connection;
                     peer.info = info;
@@ -1118,24 +818,7 @@ impl Node {
             }
         }
         for stream in early {
-            self.events.push_back(Event::IncomingStream {
-                peer: remote,
-                stream: StreamId {
-                    conn: id,
-                    id: stream,
-                },
-            });
+            self.start_header(now, id, stream);
         }
     }
-}
-
-/// The earliest moment connection `conn` needs `handle_timeout`.
-fn conn_deadline(conn: &mut Conn) -> Option<Instant> {
-    let quic = conn.quic.poll_timeout();
-    let handshake = match conn.phase {
-        Phase::Handshaking => conn.handshake_deadline,
-        _ => None,
-    };
-    let close = conn.pending_close.as_ref().map(|(_, _, at)| *at);
-    [quic, handshake, close].into_iter().flatten().min()
 }

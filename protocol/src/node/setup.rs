@@ -1,6 +1,8 @@
 //! Building quinn-proto's configuration from a [`NodeConfig`].
 
 use super::{NodeConfig, NodeError};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use quinn_proto::VarInt;
 
 pub(super) fn transport_config(
@@ -43,13 +45,30 @@ pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
     seeds
 }
 
-/// quinn's server asks a time source for address-validation tokens, which
-/// are disabled; the core reads no clock.
-#[derive(Debug)]
-pub(super) struct NoClock;
+/// The clock of QUIC's address-validation (Retry) tokens: the node's own
+/// time since it started, as the node was told it through its inputs, on
+/// a fixed origin. The core never reads the OS's clock; tokens only need
+/// to expire relative to when the same node issued them.
+#[derive(Debug, Default)]
+pub(super) struct NodeClock {
+    /// Microseconds since the node started.
+    elapsed_us: AtomicU64,
+}
 
-impl quinn_proto::TimeSource for NoClock {
+impl NodeClock {
+    /// The origin: any fixed time works, as only this node reads its tokens.
+    const ORIGIN_SECS: u64 = 1 << 30;
+
+    pub(super) fn advance(&self, since_start: std::time::Duration) {
+        let us = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
+        self.elapsed_us.fetch_max(us, Ordering::Relaxed);
+    }
+}
+
+impl quinn_proto::TimeSource for NodeClock {
     fn now(&self) -> std::time::SystemTime {
         std::time::SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(Self::ORIGIN_SECS)
+            + std::time::Duration::from_micros(self.elapsed_us.load(Ordering::Relaxed))
     }
 }

@@ -32,7 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use pos_p2p::prelude::*;
 use pos_p2p::{Identity, Metadata, P2P, P2PConfig, P2PEvent, semver::Version};
+use pos_p2p_tests::ExampleHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -63,7 +65,11 @@ fn serve(p2p: Arc<P2P>) -> Arc<AtomicUsize> {
             let count = count.clone();
             tokio::spawn(async move {
                 let mut ping = [0u8; 4];
-                if stream.read_exact(&mut ping).await.is_ok() && &ping == b"ping" {
+                let header = ExampleHeader::from_stream(&mut stream).await;
+                if matches!(header, Ok(ExampleHeader::Ping))
+                    && stream.read_exact(&mut ping).await.is_ok()
+                    && &ping == b"ping"
+                {
                     let _ = stream.write_all(b"pong").await;
                     if stream.shutdown().await.is_ok() {
                         count.fetch_add(1, Ordering::SeqCst);
@@ -84,6 +90,7 @@ async fn ping(p2p: &P2P, identity: &pos_p2p::RemoteIdentity) -> Result<()> {
         .cloned()
         .ok_or("peer not in the table")?;
     let mut stream = peer.new_stream().await?;
+    stream.write_all(&ExampleHeader::Ping.to_bytes()).await?;
     stream.write_all(b"ping").await?;
     let mut pong = [0u8; 4];
     stream.read_exact(&mut pong).await?;

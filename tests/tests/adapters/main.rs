@@ -1,5 +1,6 @@
 //! The async API over real sockets on loopback, under every runtime.
 
+mod abuse;
 mod common;
 mod failures;
 mod load;

@@ -256,30 +256,144 @@ fn a_query_flood_costs_bounded_work_and_memory() {
     }
     let stats = lan.nodes[a].discovery.stats().clone();
     let parsed = stats.packets - stats.rate_limited;
-    // 200 in the burst, then 100 a second.
-    assert!(parsed <= 200 + 100 * 11, "{parsed} parsed");
+    // One source: its burst, then its rate.
+    let config = lan.nodes[a].discovery.config().clone();
+    let bound = u64::from(config.source_burst + config.packets_per_source * 11);
+    assert!(parsed <= bound, "{parsed} parsed, bound {bound}");
     assert!(stats.rate_limited > 95_000);
     // At most one multicast answer per second (RFC 6762 §6), plus browsing.
     let answers = lan.nodes[a].sent - sent_before;
     assert!(answers <= 16, "{answers} packets sent");
 }
 
-#[test]
-fn forged_advertisements_cannot_grow_the_peer_table_without_bound() {
-    let mut lan = Lan::new(11);
-    let mut config = Lan::config(1);
-    config.max_peers = 16;
+/// A complete announcement of instance `n`, advertising `ip`.
+fn forged_announcement(lan: &Lan, n: u8, ip: &str) -> Vec<u8> {
+    let mut forger = Discovery::new(Lan::config(n), lan.now);
+    forger.set_addrs(lan.now, vec![format!("{ip}:4433").parse().unwrap()]);
+    forger.poll_transmit().unwrap().payload
+}
+
+/// A node whose rate limits do not get in the way of table tests.
+fn unlimited(n: u8, max_peers: usize) -> DiscoveryConfig {
+    let mut config = Lan::config(n);
+    config.max_peers = max_peers;
     config.packets_per_second = 1_000_000;
     config.packet_burst = 1_000_000;
-    let a = lan.add_node_with(config);
+    config.packets_per_source = 1_000_000;
+    config.source_burst = 1_000_000;
+    config
+}
+
+#[test]
+fn one_source_cannot_fill_the_peer_table() {
+    let mut lan = Lan::new(11);
+    let a = lan.add_node_with(unlimited(1, 64));
+    let per_source = lan.nodes[a].discovery.config().max_instances_per_source;
     for n in 2..=100u8 {
-        let mut forger = Discovery::new(Lan::config(n), lan.now);
-        forger.set_addrs(lan.now, vec!["192.168.1.66:4433".parse().unwrap()]);
-        let packet = forger.poll_transmit().unwrap().payload;
+        let packet = forged_announcement(&lan, n, "192.168.1.66");
         lan.inject_to(a, "192.168.1.66:5353".parse().unwrap(), &packet);
     }
+    assert_eq!(lan.nodes[a].discovery.peers().count(), per_source);
+    assert_eq!(
+        lan.nodes[a].discovery.stats().peers_refused,
+        99 - per_source as u64
+    );
+}
+
+#[test]
+fn forged_advertisements_from_many_sources_cannot_keep_a_real_peer_out() {
+    let mut lan = Lan::new(23);
+    let a = lan.add_node_with(unlimited(1, 16));
+    // 100 forged instances from 20 (spoofed) addresses fill the table.
+    for n in 100..200u8 {
+        let ip = format!("192.168.1.{}", 100 + n % 20);
+        let packet = forged_announcement(&lan, n, &ip);
+        lan.inject_to(a, format!("{ip}:5353").parse().unwrap(), &packet);
+    }
     assert_eq!(lan.nodes[a].discovery.peers().count(), 16);
-    assert_eq!(lan.nodes[a].discovery.stats().peers_refused, 99 - 16);
+    // A real peer still gets in, at once: an unverified entry gives way.
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_millis(10));
+    assert!(lan.nodes[a].discovery.peer(&lan.id(b)).is_some());
+    // Once a handshake verified it, no flood of new forgeries evicts it.
+    let idb = lan.id(b);
+    lan.nodes[a].discovery.handle_verified(&idb);
+    for n in 200..250u8 {
+        let ip = format!("192.168.1.{}", 100 + n % 20);
+        let packet = forged_announcement(&lan, n, &ip);
+        lan.inject_to(a, format!("{ip}:5353").parse().unwrap(), &packet);
+    }
+    assert!(lan.nodes[a].discovery.peer(&idb).is_some());
+    assert_eq!(lan.nodes[a].discovery.peers().count(), 16);
+    assert!(lan.nodes[a].discovery.stats().peers_evicted > 0);
+}
+
+#[test]
+fn a_forged_peer_is_dropped_and_its_source_ignored_for_a_while() {
+    let mut lan = Lan::new(24);
+    let a = lan.add_node_with(unlimited(1, 16));
+    let from: SocketAddr = "192.168.1.66:5353".parse().unwrap();
+    let packet = forged_announcement(&lan, 50, "192.168.1.66");
+    lan.inject_to(a, from, &packet);
+    let forged = Lan::identity(50);
+    assert!(lan.nodes[a].discovery.peer(&forged).is_some());
+    // A pinned dial to it was answered by someone else.
+    let now = lan.now;
+    lan.nodes[a].discovery.handle_forged(now, &forged);
+    lan.run_for(Duration::from_millis(1));
+    assert!(lan.nodes[a].discovery.peer(&forged).is_none());
+    assert!(
+        lan.nodes[a]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, DiscoveryEvent::Expired(p) if *p == forged))
+    );
+    // The source is ignored: its next announcements are not even parsed.
+    lan.inject_to(a, from, &packet);
+    assert!(lan.nodes[a].discovery.peer(&forged).is_none());
+    assert_eq!(lan.nodes[a].discovery.stats().penalized, 1);
+    let stats = lan.nodes[a].discovery.stats().clone();
+    assert_eq!(stats.peers_forged, 1);
+    // Until the penalty is over.
+    let penalty = lan.nodes[a].discovery.config().forgery_penalty;
+    lan.now += penalty;
+    lan.inject_to(a, from, &packet);
+    assert!(lan.nodes[a].discovery.peer(&forged).is_some());
+}
+
+#[test]
+fn a_flood_from_one_source_does_not_blind_discovery() {
+    let mut lan = Lan::new(25);
+    let a = lan.add_node(1);
+    lan.run_for(Duration::from_secs(2));
+    let query = simple_query("_sim._udp.local", 0);
+    let flooder: SocketAddr = "192.168.1.200:5353".parse().unwrap();
+    // 10,000 packets a second from the flooder; a real peer joins during
+    // the flood and must be found within a few seconds, during it.
+    let mut b = None;
+    let mut found_at = None;
+    for ms in 0..10_000u64 {
+        for _ in 0..10 {
+            lan.inject_to(a, flooder, &query);
+        }
+        if ms == 2_000 {
+            b = Some(lan.add_node(2));
+        }
+        lan.run_for(Duration::from_millis(1));
+        if let Some(b) = b
+            && found_at.is_none()
+            && lan.nodes[a].discovery.peer(&lan.id(b)).is_some()
+        {
+            found_at = Some(ms);
+        }
+    }
+    let found_at = found_at.expect("the real peer is found during the flood");
+    assert!(
+        found_at <= 2_000 + 3_000,
+        "found after {} ms",
+        found_at - 2_000
+    );
+    assert!(lan.nodes[a].discovery.stats().rate_limited > 90_000);
 }
 
 proptest! {
@@ -512,11 +626,7 @@ fn records_with_mixed_ttls_live_as_long_as_the_shortest_and_refresh_asks_for_the
 #[test]
 fn bare_ptrs_cannot_keep_real_peers_out() {
     let mut lan = Lan::new(18);
-    let mut config = Lan::config(1);
-    config.max_peers = 16;
-    config.packets_per_second = 1_000_000;
-    config.packet_burst = 1_000_000;
-    let a = lan.add_node_with(config);
+    let a = lan.add_node_with(unlimited(1, 16));
     let from: SocketAddr = "192.168.1.66:5353".parse().unwrap();
     for n in 100..200u8 {
         let mut packet = simple_dns::Packet::new_reply(0);
@@ -599,7 +709,10 @@ fn the_rate_limit_refills_between_closely_spaced_packets() {
     // (2,000 a second): one in twenty gets through, not none.
     let mut lan = Lan::new(22);
     let mut config = Lan::config(1);
+    config.packets_per_second = 100;
     config.packet_burst = 1;
+    config.packets_per_source = 1_000_000;
+    config.source_burst = 1_000_000;
     let a = lan.add_node_with(config);
     let from: SocketAddr = "192.168.1.66:5353".parse().unwrap();
     for _ in 0..1000 {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pos_p2p_protocol::Identity;
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::node::{Event, ReadOutcome, StreamId};
+use pos_p2p_protocol::node::{ReadOutcome, StreamId};
 use pos_p2p_protocol::tunnel::{
     FrameReader, LibraryId, LibraryKeys, MAX_PLAINTEXT_LEN, NodePair, TunnelHandshake, sealed_len,
 };
@@ -71,20 +71,13 @@ fn sixty_four_mib_each_way_through_a_tunnel_on_the_in_memory_network() {
         responder: sim.id(b),
     };
 
-    let now = sim.now;
-    let peer = sim.id(b);
-    let sa = sim.nodes[a].node.open_stream(now, &peer).unwrap();
+    let sa = sim.open_stream(a, b).unwrap();
     let mut ha = TunnelHandshake::initiator(nodes, LIBRARY, &ka, [1; 32]).unwrap();
     let mut hb = TunnelHandshake::responder(nodes, [2; 32]);
     let mut out = Vec::new();
     ha.take_output(&mut out);
     write(&mut sim, a, sa, &out);
-    let sb = sim
-        .take_event(b, Duration::from_secs(5), |e| match e {
-            Event::IncomingStream { stream, .. } => Some(*stream),
-            _ => None,
-        })
-        .unwrap();
+    let sb = sim.accept_stream(b, Duration::from_secs(5)).unwrap();
     let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
     for _ in 0..1000 {
         if ha.is_done() && hb.is_done() {

@@ -1,0 +1,225 @@
+//! [`AddressBook`]: where peers were reached, bounded so that remote peers
+//! cannot grow it.
+//!
+//! Every peer that connects is remembered at the address it came from, so
+//! that a later stream to it can dial it again; a peer that makes up a
+//! fresh identity per connection would grow such a table without bound.
+//! The book holds at most `capacity` peers the application did not add:
+//! when it is full, the one used least recently is forgotten. Peers the
+//! application added (pinned) are kept until it removes them, and do not
+//! count against the capacity.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::RemoteIdentity;
+
+/// The most addresses remembered per peer; the oldest go first.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Most recent last.
+    addrs: Vec<SocketAddr>,
+    /// When it was last used, on the book's own counter.
+    used: u64,
+    /// Added by the application: never evicted.
+    pinned: bool,
+}
+
+/// Peers and the addresses they were reached at. See the [module
+/// docs](self).
+///
+/// ```
+/// use pos_p2p_protocol::book::AddressBook;
+/// use pos_p2p_protocol::Identity;
+///
+/// let mut book = AddressBook::new(2);
+/// let peer = |n| Identity::from_bytes(&[n; 32]).to_remote_identity();
+/// book.pin(peer(1), "192.0.2.1:4433".parse().unwrap());
+/// for n in 2..100 {
+///     book.remember(peer(n), "192.0.2.2:4433".parse().unwrap());
+/// }
+/// // The pinned peer and the two most recent others.
+/// assert_eq!(book.len(), 3);
+/// assert!(book.addrs(&peer(1)).is_some());
+/// assert!(book.addrs(&peer(99)).is_some());
+/// assert!(book.addrs(&peer(2)).is_none());
+/// ```
+#[derive(Debug, Clone)]
+pub struct AddressBook {
+    capacity: usize,
+    entries: BTreeMap<RemoteIdentity, Entry>,
+    /// Entries that are not pinned.
+    unpinned: usize,
+    clock: u64,
+}
+
+impl AddressBook {
+    /// A book that remembers at most `capacity` peers besides the pinned
+    /// ones (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            entries: BTreeMap::new(),
+            unpinned: 0,
+            clock: 0,
+        }
+    }
+
+    /// Remember that `peer` was reached at `addr` (it connected from
+    /// there, or was dialed there): most recent first when dialing.
+    pub fn remember(&mut self, peer: RemoteIdentity, addr: SocketAddr) {
+        self.insert(peer, addr, false);
+    }
+
+    /// The application added `peer` at `addr`: kept until [`unpin`]ned.
+    ///
+    /// [`unpin`]: AddressBook::unpin
+    pub fn pin(&mut self, peer: RemoteIdentity, addr: SocketAddr) {
+        self.insert(peer, addr, true);
+    }
+
+    /// The application no longer needs `peer` kept; it may be forgotten
+    /// like any other.
+    pub fn unpin(&mut self, peer: &RemoteIdentity) {
+        if let Some(entry) = self.entries.get_mut(peer)
+            && entry.pinned
+        {
+            entry.pinned = false;
+            self.unpinned += 1;
+            self.evict();
+        }
+    }
+
+    /// Mark `peer` used now (it connected, or a stream went to it), so it
+    /// is among the last to be forgotten.
+    pub fn touch(&mut self, peer: &RemoteIdentity) {
+        self.clock += 1;
+        if let Some(entry) = self.entries.get_mut(peer) {
+            entry.used = self.clock;
+        }
+    }
+
+    /// Where `peer` was reached, most recent first.
+    pub fn addrs(&self, peer: &RemoteIdentity) -> Option<impl Iterator<Item = SocketAddr> + '_> {
+        self.entries
+            .get(peer)
+            .map(|entry| entry.addrs.iter().rev().copied())
+    }
+
+    /// Every peer in the book.
+    pub fn peers(&self) -> impl Iterator<Item = &RemoteIdentity> {
+        self.entries.keys()
+    }
+
+    /// How many peers are in the book, pinned or not.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the book is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn insert(&mut self, peer: RemoteIdentity, addr: SocketAddr, pin: bool) {
+        self.clock += 1;
+        let used = self.clock;
+        let entry = self.entries.entry(peer).or_insert_with(|| {
+            self.unpinned += 1;
+            Entry {
+                addrs: Vec::new(),
+                used,
+                pinned: false,
+            }
+        });
+        entry.used = used;
+        entry.addrs.retain(|a| *a != addr);
+        entry.addrs.push(addr);
+        if entry.addrs.len() > MAX_ADDRS_PER_PEER {
+            entry.addrs.remove(0);
+        }
+        if pin && !entry.pinned {
+            entry.pinned = true;
+            self.unpinned -= 1;
+        }
+        self.evict();
+    }
+
+    /// Forget the least recently used unpinned peers beyond the capacity.
+    fn evict(&mut self) {
+        while self.unpinned > self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.pinned)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(peer, _)| *peer);
+            let Some(oldest) = oldest else {
+                return;
+            };
+            self.entries.remove(&oldest);
+            self.unpinned -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Identity;
+
+    fn peer(n: u32) -> RemoteIdentity {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        Identity::from_bytes(&seed).to_remote_identity()
+    }
+
+    fn addr(n: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], n))
+    }
+
+    #[test]
+    fn ten_thousand_fresh_identities_leave_the_book_within_its_bound() {
+        let mut book = AddressBook::new(64);
+        book.pin(peer(0), addr(1));
+        for n in 1..10_000 {
+            book.remember(peer(n), addr(2));
+            assert!(book.len() <= 65);
+        }
+        assert_eq!(book.len(), 65);
+        assert!(book.addrs(&peer(0)).is_some(), "pinned peers stay");
+        assert!(book.addrs(&peer(9_999)).is_some());
+        assert!(book.addrs(&peer(9_935)).is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_goes_first() {
+        let mut book = AddressBook::new(2);
+        book.remember(peer(1), addr(1));
+        book.remember(peer(2), addr(2));
+        book.touch(&peer(1));
+        book.remember(peer(3), addr(3));
+        assert!(book.addrs(&peer(1)).is_some());
+        assert!(book.addrs(&peer(2)).is_none());
+        // Unpinning makes a pinned peer an ordinary one.
+        book.pin(peer(4), addr(4));
+        assert_eq!(book.len(), 3);
+        book.unpin(&peer(4));
+        assert_eq!(book.len(), 2);
+    }
+
+    #[test]
+    fn addresses_are_bounded_and_most_recent_first() {
+        let mut book = AddressBook::new(4);
+        for port in 0..20 {
+            book.remember(peer(1), addr(port));
+        }
+        book.remember(peer(1), addr(15));
+        let addrs: Vec<SocketAddr> = book.addrs(&peer(1)).unwrap().collect();
+        assert_eq!(addrs.len(), MAX_ADDRS_PER_PEER);
+        assert_eq!(addrs[0], addr(15));
+        assert_eq!(addrs[1], addr(19));
+    }
+}

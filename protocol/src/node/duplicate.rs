@@ -1,0 +1,73 @@
+//! One connection per pair of nodes (PROTOCOL.md §7.5): which of two
+//! connections to a peer is kept, and draining the other.
+
+use bytes::Bytes;
+
+use super::conn::{Phase, flush_control};
+use super::hello::{ControlMessage, close_code};
+use super::{ConnectionId, Direction, DisconnectReason, Node};
+use crate::RemoteIdentity;
+
+impl Node {
+    /// Of two established connections to `remote`, whether the new one,
+    /// dialed by `new_dialer`, is kept over the one in use (dialed by
+    /// `old_dialer`). Dialed from both sides at once: both nodes keep the
+    /// one dialed by the smaller identity. Dialed twice by the same node
+    /// (it restarted, or its old connection died unnoticed): the newer one,
+    /// which is the one the dialer uses.
+    pub(super) fn new_connection_wins(
+        &self,
+        remote: RemoteIdentity,
+        old_direction: Direction,
+        new_direction: Direction,
+    ) -> bool {
+        let dialer = |direction| match direction {
+            Direction::Outbound => self.local,
+            Direction::Inbound => remote,
+        };
+        let (old_dialer, new_dialer) = (dialer(old_direction), dialer(new_direction));
+        old_dialer == new_dialer || new_dialer == self.local.min(remote)
+    }
+
+    /// Stop opening streams on a duplicate connection and tell the peer how
+    /// many were opened, so it knows when none are in flight any more.
+    pub(super) fn supersede(&mut self, id: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.superseded || conn.phase != Phase::Established {
+            return;
+        }
+        conn.superseded = true;
+        // The Superseded message below must go out.
+        self.active.insert(id);
+        let message = ControlMessage::Superseded {
+            opened: conn.opened,
+        };
+        conn.control_out.push_back(message.to_frame());
+        flush_control(conn);
+        self.close_if_drained_duplicate(id);
+    }
+
+    /// Close a duplicate connection once both sides gave it up and every
+    /// stream either side opened on it has been seen and is done.
+    pub(super) fn close_if_drained_duplicate(&mut self, id: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let drained = conn.superseded
+            && conn.phase == Phase::Established
+            && conn.peer_superseded.is_some_and(|n| conn.accepted >= n)
+            && conn.streams.is_empty();
+        if drained {
+            let now = self.now;
+            self.close_conn(
+                now,
+                id,
+                close_code::DUPLICATE,
+                Bytes::from_static(b"duplicate connection"),
+                DisconnectReason::Duplicate,
+            );
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The async API under abuse and at its limits, over real sockets: streams
+//! refused by the receiving application, a peer that makes up identities,
+//! and a sender waiting for stream credit.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{AsyncReadExt, AsyncWriteExt};
+use pos_p2p::codec::{DecodeError, Reader, Writer};
+use pos_p2p::prelude::*;
+use pos_p2p::{Identity, P2P, P2PConfig, StreamError, StreamRejection, StreamReset};
+
+use crate::common::{TestHeader, config, handle};
+
+/// An operation the receiving (older) application does not know.
+#[derive(Debug)]
+struct NewerHeader;
+
+impl Header for NewerHeader {
+    fn encode(&self, w: &mut Writer) {
+        w.tag(9);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.tag()? {
+            9 => Ok(NewerHeader),
+            tag => Err(r.unknown_tag("NewerHeader", tag)),
+        }
+    }
+}
+
+/// The rejection a failed stream operation carries, if any.
+fn rejection(error: &io::Error) -> Option<StreamRejection> {
+    let inner = error.get_ref()?;
+    if let Some(reset) = inner.downcast_ref::<StreamReset>() {
+        return Some(reset.rejection());
+    }
+    inner.downcast_ref::<StreamError>()?.rejection()
+}
+
+async fn serve(p2p: Arc<P2P>) {
+    while let Some(stream) = p2p.accept().await {
+        tokio::spawn(handle(stream));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_refused_for_an_unknown_operation_give_their_slot_back() {
+    // The receiver allows 16 streams at once; 200 streams name an
+    // operation it does not know while their sender is still writing.
+    let mut server_config = config(60);
+    server_config.node.limits.max_streams_per_connection = 16;
+    let server = P2P::new(server_config).unwrap();
+    let client = P2P::new(config(61)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let chunk = vec![5u8; 64 * 1024];
+    for i in 0..200 {
+        let mut stream = tokio::time::timeout(Duration::from_secs(5), peer.new_stream())
+            .await
+            .unwrap_or_else(|_| panic!("stream {i}: no stream slot came back"))
+            .unwrap();
+        stream.write_all(&NewerHeader.to_bytes()).await.unwrap();
+        // Keep writing until the refusal arrives; the sender sees why.
+        let error = loop {
+            if let Err(error) = stream.write_all(&chunk).await {
+                break error;
+            }
+        };
+        assert_eq!(
+            rejection(&error),
+            Some(StreamRejection::UnknownOperation),
+            "stream {i}: {error}"
+        );
+        let mut reply = Vec::new();
+        let read = stream.read_to_end(&mut reply).await.unwrap_err();
+        assert_eq!(rejection(&read), Some(StreamRejection::UnknownOperation));
+    }
+    // The connection still serves the operations both sides know.
+    crate::common::ping(&client, &server).await.unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_header_is_refused_with_its_reason() {
+    let server = P2P::new(config(62)).unwrap();
+    let client = P2P::new(config(63)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let mut stream = peer.new_stream().await.unwrap();
+    // A Ping header with a byte too many in its frame.
+    stream.write_all(&[2, 0, 0]).await.unwrap();
+    // The refusal may already be back: then finishing fails with it too.
+    if let Err(error) = stream.close().await {
+        assert_eq!(rejection(&error), Some(StreamRejection::MalformedHeader));
+    }
+    let mut reply = Vec::new();
+    let error = stream.read_to_end(&mut reply).await.unwrap_err();
+    assert_eq!(rejection(&error), Some(StreamRejection::MalformedHeader));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_makes_up_identities_cannot_grow_the_peer_table() {
+    let mut victim_config = config(64);
+    victim_config.max_remembered_peers = 8;
+    let victim = P2P::new(victim_config).unwrap();
+    let addr = victim.listen_addrs()[0];
+    for n in 0..40u8 {
+        let mut seed = [0xa5; 32];
+        seed[0] = n;
+        let config = P2PConfig::new(Identity::from_bytes(&seed), "it", "1.0.0".parse().unwrap())
+            .unwrap()
+            .listen(["127.0.0.1:0".parse().unwrap()])
+            .discovery(false);
+        let stranger = P2P::new(config).unwrap();
+        stranger.connect(addr, None).await.unwrap();
+        stranger.shutdown().await;
+    }
+    // Wait for the victim to see the last one go.
+    for _ in 0..200 {
+        if victim.peers().values().all(|p| !p.is_connected()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let known = victim.peers().len();
+    assert!(known <= 8, "{known} peers remembered");
+    victim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_waiting_for_stream_credit_is_woken_when_a_stream_ends() {
+    let mut server_config = config(65);
+    server_config.node.limits.max_streams_per_connection = 4;
+    let server = P2P::new(server_config).unwrap();
+    let client = P2P::new(config(66)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    // Four echo streams hold every slot.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut stream = peer.new_stream().await.unwrap();
+        stream
+            .write_all(&TestHeader::Echo.to_bytes())
+            .await
+            .unwrap();
+        open.push(stream);
+    }
+    let waiting = {
+        let peer = peer.clone();
+        tokio::spawn(async move { peer.new_stream().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the fifth stream waits for credit");
+    // One stream ends on both sides: its slot comes back, and the waiting
+    // task is woken (not left parked).
+    let mut first = open.remove(0);
+    first.close().await.unwrap();
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).await.unwrap();
+    drop(first);
+    let fifth = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting sender is woken")
+        .unwrap();
+    assert!(fifth.is_ok());
+    client.shutdown().await;
+    server.shutdown().await;
+}
