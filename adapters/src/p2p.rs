@@ -499,6 +499,13 @@ impl P2P {
         state.discovery.as_ref().map(|d| d.stats().clone())
     }
 
+    /// What the node counted: refused, deferred and evicted handshakes and
+    /// connections, refused streams, rate-limited and early-dropped
+    /// datagrams (see [`NodeStats`](crate::NodeStats)).
+    pub fn stats(&self) -> pos_p2p_protocol::node::NodeStats {
+        self.shared.lock().node.stats().clone()
+    }
+
     /// Whether the driver has stopped (after [`P2P::shutdown`] or drop).
     pub fn is_stopped(&self) -> bool {
         self.shared.lock().stopped

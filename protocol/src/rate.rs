@@ -80,10 +80,12 @@ impl TokenBucket {
 
 /// One [`TokenBucket`] per source IP address, in a table of at most
 /// `max_sources` entries. When the table is full, full buckets (sources
-/// that have been quiet) are forgotten; if none is, a new source shares
-/// one overflow bucket with every other source that did not fit, so a
-/// flood from many addresses costs the overflow bucket's rate, never more
-/// memory.
+/// that have been quiet) are forgotten, at most once per
+/// [`SWEEP_INTERVAL`] so that a flood from ever new addresses costs no
+/// scan per packet; a new source that finds no room shares one overflow
+/// bucket with every other source that did not fit. A flood from many
+/// addresses costs bounded memory and about `max_sources` fresh buckets
+/// per sweep interval, plus the overflow bucket's rate.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceLimits {
     rate: u32,
@@ -91,7 +93,12 @@ pub(crate) struct SourceLimits {
     max_sources: usize,
     sources: HashMap<IpAddr, TokenBucket>,
     overflow: TokenBucket,
+    /// When full buckets were last forgotten.
+    swept: Instant,
 }
+
+/// How often a full table of sources is swept for quiet ones.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 impl SourceLimits {
     pub(crate) fn new(rate: u32, burst: u32, max_sources: usize, now: Instant) -> Self {
@@ -101,6 +108,7 @@ impl SourceLimits {
             max_sources: max_sources.max(1),
             sources: HashMap::new(),
             overflow: TokenBucket::new(rate, burst, now),
+            swept: now,
         }
     }
 
@@ -109,7 +117,10 @@ impl SourceLimits {
         if let Some(bucket) = self.sources.get_mut(&source) {
             return bucket.take(now);
         }
-        if self.sources.len() >= self.max_sources {
+        if self.sources.len() >= self.max_sources
+            && now.saturating_duration_since(self.swept) >= SWEEP_INTERVAL
+        {
+            self.swept = now;
             self.sources.retain(|_, bucket| !bucket.is_full(now));
         }
         if self.sources.len() >= self.max_sources {
@@ -119,6 +130,18 @@ impl SourceLimits {
         let taken = bucket.take(now);
         self.sources.insert(source, bucket);
         taken
+    }
+
+    /// Whether `source` has a token at `now`, without taking it (a source
+    /// without a bucket of its own has a full one, or shares the overflow
+    /// bucket when the table is full).
+    pub(crate) fn has_token(&mut self, now: Instant, source: IpAddr) -> bool {
+        let room = self.sources.len() < self.max_sources;
+        match self.sources.get_mut(&source) {
+            Some(bucket) => bucket.has_token(now),
+            None if room => true,
+            None => self.overflow.has_token(now),
+        }
     }
 
     /// How many sources have a bucket of their own.
@@ -187,11 +210,29 @@ mod tests {
             2 + 2,
             "two new sources fit, the rest share one burst of two"
         );
-        // Once the table's sources have been quiet, new ones get their own.
+        // Once the table's sources have been quiet, new ones get their own
+        // (at the next sweep).
         let later = now + Duration::from_secs(10);
         let c: IpAddr = "198.51.100.1".parse().unwrap();
         assert!(limits.take(later, c));
         assert!(limits.take(later, c));
         assert!(!limits.take(later, c));
+    }
+
+    #[test]
+    fn a_flood_from_ever_new_sources_costs_about_the_overflow_rate() {
+        let start = Instant::now();
+        let mut limits = SourceLimits::new(50, 100, 256, start);
+        // One packet a microsecond, each from a new address, for a second.
+        let passed = (0..1_000_000u32)
+            .filter(|i| {
+                let now = start + Duration::from_micros(u64::from(*i));
+                limits.take(now, IpAddr::from(i.to_be_bytes()))
+            })
+            .count();
+        // 256 fresh sources per sweep (ten sweeps), plus the overflow
+        // bucket's burst and rate.
+        assert!(passed <= 256 * 11 + 100 + 50, "{passed} passed");
+        assert!(limits.len() <= 256);
     }
 }

@@ -289,6 +289,13 @@ impl Sim {
     /// Advance to the next delivery or timer and process it. Returns false
     /// when nothing is left to happen.
     pub fn step(&mut self) -> bool {
+        self.step_until(None)
+    }
+
+    /// Like [`Sim::step`], but time goes no further than `limit`: if
+    /// nothing happens before it, time moves to `limit` and the step
+    /// returns true.
+    fn step_until(&mut self, limit: Option<Instant>) -> bool {
         self.flush();
         let next_delivery = self.in_flight.peek().map(|Reverse(d)| d.at);
         let next_timer = self
@@ -296,8 +303,12 @@ impl Sim {
             .iter_mut()
             .filter_map(|n| n.node.poll_timeout().map(|(at, _)| at))
             .min();
-        let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {
-            return false;
+        let next = [next_delivery, next_timer].into_iter().flatten().min();
+        let next = match (next, limit) {
+            (Some(next), Some(limit)) => next.min(limit),
+            (Some(next), None) => next,
+            (None, Some(limit)) if limit > self.now => limit,
+            (None, _) => return false,
         };
         self.now = self.now.max(next);
         while self
@@ -334,8 +345,8 @@ impl Sim {
         true
     }
 
-    /// Step until `done` holds or `limit` of virtual time passes; returns
-    /// whether `done` held.
+    /// Step until `done` holds or `limit` of virtual time passes (time
+    /// stops at the limit, never past it); returns whether `done` held.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
         let deadline = self.now + limit;
         loop {
@@ -343,7 +354,7 @@ impl Sim {
             if done(self) {
                 return true;
             }
-            if self.now >= deadline || !self.step() {
+            if self.now >= deadline || !self.step_until(Some(deadline)) {
                 return done(self);
             }
         }

@@ -129,8 +129,10 @@ pub struct Limits {
     /// plus 10 (one whole frame).
     pub header_buffer: usize,
     /// Stateless answers (version negotiation, stateless resets, refusals,
-    /// retries) sent per second at most, so that the node cannot be used to
-    /// reflect a flood at a spoofed address.
+    /// retries) sent per second to one IP address at most (with a burst of
+    /// as many), so that the node cannot be used to reflect a flood at a
+    /// spoofed address. Up to 256 addresses are limited separately; the
+    /// others share one such limit.
     pub stateless_responses_per_second: u32,
 }
 

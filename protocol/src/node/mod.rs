@@ -92,7 +92,7 @@ pub use tls::TlsSetupError;
 
 use crate::RemoteIdentity;
 use crate::metadata::Metadata;
-use crate::rate::{SourceLimits, TokenBucket};
+use crate::rate::SourceLimits;
 use conn::{Conn, Phase, flush_control, send_hello};
 pub use event::Direction;
 use hello::{ControlMessage, close_code};
@@ -173,8 +173,9 @@ pub struct Node {
     protected: BTreeSet<RemoteIdentity>,
     events: VecDeque<Event>,
     responses: VecDeque<(Transmit, Vec<u8>)>,
-    /// Stateless answers go to unverified addresses: at a bounded rate.
-    response_limit: TokenBucket,
+    /// Stateless answers go to unverified addresses: at a bounded rate per
+    /// address, so the node cannot be used to flood one (spoofed) address.
+    response_limit: SourceLimits,
     /// First flights from addresses with no connection, per address: each
     /// costs a key derivation and a decryption before it can be judged.
     first_flights: SourceLimits,
@@ -287,7 +288,12 @@ impl Node {
             protected: BTreeSet::new(),
             events: VecDeque::new(),
             responses: VecDeque::new(),
-            response_limit: TokenBucket::new(responses_per_second, responses_per_second, now),
+            response_limit: SourceLimits::new(
+                responses_per_second,
+                responses_per_second,
+                TRACKED_SOURCES,
+                now,
+            ),
             first_flights: SourceLimits::new(
                 FIRST_FLIGHTS_PER_SOURCE,
                 2 * FIRST_FLIGHTS_PER_SOURCE,
@@ -463,7 +469,7 @@ impl Node {
                     && !self.conns_by_ip.contains_key(&remote.ip())
                     && !self.first_flights.take(now, remote.ip())
             }
-            _ => data.len() >= MIN_INITIAL_SIZE && !self.response_limit.has_token(now),
+            _ => data.len() >= MIN_INITIAL_SIZE && !self.response_limit.has_token(now, remote.ip()),
         }
     }
 

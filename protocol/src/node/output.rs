@@ -95,11 +95,14 @@ impl Node {
     }
 
     /// Queue a stateless answer (version negotiation, stateless reset,
-    /// refusal, retry), unless answers are over their rate limit: each is
-    /// sent to an address nobody has verified.
+    /// refusal, retry), unless answers to its destination are over their
+    /// rate limit: each goes to an address nobody has verified, which may
+    /// be a spoofed victim's.
     pub(super) fn queue_response(&mut self, transmit: quinn_proto::Transmit, mut bytes: Vec<u8>) {
         if self.responses.len() >= super::MAX_QUEUED_RESPONSES
-            || !self.response_limit.take(self.now)
+            || !self
+                .response_limit
+                .take(self.now, transmit.destination.ip())
         {
             self.stats.responses_limited += 1;
             return;

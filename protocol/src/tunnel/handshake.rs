@@ -459,3 +459,149 @@ fn signed_message(signer: Role, hash: &[u8], static_key: &[u8]) -> Vec<u8> {
     signed.extend_from_slice(static_key);
     signed
 }
+
+/// Impostors: a side that knows a member's public instance key but not its
+/// secret, and proves the claim with a signature by another key. Only the
+/// signature check stands between it and the member's place (without a
+/// pre-shared secret).
+#[cfg(test)]
+mod forgery_tests {
+    use super::*;
+    use crate::tunnel::tests::{Keys, LIBRARY, instance, members, nodes};
+
+    /// The frames in `bytes`, bodies only.
+    fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut reader = FrameReader::new();
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (used, done) = reader.push(bytes);
+            bytes = &bytes[used..];
+            assert!(done, "whole frames");
+            out.push(reader.frame().to_vec());
+            reader.clear();
+        }
+        out
+    }
+
+    /// A Noise message from `h` (whose Noise state expects to write next)
+    /// carrying a proof that claims `claimed` and is signed by `signer`.
+    fn forged(h: &mut TunnelHandshake, claimed: [u8; 32], signer: &Identity) -> Vec<u8> {
+        let noise = h.noise.as_mut().expect("noise state");
+        let signed = signed_message(h.role, noise.get_handshake_hash(), &h.static_public);
+        let mut proof = [0u8; PROOF_LEN];
+        proof[..32].copy_from_slice(&claimed);
+        proof[32..].copy_from_slice(&signer.sign(&signed));
+        let mut msg = [0u8; NOISE_BUF];
+        let n = noise.write_message(&proof, &mut msg).expect("write");
+        let mut out = Vec::new();
+        write_frame(&mut out, &[&[KIND_NOISE], &msg[..n]]).expect("frame");
+        out
+    }
+
+    /// The initiator's rejection output after it failed.
+    fn rejection(h: &mut TunnelHandshake) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        h.take_output(&mut out);
+        frames(&out)
+    }
+
+    /// A responder impostor: claims member 2, signs with `signer`.
+    fn impostor_responder(claimed: [u8; 32], signer: &Identity) -> (TunnelError, Vec<Vec<u8>>) {
+        let (a, b) = members();
+        let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+        let mut out = Vec::new();
+        initiator.take_output(&mut out);
+        let sent = frames(&out);
+        let mut impostor = TunnelHandshake::responder(nodes(), [6; 32]);
+        let keys = Keys {
+            me: Some(signer.clone()),
+            ..b
+        };
+        let mut hello = Vec::new();
+        write_frame(&mut hello, &[&sent[0]]).unwrap();
+        impostor.handle_input(&hello, &keys).unwrap();
+        let noise = impostor.noise.as_mut().unwrap();
+        let mut payload = [0u8; NOISE_BUF];
+        noise.read_message(&sent[1][1..], &mut payload).unwrap();
+        let message2 = forged(&mut impostor, claimed, signer);
+        let error = initiator.handle_input(&message2, &a).unwrap_err();
+        (error, rejection(&mut initiator))
+    }
+
+    #[test]
+    fn a_responder_proof_signed_by_another_key_fails_with_bad_signature() {
+        let claimed = *instance(2).to_remote_identity().as_bytes();
+        let (error, told) = impostor_responder(claimed, &instance(3));
+        assert_eq!(error, TunnelError::BadSignature);
+        assert_eq!(
+            told,
+            vec![vec![KIND_REJECT, RejectCode::BadSignature.to_u8()]],
+            "the impostor is told why"
+        );
+        // The same exchange signed by the member's own key succeeds: the
+        // signature is what made the difference.
+        let (a, b) = members();
+        let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+        let mut out = Vec::new();
+        initiator.take_output(&mut out);
+        let sent = frames(&out);
+        let mut member = TunnelHandshake::responder(nodes(), [6; 32]);
+        let mut hello = Vec::new();
+        write_frame(&mut hello, &[&sent[0]]).unwrap();
+        member.handle_input(&hello, &b).unwrap();
+        let mut payload = [0u8; NOISE_BUF];
+        member
+            .noise
+            .as_mut()
+            .unwrap()
+            .read_message(&sent[1][1..], &mut payload)
+            .unwrap();
+        let message2 = forged(&mut member, claimed, &instance(2));
+        assert!(initiator.handle_input(&message2, &a).is_ok());
+    }
+
+    #[test]
+    fn a_claimed_key_that_is_no_valid_identity_fails_with_bad_signature() {
+        // The identity point: small order, never a valid identity.
+        let mut small_order = [0u8; 32];
+        small_order[0] = 1;
+        let (error, _) = impostor_responder(small_order, &instance(3));
+        assert_eq!(error, TunnelError::BadSignature);
+    }
+
+    #[test]
+    fn an_initiator_proof_signed_by_another_key_fails_with_bad_signature() {
+        let (_, b) = members();
+        // The impostor has its own key (3) and claims member 1.
+        let impostor_keys = Keys {
+            me: Some(instance(3)),
+            ..b.clone()
+        };
+        let mut impostor =
+            TunnelHandshake::initiator(nodes(), LIBRARY, &impostor_keys, [5; 32]).unwrap();
+        let mut out = Vec::new();
+        impostor.take_output(&mut out);
+        let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
+        responder.handle_input(&out, &b).unwrap();
+        let mut answer = Vec::new();
+        responder.take_output(&mut answer);
+        let message2 = frames(&answer);
+        let mut payload = [0u8; NOISE_BUF];
+        impostor
+            .noise
+            .as_mut()
+            .unwrap()
+            .read_message(&message2[0][1..], &mut payload)
+            .unwrap();
+        let claimed = *instance(1).to_remote_identity().as_bytes();
+        let message3 = forged(&mut impostor, claimed, &instance(3));
+        assert_eq!(
+            responder.handle_input(&message3, &b).unwrap_err(),
+            TunnelError::BadSignature
+        );
+        assert_eq!(
+            rejection(&mut responder),
+            vec![vec![KIND_REJECT, RejectCode::BadSignature.to_u8()]]
+        );
+    }
+}

@@ -352,6 +352,12 @@ fn stateless_answers_are_rate_limited() {
         1000 - u64::from(limit),
         "once the bucket is empty, they are dropped before QUIC builds an answer"
     );
+    // Answers to another address have a limit of their own: a flood aimed
+    // at one (spoofed) address does not silence the node for others.
+    let other: SocketAddr = "192.0.2.100:4433".parse().unwrap();
+    let sent_before = sim.stats.sent;
+    sim.inject(server, other, &packet);
+    assert_eq!(sim.stats.sent - sent_before, 1);
     // One second later, the bucket has refilled.
     sim.now += Duration::from_secs(1);
     let sent_before = sim.stats.sent;

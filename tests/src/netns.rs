@@ -1,0 +1,149 @@
+//! Network namespaces for real-socket tests: hosts on one LAN segment,
+//! made with iproute2 and removed when dropped (even when a test fails).
+//! Needs root; [`Segment::new`] says so and returns `None` without it,
+//! unless `POS_P2P_REQUIRE_NETNS=1` is set, when it panics instead.
+
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this process may make network namespaces (root, and `ip`).
+pub fn available() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    });
+    root && Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `None`, with a note on stderr, if namespaces are unavailable; a panic
+/// instead if the environment requires them.
+pub fn require(what: &str) -> Option<()> {
+    if available() {
+        return Some(());
+    }
+    assert!(
+        std::env::var_os("POS_P2P_REQUIRE_NETNS").is_none(),
+        "POS_P2P_REQUIRE_NETNS is set but network namespaces are unavailable (need root and iproute2)"
+    );
+    eprintln!("SKIPPED {what}: network namespaces need root and iproute2");
+    None
+}
+
+/// Hosts on one segment: a namespace per host, each with a veth to a
+/// bridge in a hub namespace, addresses `10.<net>.0.<i + 1>/24`.
+#[derive(Debug)]
+pub struct Segment {
+    hub: String,
+    /// The hosts' namespaces.
+    pub hosts: Vec<String>,
+    /// The hosts' addresses.
+    pub ips: Vec<Ipv4Addr>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Segment {
+    /// `hosts` hosts on `10.<net>.0.0/24`.
+    pub fn new(what: &str, hosts: usize, net: u8) -> Option<Self> {
+        require(what)?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}x{n}", std::process::id());
+        let hub = format!("posH{tag}");
+        ip(&["netns", "add", &hub]);
+        let mut segment = Segment {
+            hub: hub.clone(),
+            hosts: Vec::new(),
+            ips: Vec::new(),
+        };
+        // Multicast (mDNS) must cross the bridge without IGMP snooping.
+        ip(&[
+            "-n",
+            &hub,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        ip(&["-n", &hub, "link", "set", "br0", "up"]);
+        for i in 0..hosts {
+            let ns = format!("posS{tag}h{i}");
+            ip(&["netns", "add", &ns]);
+            segment.hosts.push(ns.clone());
+            let (inner, outer) = (format!("h{i}"), format!("p{tag}h{i}"));
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            ip(&["link", "set", &outer, "netns", &hub]);
+            ip(&["link", "set", &inner, "netns", &ns]);
+            ip(&["-n", &hub, "link", "set", &outer, "master", "br0"]);
+            ip(&["-n", &hub, "link", "set", &outer, "up"]);
+            let addr = Ipv4Addr::new(10, net, 0, i as u8 + 1);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                &inner,
+            ]);
+            ip(&["-n", &ns, "link", "set", &inner, "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            segment.ips.push(addr);
+        }
+        Some(segment)
+    }
+
+    /// `program args` in host `i`'s namespace, its output piped.
+    pub fn spawn(&self, i: usize, program: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.hosts[i], program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the program starts")
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its ends of the veths.
+        for ns in self.hosts.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Wait for a child, killing it after `limit`.
+pub fn finish(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
