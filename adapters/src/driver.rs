@@ -87,6 +87,8 @@ pub(crate) struct State {
     /// for connected peers: where `new_stream` dials. Bounded: strangers
     /// that connected are forgotten least recently used first.
     pub(crate) book: AddressBook,
+    /// Peers the application added with `P2P::add_peer`.
+    pub(crate) added: std::collections::BTreeSet<RemoteIdentity>,
     pub(crate) subscribers: Vec<async_channel::Sender<P2PEvent>>,
     /// Streams peers opened, waiting for `P2P::accept`. Bounded by QUIC:
     /// each is an open stream counting against its connection's limit.
@@ -475,8 +477,12 @@ impl Driver {
             match event {
                 Event::Connected(info) => {
                     state.book.remember(info.identity, info.addr);
-                    if let Some(discovery) = state.discovery.as_mut() {
-                        discovery.handle_verified(&info.identity);
+                    // A dial to an advertised address that the peer answered:
+                    // its advertisement is genuine.
+                    if info.direction == pos_p2p_protocol::node::Direction::Outbound
+                        && let Some(discovery) = state.discovery.as_mut()
+                    {
+                        discovery.handle_verified(&info.identity, info.addr);
                     }
                     state.wake_peer(&info.identity);
                     state.wake_dial_waiters();

@@ -214,6 +214,7 @@ impl P2P {
             woken: Vec::new(),
             seen_connection_changes: 0,
             book: AddressBook::new(config.max_remembered_peers),
+            added: Default::default(),
             subscribers: Vec::new(),
             incoming: Default::default(),
             accept_waiters: Vec::new(),
@@ -292,6 +293,7 @@ impl P2P {
     pub fn add_peer(&self, identity: RemoteIdentity, addr: SocketAddr) -> Arc<Peer> {
         let mut state = self.shared.lock();
         state.book.pin(identity, addr);
+        state.added.insert(identity);
         // The application asked for this peer: its connections are never
         // evicted to make room for strangers.
         state.node.protect(identity);
@@ -330,7 +332,8 @@ impl P2P {
         let Some(manual) = state.manual.remove(addr) else {
             return false;
         };
-        if let Some(identity) = manual.identity() {
+        // Unless the application added it by identity too.
+        if let Some(identity) = manual.identity().filter(|id| !state.added.contains(id)) {
             state.node.unprotect(&identity);
             state.book.unpin(&identity);
         }
@@ -391,8 +394,9 @@ impl P2P {
             match result {
                 Some(result) => {
                     state.dials.remove(&id);
+                    // Dialed by address on the application's request: kept.
                     if let Ok(peer) = result {
-                        state.book.remember(peer, addr);
+                        state.book.pin(peer, addr);
                     }
                     Poll::Ready(result)
                 }

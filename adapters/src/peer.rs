@@ -108,6 +108,7 @@ impl Peer {
                 return match state.node.open_stream(now, &self.identity) {
                     Ok(id) => {
                         state.wake_driver();
+                        state.book.touch(&self.identity);
                         forget_dials(&mut state, &self.identity, &dials);
                         Poll::Ready(Ok(UnicastStream::new(
                             self.shared.clone(),

@@ -105,7 +105,10 @@ impl UnicastStream {
     /// decode.
     pub fn reject(&mut self, why: StreamRejection) {
         let mut state = self.shared.lock();
-        let code = why.code();
+        // A code that is no QUIC varint cannot be sent: refuse plainly.
+        let code = Some(why.code())
+            .filter(|code| *code < 1 << 62)
+            .unwrap_or(stream_code::REFUSED);
         if !self.recv_done {
             let _ = state.node.stop(self.id, code);
         }
@@ -240,9 +243,10 @@ impl StreamReset {
     }
 }
 
-/// Codes below `FIRST_APPLICATION_CODE` are the protocol's.
+/// Codes below `FIRST_APPLICATION_CODE` are the protocol's, and a code
+/// must be a QUIC varint (below 2^62).
 fn application_code(code: u64) -> io::Result<()> {
-    if code < stream_code::FIRST_APPLICATION_CODE {
+    if !(stream_code::FIRST_APPLICATION_CODE..1 << 62).contains(&code) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             StreamError::InvalidCode(code),

@@ -74,30 +74,43 @@ pub fn metadata(data: &[u8]) {
     }
 }
 
+/// The address `node_datagrams` sees peer `n` (0 to 3) at; peer 0 is where
+/// the recorded dialer of the seeds was (`Sim`'s second node).
+fn fuzz_peer(n: u8) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 2 + n % 4)),
+        4433,
+    )
+}
+
 /// Feed a [`Node`](pos_p2p_protocol::node::Node) an arbitrary sequence of
-/// datagrams, timer expiries and dials, draining its outputs after each, as
-/// an adapter would. Each step is one opcode byte:
+/// datagrams, timer expiries and dials, draining its outputs after each and
+/// using its streams as an application would. Each step is one opcode byte:
 ///
 /// - `op % 4 == 0 | 1`: a datagram from peer `op / 4 % 4`; two bytes of
 ///   big-endian length follow, then that many bytes (fewer if the input ends);
 /// - `op % 4 == 2`: time advances by the next byte × 10 ms, then timers run;
 /// - `op % 4 == 3`: the node dials peer `op / 4 % 4`.
 ///
-/// Nothing may panic, and the node must keep answering its polls.
+/// The node is `Sim::config(1)` with deterministic crypto, so the recorded
+/// handshakes of the seeds (`record_dialer_session`) replay: the fuzzer
+/// starts from a connected peer and explores the Hello, the control stream,
+/// stream headers and stream data. Nothing may panic, and the node must
+/// keep answering its polls.
 pub fn node_datagrams(data: &[u8]) {
+    let _ = run_node_datagrams(data);
+}
+
+/// [`node_datagrams`], returning every event the node reported.
+pub fn run_node_datagrams(data: &[u8]) -> Vec<pos_p2p_protocol::node::Event> {
     use bytes::BytesMut;
-    use pos_p2p_protocol::node::Node;
+    use pos_p2p_protocol::node::{Event, Node, ReadOutcome};
     use std::time::{Duration, Instant};
 
     let start = Instant::now();
     let mut now = start;
     let mut node = Node::new(crate::sim::Sim::config(1), now).expect("valid config");
-    let peer = |op: u8| {
-        std::net::SocketAddr::new(
-            std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 2 + (op / 4 % 4))),
-            4433,
-        )
-    };
+    let mut events = Vec::new();
     let mut buf = Vec::new();
     let mut input = data;
     while let Some((&op, rest)) = input.split_first() {
@@ -112,7 +125,7 @@ pub fn node_datagrams(data: &[u8]) {
                 let take = len.min(input.len());
                 let (datagram, rest) = input.split_at(take);
                 input = rest;
-                node.handle_datagram(now, peer(op), None, None, BytesMut::from(datagram));
+                node.handle_datagram(now, fuzz_peer(op / 4), None, None, BytesMut::from(datagram));
             }
             2 => {
                 let ticks = input.first().copied().unwrap_or(1);
@@ -121,22 +134,163 @@ pub fn node_datagrams(data: &[u8]) {
                 node.handle_timeout(now);
             }
             _ => {
-                let _ = node.connect(now, peer(op), None);
+                let _ = node.connect(now, fuzz_peer(op / 4), None);
             }
         }
-        let mut transmits = 0;
-        while let Some(transmit) = node.poll_transmit(now, 1, &mut buf) {
-            assert!(transmit.size <= buf.len());
-            transmits += 1;
-            assert!(transmits < 10_000, "poll_transmit must run dry");
+        // Drain as an adapter does, and use the streams as an application
+        // does: read what arrives, answer, finish, release.
+        for _ in 0..16 {
+            let mut transmits = 0;
+            while let Some(transmit) = node.poll_transmit(now, 1, &mut buf) {
+                assert!(transmit.size <= buf.len());
+                transmits += 1;
+                assert!(transmits < 10_000, "poll_transmit must run dry");
+            }
+            let Some(event) = node.poll_event() else {
+                break;
+            };
+            if let Event::IncomingStream { stream, .. } | Event::StreamReadable(stream) = &event {
+                let mut total = 0usize;
+                loop {
+                    match node.read(*stream, 4096) {
+                        Ok(ReadOutcome::Data(bytes)) => {
+                            total += bytes.len();
+                            assert!(
+                                total <= 64 << 20,
+                                "a stream cannot deliver more than was sent"
+                            );
+                        }
+                        Ok(ReadOutcome::Finished) => {
+                            let _ = node.write(*stream, b"done");
+                            let _ = node.finish(*stream);
+                            node.release(*stream);
+                            break;
+                        }
+                        Ok(ReadOutcome::Reset(_)) | Err(_) => {
+                            node.release(*stream);
+                            break;
+                        }
+                        Ok(ReadOutcome::Blocked) => break,
+                    }
+                }
+            }
+            events.push(event);
         }
-        while node.poll_event().is_some() {}
+        let limits = node.config().limits.clone();
+        for peer in node.peers() {
+            assert!(node.header_bytes(peer.connection) <= limits.header_buffer);
+        }
         if let Some((at, _)) = node.poll_timeout() {
             // A timer in the past is fine (it fires at the next input), but
             // it must not be absurdly far away either.
             assert!(at <= now + Duration::from_secs(3600));
         }
     }
+    events
+}
+
+/// The committed seeds of the `node_datagrams` target (`make_seeds` writes
+/// them; a test checks they are current): a first flight, whole sessions
+/// with good and bad stream headers, a dial, and garbage.
+pub fn node_datagram_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use pos_p2p_protocol::codec::Header;
+    let ping = crate::ExampleHeader::Ping.to_bytes();
+    let message = crate::ExampleHeader::Message("recorded".into()).to_bytes();
+    let session = record_dialer_session(&ping, &[7; 1000], 3);
+    // The first datagram of the session alone: opcode, length, bytes.
+    let first_len = usize::from(u16::from_be_bytes([session[1], session[2]]));
+    vec![
+        ("seed-initial", session[..3 + first_len].to_vec()),
+        ("seed-session", session),
+        (
+            "seed-session-message",
+            record_dialer_session(&message, b"hello", 1),
+        ),
+        // A non-minimal length prefix, and a frame cut short.
+        (
+            "seed-session-bad-headers",
+            record_dialer_session(&[0x85, 0x00, 0x01], &[], 2),
+        ),
+        ("seed-dial-and-wait", vec![3, 2, 255, 2, 255, 2, 255]),
+        ("seed-garbage", vec![0, 0, 8, 0xc0, 0, 0, 0, 1, 8, 1, 2]),
+    ]
+}
+
+/// Record a dialer's whole session with the node of [`node_datagrams`], in
+/// that target's opcodes, with the same clock steps it replays with: the
+/// handshake and Hello, `streams` streams each carrying `header` then
+/// `payload` and finished, a metadata update, and a close. Replayed into a
+/// fresh node (deterministic crypto on both sides), it reproduces the
+/// session byte for byte.
+pub fn record_dialer_session(header: &[u8], payload: &[u8], streams: usize) -> Vec<u8> {
+    use bytes::BytesMut;
+    use pos_p2p_protocol::Metadata;
+    use pos_p2p_protocol::node::Node;
+    use std::time::{Duration, Instant};
+
+    let start = Instant::now();
+    let mut now = start;
+    let mut fuzzed = Node::new(crate::sim::Sim::config(1), now).expect("valid config");
+    let mut dialer = Node::new(crate::sim::Sim::config(2), now).expect("valid config");
+    let fuzzed_addr = crate::sim::Sim::sim_addr(0);
+    let dialer_addr = fuzz_peer(0);
+    assert_eq!(dialer_addr, crate::sim::Sim::sim_addr(1));
+    let target = fuzzed.local_identity();
+    dialer
+        .connect(now, fuzzed_addr, Some(target))
+        .expect("dial");
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    // One step: the dialer's datagrams reach the fuzzed node (recorded),
+    // 10 ms pass (recorded), the fuzzed node's datagrams reach the dialer.
+    let mut step = |fuzzed: &mut Node, dialer: &mut Node, now: &mut Instant, out: &mut Vec<u8>| {
+        while let Some(t) = dialer.poll_transmit(*now, 1, &mut buf) {
+            let datagram = buf[..t.size].to_vec();
+            out.push(0);
+            out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+            out.extend_from_slice(&datagram);
+            fuzzed.handle_datagram(*now, dialer_addr, None, None, BytesMut::from(&datagram[..]));
+        }
+        *now += Duration::from_millis(10);
+        out.extend_from_slice(&[2, 1]);
+        fuzzed.handle_timeout(*now);
+        let mut to_dialer = Vec::new();
+        while let Some(t) = fuzzed.poll_transmit(*now, 1, &mut buf) {
+            to_dialer.push(buf[..t.size].to_vec());
+        }
+        while fuzzed.poll_event().is_some() {}
+        for datagram in to_dialer {
+            dialer.handle_datagram(*now, fuzzed_addr, None, None, BytesMut::from(&datagram[..]));
+        }
+        dialer.handle_timeout(*now);
+        while dialer.poll_event().is_some() {}
+    };
+    for _ in 0..6 {
+        step(&mut fuzzed, &mut dialer, &mut now, &mut out);
+    }
+    assert!(
+        dialer.peer(&target).is_some(),
+        "the recorded dialer connected"
+    );
+    for _ in 0..streams {
+        if let Ok(stream) = dialer.open_stream(now, &target) {
+            let _ = dialer.write(stream, header);
+            let _ = dialer.write(stream, payload);
+            let _ = dialer.finish(stream);
+        }
+        step(&mut fuzzed, &mut dialer, &mut now, &mut out);
+    }
+    let mut metadata = Metadata::new();
+    let _ = metadata.insert("name", "recorded");
+    dialer.set_metadata(metadata);
+    for _ in 0..3 {
+        step(&mut fuzzed, &mut dialer, &mut now, &mut out);
+    }
+    dialer.close(now, &target, "bye");
+    for _ in 0..3 {
+        step(&mut fuzzed, &mut dialer, &mut now, &mut out);
+    }
+    out
 }
 
 /// The library keys of the tunnel fuzz targets: this end is instance `me`;

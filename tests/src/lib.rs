@@ -12,6 +12,7 @@ use pos_p2p_protocol::codec::{DecodeError, Header, Reader, Writer};
 pub mod fuzzing;
 pub mod lan;
 pub mod netns;
+pub mod raw;
 pub mod sim;
 
 /// A 16-byte identifier, as a UUID's bytes.

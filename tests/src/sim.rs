@@ -95,6 +95,9 @@ pub struct Sim {
     /// Datagrams sent, dropped and delivered, for tests that check faults
     /// really happened.
     pub stats: SimStats,
+    /// Datagrams sent to addresses no node has (from, to, bytes), for
+    /// tests that play such a peer by hand; the latest 1,000.
+    pub outside: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     buf: Vec<u8>,
 }
 
@@ -126,13 +129,15 @@ impl Sim {
             seq: 0,
             partitions: BTreeSet::new(),
             muted: BTreeSet::new(),
+            outside: VecDeque::new(),
             stats: SimStats::default(),
             buf: Vec::new(),
         }
     }
 
     /// A node configuration for application `sim` version 1.0.0 whose
-    /// identity and seed derive from `n`.
+    /// identity and seed derive from `n`, with deterministic crypto (TLS
+    /// and connection ids from the seed).
     pub fn config(n: u8) -> NodeConfig {
         Self::config_with_version(n, Version::new(1, 0, 0))
     }
@@ -140,6 +145,9 @@ impl Sim {
     /// Like [`Sim::config`] with another application version.
     pub fn config_with_version(n: u8, version: Version) -> NodeConfig {
         let mut config = NodeConfig::new(Identity::from_bytes(&[n; 32]), "sim", version, [n; 32]);
+        // Every byte of a simulation follows from its seeds, TLS included,
+        // so recorded handshakes replay.
+        config.deterministic_crypto = true;
         config
             .metadata
             .insert("name", format!("node {n}"))
@@ -147,14 +155,19 @@ impl Sim {
         config
     }
 
-    /// Add a node; returns its index.
+    /// Add a node at [`Sim::sim_addr`] of its index; returns its index.
     pub fn add_node(&mut self, config: NodeConfig) -> usize {
         let index = self.nodes.len();
-        let addr = SocketAddr::new(
+        self.add_node_at(config, Self::sim_addr(index))
+    }
+
+    /// The address [`Sim::add_node`] gives node `index`: 127.0.1.`index + 1`,
+    /// port 4433.
+    pub fn sim_addr(index: usize) -> SocketAddr {
+        SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 1, (index + 1) as u8)),
             4433,
-        );
-        self.add_node_at(config, addr)
+        )
     }
 
     /// Add a node at `addr` (several nodes may share an IP address, as
@@ -247,6 +260,12 @@ impl Sim {
                 let to = transmit.destination;
                 let data = buf[..transmit.size].to_vec();
                 self.buf = buf;
+                if self.index_of(to).is_none() && !self.muted.contains(&i) {
+                    if self.outside.len() == 1_000 {
+                        self.outside.pop_front();
+                    }
+                    self.outside.push_back((from, to, data.clone()));
+                }
                 let cut = self.muted.contains(&i)
                     || self
                         .index_of(to)

@@ -202,7 +202,7 @@ pub struct DiscoveryStats {
     /// Packets dropped unparsed by a rate limit (their source's, or the one
     /// for all unknown sources).
     pub rate_limited: u64,
-    /// Packets dropped unparsed because their source is penalised for a
+    /// New instances refused because their source is penalised for a
     /// forged announcement.
     pub penalized: u64,
     /// Peers not remembered because the table was full of verified peers,
@@ -274,10 +274,16 @@ pub struct Discovery {
     events: VecDeque<DiscoveryEvent>,
     /// The rate limit of packets from sources that are not known peers.
     unknown_sources: TokenBucket,
-    /// The rate limit of each source.
+    /// The rate limit of each source that is not a verified peer's address.
     sources: SourceLimits,
-    /// Sources ignored until the given time (forged announcements).
+    /// The rate limit of each verified peer's address: a flood from other
+    /// (or forged) addresses cannot crowd these out of their table.
+    known_sources: SourceLimits,
+    /// Sources that may announce no new instance until the given time
+    /// (forged announcements).
     penalties: BTreeMap<IpAddr, Instant>,
+    /// The advertised addresses of verified peers.
+    verified_ips: std::collections::HashSet<IpAddr>,
     stats: DiscoveryStats,
     closed: bool,
 }
@@ -308,7 +314,14 @@ impl Discovery {
                 MAX_TRACKED_SOURCES,
                 now,
             ),
+            known_sources: SourceLimits::new(
+                config.packets_per_source,
+                config.source_burst,
+                config.max_peers.saturating_mul(MAX_ADDRS_PER_PEER),
+                now,
+            ),
             penalties: BTreeMap::new(),
+            verified_ips: Default::default(),
             config,
             advert: None,
             rng,
@@ -481,19 +494,15 @@ impl Discovery {
         }
         self.stats.packets += 1;
         let source = from.ip();
-        if self
-            .penalties
-            .get(&source)
-            .is_some_and(|until| *until > now)
-        {
-            self.stats.penalized += 1;
-            return;
-        }
         // Each source has an allowance of its own; packets from sources
-        // that are not known peers also share one for all, which bounds
-        // what a flood from many (spoofed) addresses costs.
-        let known = self.is_peer_address(&source);
-        if !self.sources.take(now, source) || (!known && !self.unknown_sources.take(now)) {
+        // that are not verified peers' addresses also share one for all,
+        // which bounds what a flood from many (forged) addresses costs.
+        let allowed = if self.is_verified_address(&source) {
+            self.known_sources.take(now, source)
+        } else {
+            self.sources.take(now, source) && self.unknown_sources.take(now)
+        };
+        if !allowed {
             self.stats.rate_limited += 1;
             return;
         }
@@ -515,26 +524,52 @@ impl Discovery {
         }
     }
 
-    /// Whether `ip` is an address a known peer advertises.
-    fn is_peer_address(&self, ip: &IpAddr) -> bool {
-        self.hosts
-            .values()
-            .any(|addrs| addrs.iter().any(|(known, _)| known == ip))
+    /// Whether `ip` is an advertised address of a verified peer (one that
+    /// this node dialed there and that proved its identity).
+    fn is_verified_address(&self, ip: &IpAddr) -> bool {
+        self.verified_ips.contains(ip)
     }
 
-    /// A handshake with `identity` at one of its advertised addresses
-    /// proved that identity: the entry is genuine, and is kept over
-    /// unverified ones when the table is full.
-    pub fn handle_verified(&mut self, identity: &RemoteIdentity) {
+    /// The advertised addresses of the verified peers, after a change.
+    fn update_verified_ips(&mut self) {
+        let hosts = &self.hosts;
+        self.verified_ips = self
+            .peers
+            .values()
+            .filter(|c| c.verified)
+            .filter_map(|c| c.host.as_ref())
+            .filter_map(|host| hosts.get(host))
+            .flatten()
+            .map(|(ip, _)| *ip)
+            .collect();
+    }
+
+    /// This node dialed `identity` at `addr` and the handshake proved that
+    /// identity. If `addr` is one of the addresses the peer advertises, the
+    /// entry is genuine: it is kept over unverified ones when the table is
+    /// full, and its addresses get a rate limit apart from strangers'.
+    pub fn handle_verified(&mut self, identity: &RemoteIdentity, addr: SocketAddr) {
+        let advertised = self
+            .peers
+            .get(identity)
+            .and_then(|c| c.reported.as_ref())
+            .is_some_and(|p| p.addrs.contains(&addr));
+        if !advertised {
+            return;
+        }
         if let Some(cached) = self.peers.get_mut(identity) {
             cached.verified = true;
         }
+        self.update_verified_ips();
     }
 
     /// A dial to `identity` at its advertised addresses was answered by
-    /// another identity (or failed the identity check): the announcement
-    /// was forged. The entry is dropped (reported expired) and its source
-    /// ignored for [`DiscoveryConfig::forgery_penalty`].
+    /// another identity: the announcement was forged (or stale). The entry
+    /// is dropped (reported expired), and its source may announce no new
+    /// instance for [`DiscoveryConfig::forgery_penalty`], unless that
+    /// source is a verified peer's address (mDNS sources are easy to forge:
+    /// a verified peer is not to be silenced by a forgery in its name). The
+    /// source's other instances are renewed as before.
     pub fn handle_forged(&mut self, now: Instant, identity: &RemoteIdentity) {
         let Some(cached) = self.peers.get(identity) else {
             return;
@@ -545,8 +580,19 @@ impl Discovery {
         }
         let source = cached.source;
         self.stats.peers_forged += 1;
-        self.penalties.retain(|_, until| *until > now);
-        if self.penalties.len() < MAX_PENALTIES {
+        if !self.is_verified_address(&source) {
+            self.penalties.retain(|_, until| *until > now);
+            if self.penalties.len() >= MAX_PENALTIES {
+                // Make room: the penalty that ends soonest goes.
+                let soonest = self
+                    .penalties
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(ip, _)| *ip);
+                if let Some(ip) = soonest {
+                    self.penalties.remove(&ip);
+                }
+            }
             self.penalties
                 .insert(source, now + self.config.forgery_penalty);
         }
@@ -564,6 +610,9 @@ impl Discovery {
             if !shared {
                 self.hosts.remove(host);
             }
+        }
+        if cached.verified {
+            self.update_verified_ips();
         }
         if cached.reported.is_some() {
             self.push_event(DiscoveryEvent::Expired(*identity));
@@ -653,6 +702,14 @@ impl Discovery {
                     || records.srv.as_ref().is_some_and(|s| s.0 > 0)
                     || records.txt.as_ref().is_some_and(|t| t.0 > 0);
                 if !renews {
+                    continue;
+                }
+                if self
+                    .penalties
+                    .get(&source)
+                    .is_some_and(|until| *until > now)
+                {
+                    self.stats.penalized += 1;
                     continue;
                 }
                 let from_source = self.peers.values().filter(|c| c.source == source).count();
@@ -765,6 +822,9 @@ impl Discovery {
             .filter_map(|c| c.host.as_ref())
             .collect();
         self.hosts.retain(|host, _| used.contains(host));
+        if self.peers.values().any(|c| c.verified) {
+            self.update_verified_ips();
+        }
         touched.sort();
         touched.dedup();
         for identity in touched {
@@ -861,17 +921,7 @@ impl Discovery {
             .map(|(id, _)| *id)
             .collect();
         for identity in expired {
-            if let Some(cached) = self.peers.remove(&identity) {
-                if let Some(host) = &cached.host {
-                    let shared = self.peers.values().any(|c| c.host.as_ref() == Some(host));
-                    if !shared {
-                        self.hosts.remove(host);
-                    }
-                }
-                if cached.reported.is_some() {
-                    self.push_event(DiscoveryEvent::Expired(identity));
-                }
-            }
+            self.forget(&identity);
         }
         let mut shrunk = Vec::new();
         for (host, addrs) in &mut self.hosts {

@@ -3,7 +3,7 @@
 //! [`Limits`](super::Limits).
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -11,6 +11,10 @@ use super::conn::{Conn, Phase};
 use super::hello::close_code;
 use super::{ConnectionId, Direction, DisconnectReason, Event, Node, send_hello};
 use crate::RemoteIdentity;
+
+/// How long a connection counts as wanted after the application last
+/// opened a stream on it.
+const WANTED_AFTER_OPENING: Duration = Duration::from_secs(300);
 
 impl Node {
     /// The application wants `identity` (it added it by address, or keeps
@@ -25,9 +29,29 @@ impl Node {
         self.protected.remove(identity);
     }
 
-    /// Whether connection `conn` is one the application asked for.
+    /// Whether connection `conn` is one the application asked for: it
+    /// dialed it, protected its peer, or opened a stream on it lately.
     fn is_wanted(&self, conn: &Conn) -> bool {
-        conn.protected || conn.remote.is_some_and(|r| self.protected.contains(&r))
+        conn.protected
+            || conn.remote.is_some_and(|r| self.protected.contains(&r))
+            || conn
+                .opened_at
+                .is_some_and(|at| self.now.saturating_duration_since(at) < WANTED_AFTER_OPENING)
+    }
+
+    /// Connections in any phase but closed (closed ones only wait to drain).
+    fn live_connections(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.phase != Phase::Closed)
+            .count()
+    }
+
+    /// The most connections in any phase, closing ones included: a ceiling
+    /// on memory however fast connections come and go.
+    pub(super) fn connection_ceiling(&self) -> usize {
+        let limits = &self.config.limits;
+        2 * (limits.max_connections + limits.max_incoming_handshakes)
     }
 
     fn incoming_handshakes(&self) -> impl Iterator<Item = &Conn> {
@@ -55,7 +79,10 @@ impl Node {
         let limits = &self.config.limits;
         let handshaking = self.incoming_handshakes().count();
         let total_cap = limits.max_connections + limits.max_incoming_handshakes;
-        if self.shutting_down || self.conns.len() >= total_cap {
+        if self.shutting_down
+            || self.live_connections() >= total_cap
+            || self.conns.len() >= self.connection_ceiling()
+        {
             return self.refuse(incoming, scratch, DisconnectReason::Refused);
         }
         // Under load (half the slots taken), a dialer proves it receives at
@@ -126,13 +153,15 @@ impl Node {
             .push_back(Event::IncomingRefused { addr, reason });
     }
 
-    /// Under load: close the incoming handshakes that have not proven an
-    /// identity within `handshake_under_load`.
+    /// Under load: close the incoming handshakes that have not finished
+    /// (TLS and the Hello) within `handshake_under_load`. An honest dialer
+    /// sends its Hello right after TLS, so one that proved an identity and
+    /// then says nothing is as stale as one that never proved one.
     fn close_stale_handshakes(&mut self, now: Instant) {
         let limit = self.config.timeouts.handshake_under_load;
         let stale: Vec<ConnectionId> = self
             .incoming_handshakes()
-            .filter(|c| c.remote.is_none() && now.saturating_duration_since(c.started) >= limit)
+            .filter(|c| now.saturating_duration_since(c.started) >= limit)
             .map(|c| c.id)
             .collect();
         for id in stale {
@@ -148,13 +177,12 @@ impl Node {
     }
 
     /// Every handshake slot is taken: close the oldest incoming handshake
-    /// whose peer has not proven an identity yet. Returns whether one gave
-    /// way.
+    /// whose peer has not proven an identity yet, or failing that the
+    /// oldest one. Returns whether one gave way.
     fn evict_handshake(&mut self, now: Instant) -> bool {
         let oldest = self
             .incoming_handshakes()
-            .filter(|c| c.remote.is_none())
-            .min_by_key(|c| (c.started, c.id))
+            .min_by_key(|c| (c.remote.is_some(), c.started, c.id))
             .map(|c| c.id);
         let Some(id) = oldest else {
             return false;
@@ -182,6 +210,22 @@ impl Node {
         if newcomer.remote.is_some_and(|r| self.peers.contains_key(&r)) {
             return true;
         }
+        let wanted = self.is_wanted(newcomer);
+        // One address gets a share of the room for peers nobody asked for:
+        // made-up identities from one device cannot fill the node.
+        if !wanted {
+            let ip = newcomer.addr.ip();
+            let from_source = self
+                .conns
+                .values()
+                .filter(|c| {
+                    c.phase == Phase::Established && c.addr.ip() == ip && !self.is_wanted(c)
+                })
+                .count();
+            if from_source >= self.config.limits.max_connections_per_source {
+                return false;
+            }
+        }
         let established = self
             .conns
             .values()
@@ -190,7 +234,6 @@ impl Node {
         if established < self.config.limits.max_connections {
             return true;
         }
-        let wanted = self.is_wanted(newcomer);
         let victim = self
             .conns
             .values()

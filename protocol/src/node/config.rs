@@ -40,11 +40,20 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// Seeds every random choice the core makes (QUIC connection ids, reset
-    /// and token keys). Take it from a CSPRNG; tests fix it for
-    /// reproducibility. TLS key shares come from the crypto library's own
-    /// secure generator.
+    /// Seeds every random choice the core makes (QUIC's random choices,
+    /// reset and token keys). Take it from a CSPRNG; tests fix it for
+    /// reproducibility. TLS randoms and key shares, and QUIC connection
+    /// ids, come from the crypto library's and the system's secure
+    /// generators.
     pub rng_seed: [u8; 32],
+    /// Tests and fuzzing only (feature `deterministic`): take TLS randoms
+    /// and key shares and QUIC connection ids from `rng_seed` too, so that
+    /// a recorded handshake replays byte for byte. Never in production: the
+    /// seed would be the only secret of every key exchange. Two live nodes
+    /// must not share a seed.
+    #[cfg(feature = "deterministic")]
+    #[doc(hidden)]
+    pub deterministic_crypto: bool,
 }
 
 impl NodeConfig {
@@ -65,6 +74,8 @@ impl NodeConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             rng_seed,
+            #[cfg(feature = "deterministic")]
+            deterministic_crypto: false,
         }
     }
 }
@@ -92,14 +103,22 @@ impl NodeConfig {
 ///    [`Timeouts::handshake_under_load`] is closed. A dialer turned away is
 ///    ignored, not refused: QUIC retransmits its first flight about a
 ///    second later.
-/// 2. **Connections.** When a connection is established while
-///    `max_connections` are, the established connection idle longest (no
-///    open stream) from a peer the application has not asked for gives
-///    way ([`DisconnectReason::Evicted`](super::DisconnectReason::Evicted)).
-///    A peer the application asked for (it dialed it, opened a stream to
-///    it, or [protected](super::Node::protect) its identity) is never
-///    refused for lack of room and never evicted; a newcomer nobody asked
-///    for is refused when no connection can give way.
+/// 2. **Connections.** A peer the application asked for (it dialed it,
+///    [protected](super::Node::protect) its identity, or opened a stream to
+///    it in the last five minutes) is never refused for lack of room and
+///    never evicted. Peers nobody asked for get at most
+///    `max_connections_per_source` connections per IP address. When a
+///    connection is established while `max_connections` are, the
+///    established connection idle longest (no stream the application knows
+///    of) from a peer nobody asked for gives way
+///    ([`DisconnectReason::Evicted`](super::DisconnectReason::Evicted)); a
+///    newcomer nobody asked for is refused when none can.
+///
+/// Closing connections, which QUIC keeps for a few round trips, do not
+/// count against these limits, but all connections together never exceed
+/// `2 × (max_connections + max_incoming_handshakes)`; dials fail
+/// ([`ConnectError::TooManyConnections`](super::ConnectError)) only at that
+/// ceiling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -110,6 +129,9 @@ pub struct Limits {
     /// Incoming connections from one IP address that have not finished the
     /// Hello exchange, while the node is under load (see above).
     pub max_handshakes_per_source: usize,
+    /// Established connections from one IP address to peers the
+    /// application has not asked for (see above).
+    pub max_connections_per_source: usize,
     /// Concurrent bidirectional streams a peer may open on one connection.
     pub max_streams_per_connection: u32,
     /// Bytes a peer may send on one stream before the application reads.
@@ -142,6 +164,7 @@ impl Default for Limits {
             max_connections: 256,
             max_incoming_handshakes: 32,
             max_handshakes_per_source: 4,
+            max_connections_per_source: 32,
             max_streams_per_connection: 1024,
             // 1.25 MB per stream fills a 10 Gb/s link at 1 ms RTT (a LAN's
             // bandwidth-delay product, and quinn's default). Larger windows

@@ -39,6 +39,18 @@ pub(super) struct StreamState {
     pub(super) header: HeaderStage,
     /// While the header is being received: when it must be complete.
     pub(super) header_deadline: Option<Instant>,
+    /// The application finished the sending half (all that remains is the
+    /// peer's acknowledgement), or released the stream altogether: a stop
+    /// that arrives now ends the half, as nobody will be told of it.
+    pub(super) send_finished: bool,
+}
+
+impl StreamState {
+    /// Whether the application knows of this stream: it opened it, or the
+    /// stream's header arrived and was announced.
+    pub(super) fn is_known_to_app(&self) -> bool {
+        !self.header.is_receiving()
+    }
 }
 
 #[derive(Debug)]
@@ -54,11 +66,14 @@ pub(super) struct Conn {
     /// When the connection started (for admission: the oldest
     /// unauthenticated handshake gives way first).
     pub(super) started: Instant,
-    /// The application cares about this connection: it dialed it, or opened
-    /// a stream on it. Such connections never give way to newcomers.
+    /// The application dialed this connection: it never gives way to
+    /// newcomers.
     pub(super) protected: bool,
-    /// When a stream last opened or ended here (for admission: the
-    /// connection idle longest gives way first).
+    /// When the application last opened a stream here: for a while after,
+    /// the connection counts as wanted (see `admission`).
+    pub(super) opened_at: Option<Instant>,
+    /// When a stream the application knows of last opened or ended here
+    /// (for admission: the connection idle longest gives way first).
     pub(super) last_activity: Instant,
     pub(super) control: Option<quinn_proto::StreamId>,
     pub(super) control_decoder: FrameDecoder,
@@ -121,6 +136,7 @@ impl Conn {
             phase: Phase::Handshaking,
             started: now,
             protected: direction == Direction::Outbound,
+            opened_at: None,
             last_activity: now,
             control: None,
             control_decoder: FrameDecoder::with_max_frame_len(MAX_CONTROL_MESSAGE_LEN),
@@ -144,9 +160,11 @@ impl Conn {
         }
     }
 
-    /// Whether the connection carries no application stream at all.
+    /// Whether the connection carries no stream the application knows of
+    /// (streams whose header is still arriving do not count: a peer cannot
+    /// keep its connection busy with headers it never completes).
     pub(super) fn is_idle(&self) -> bool {
-        self.streams.is_empty() && self.early_streams.is_empty()
+        self.streams.values().all(|s| !s.is_known_to_app())
     }
 }
 

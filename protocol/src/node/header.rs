@@ -243,7 +243,6 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        conn.last_activity = now;
         conn.streams.insert(
             stream,
             StreamState {
@@ -307,6 +306,15 @@ impl Node {
                 return;
             }
             conn.header_waiting.remove(&stream);
+            // The body started: its deadline runs from now.
+            if let Some(state) = conn.streams.get_mut(&stream)
+                && state.header_deadline.is_none()
+                && state.header.is_receiving()
+            {
+                let at = now + self.config.timeouts.header;
+                state.header_deadline = Some(at);
+                conn.header_deadlines.insert((at, stream));
+            }
             self.on_pulled(now, id, stream, pulled);
         }
     }
@@ -324,7 +332,15 @@ impl Node {
         match pulled {
             Pulled::Pending | Pulled::NotReceiving => {}
             Pulled::Waiting => {
+                // Waiting for room, the header's clock stops: the room is
+                // held by bodies on deadlines of their own, or by headers the
+                // application has not read yet (its own backlog).
                 conn.header_waiting.insert(stream);
+                if let Some(state) = conn.streams.get_mut(&stream)
+                    && let Some(at) = state.header_deadline.take()
+                {
+                    conn.header_deadlines.remove(&(at, stream));
+                }
             }
             Pulled::Complete => {
                 if let Some(state) = conn.streams.get_mut(&stream)
@@ -335,6 +351,7 @@ impl Node {
                 let Some(peer) = conn.remote.filter(|_| conn.phase == Phase::Established) else {
                     return;
                 };
+                conn.last_activity = now;
                 self.events.push_back(Event::IncomingStream {
                     peer,
                     stream: StreamId {
@@ -343,7 +360,7 @@ impl Node {
                     },
                 });
             }
-            Pulled::Refuse(code) => self.refuse_stream(now, id, stream, code),
+            Pulled::Refuse(code) => self.refuse_stream(id, stream, code),
             Pulled::PeerReset => {
                 // The peer gave the stream up: close our half too, so the
                 // stream is freed.
@@ -359,7 +376,6 @@ impl Node {
     /// reading and reset, both with `code`.
     pub(super) fn refuse_stream(
         &mut self,
-        now: Instant,
         id: ConnectionId,
         stream: quinn_proto::StreamId,
         code: u64,
@@ -372,7 +388,6 @@ impl Node {
         let _ = conn.quic.recv_stream(stream).stop(code_varint);
         let _ = conn.quic.send_stream(stream).reset(code_varint);
         conn.streams.remove(&stream);
-        conn.last_activity = now;
         self.active.insert(id);
         match code {
             stream_code::HEADER_TOO_LARGE => self.stats.headers_too_large += 1,
@@ -388,13 +403,21 @@ impl Node {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            let Some(&(at, stream)) = conn.header_deadlines.first() else {
-                break;
-            };
-            if at > now {
+            if conn
+                .header_deadlines
+                .first()
+                .is_none_or(|(at, _)| *at > now)
+            {
                 break;
             }
-            self.refuse_stream(now, id, stream, stream_code::HEADER_TIMEOUT);
+            // Taken off first, so the loop ends even if the stream is gone.
+            let Some((_, stream)) = conn.header_deadlines.pop_first() else {
+                break;
+            };
+            if let Some(state) = conn.streams.get_mut(&stream) {
+                state.header_deadline = None;
+            }
+            self.refuse_stream(id, stream, stream_code::HEADER_TIMEOUT);
         }
         self.pull_waiting_headers(now, id);
     }

@@ -65,6 +65,8 @@ mod close;
 mod config;
 mod conn;
 mod control;
+#[cfg(feature = "deterministic")]
+mod deterministic;
 mod duplicate;
 mod event;
 mod header;
@@ -117,11 +119,11 @@ const ALPN_ALERT: u8 = 120;
 /// `poll_transmit` at most; more are dropped, which is harmless.
 const MAX_QUEUED_RESPONSES: usize = 64;
 
-/// Datagrams starting with a QUIC v1 Initial packet a source address with
-/// no connection to this node may send per second (twice as many in a
-/// burst). Each costs an Initial key derivation and a decryption (about
-/// 4 µs) before QUIC can tell garbage from a dialer; an honest dialer sends
-/// one, or a few with retransmissions.
+/// Datagrams starting with a QUIC v1 Initial packet one source address may
+/// send per second (twice as many in a burst). Each costs an Initial key
+/// derivation and a decryption (about 4 µs) before QUIC can tell garbage
+/// from a dialer; an honest dialer sends one, or a few with
+/// retransmissions.
 const FIRST_FLIGHTS_PER_SOURCE: u32 = 50;
 /// How many source addresses get such a limit of their own; the others
 /// share one.
@@ -176,11 +178,9 @@ pub struct Node {
     /// Stateless answers go to unverified addresses: at a bounded rate per
     /// address, so the node cannot be used to flood one (spoofed) address.
     response_limit: SourceLimits,
-    /// First flights from addresses with no connection, per address: each
-    /// costs a key derivation and a decryption before it can be judged.
+    /// Initial packets per source address: each costs a key derivation
+    /// and a decryption before it can be judged.
     first_flights: SourceLimits,
-    /// Connections per remote IP address.
-    conns_by_ip: HashMap<IpAddr, u32>,
     stats: NodeStats,
     next_conn: u64,
     /// Round-robin cursor for `poll_transmit`, so one busy connection
@@ -230,9 +230,17 @@ impl Node {
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seeds.reset_key);
         let mut endpoint_config = quinn_proto::EndpointConfig::new(Arc::new(reset_key));
         endpoint_config.rng_seed(Some(seeds.endpoint_rng));
+        #[cfg_attr(not(feature = "deterministic"), allow(unused_mut))]
+        let mut provider = tls::provider();
+        #[cfg(feature = "deterministic")]
+        if config.deterministic_crypto {
+            provider = deterministic::provider(seeds.tls);
+            let cids = seeds.cids;
+            endpoint_config.cid_generator(move || Box::new(deterministic::SeededCids::new(cids)));
+        }
 
         let server_tls = quinn_proto::crypto::rustls::QuicServerConfig::try_from(
-            tls::server_config(&cert, &alpn(&config.versions.protocol))?,
+            tls::server_config(provider.clone(), &cert, &alpn(&config.versions.protocol))?,
         )
         .map_err(|e| TlsSetupError::Quic(e.to_string()))?;
         let token_key =
@@ -255,12 +263,24 @@ impl Node {
         server_config.max_incoming(config.limits.max_incoming_handshakes);
 
         let client_config = |resume: bool| -> Result<quinn_proto::ClientConfig, NodeError> {
-            let client_tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(
-                tls::client_config(&cert, &alpn(&config.versions.protocol), resume)?,
-            )
-            .map_err(|e| TlsSetupError::Quic(e.to_string()))?;
+            let client_tls =
+                quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls::client_config(
+                    provider.clone(),
+                    &cert,
+                    &alpn(&config.versions.protocol),
+                    resume,
+                )?)
+                .map_err(|e| TlsSetupError::Quic(e.to_string()))?;
             let mut client_config = quinn_proto::ClientConfig::new(Arc::new(client_tls));
             client_config.transport_config(transport.clone());
+            #[cfg(feature = "deterministic")]
+            if config.deterministic_crypto {
+                // The two client configurations draw from streams of
+                // their own.
+                let mut seed = seeds.initial_cids;
+                seed[0] ^= u8::from(resume);
+                client_config.initial_dst_cid_provider(deterministic::initial_cids(seed));
+            }
             Ok(client_config)
         };
         // Dials that pin the identity resume sessions; the others do not
@@ -300,7 +320,6 @@ impl Node {
                 TRACKED_SOURCES,
                 now,
             ),
-            conns_by_ip: HashMap::new(),
             stats: NodeStats::default(),
             next_conn: 0,
             transmit_cursor: None,
@@ -359,6 +378,12 @@ impl Node {
     /// Connections in any phase, including closing ones not yet drained.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Streams connection `id` keeps state for: open in either direction,
+    /// or ended but not yet released by the application.
+    pub fn stream_count(&self, id: ConnectionId) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.streams.len())
     }
 
     /// Bytes of header frames connection `id` holds for peer-opened
@@ -464,10 +489,11 @@ impl Node {
             // A version negotiation packet (to this node as a dialer).
             0 => false,
             1 => {
+                // A source's allowance covers its first flights and their
+                // retransmissions (established connections send short
+                // headers).
                 let initial = (first & 0x30) == 0;
-                initial
-                    && !self.conns_by_ip.contains_key(&remote.ip())
-                    && !self.first_flights.take(now, remote.ip())
+                initial && !self.first_flights.take(now, remote.ip())
             }
             _ => data.len() >= MIN_INITIAL_SIZE && !self.response_limit.has_token(now, remote.ip()),
         }
@@ -530,8 +556,9 @@ impl Node {
         if self.shutting_down {
             return Err(ConnectError::ShuttingDown);
         }
-        let limits = &self.config.limits;
-        if self.conns.len() >= limits.max_connections + limits.max_incoming_handshakes {
+        // The application asked for this connection: only the memory
+        // ceiling refuses it.
+        if self.conns.len() >= self.connection_ceiling() {
             return Err(ConnectError::TooManyConnections);
         }
         let (client_config, server_name) = match &expected {
@@ -625,10 +652,6 @@ impl Node {
         let id = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.by_handle.insert(handle, id);
-        *self
-            .conns_by_ip
-            .entry(quic.remote_address().ip())
-            .or_default() += 1;
         self.conns.insert(
             id,
             Conn::new(
@@ -674,13 +697,6 @@ impl Node {
             if let Some(conn) = self.conns.remove(&id) {
                 self.connection_changes += 1;
                 self.by_handle.remove(&conn.handle);
-                let ip = conn.addr.ip();
-                if let Some(count) = self.conns_by_ip.get_mut(&ip) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.conns_by_ip.remove(&ip);
-                    }
-                }
             }
             self.active.remove(&id);
         }
@@ -784,6 +800,9 @@ impl Node {
         conn.phase = Phase::Established;
         self.connection_changes += 1;
         conn.was_established = true;
+        conn.quic.set_receive_window(VarInt::from_u32(
+            self.config.limits.connection_receive_window,
+        ));
         conn.handshake_deadline = None;
         conn.last_activity = now;
         let info = PeerInfo {

@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use quinn_proto::VarInt;
 
+/// The connection receive window before the Hello exchange is done.
+pub(super) const HANDSHAKE_RECEIVE_WINDOW: u32 = 256 * 1024;
+
 pub(super) fn transport_config(
     config: &NodeConfig,
 ) -> Result<quinn_proto::TransportConfig, NodeError> {
@@ -16,7 +19,14 @@ pub(super) fn transport_config(
         .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_connection))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(limits.stream_receive_window))
-        .receive_window(VarInt::from_u32(limits.connection_receive_window))
+        // Until the Hello exchange is done, a peer may have only a little
+        // unread data with us (handshake slots are many and cheap to take);
+        // the whole window opens when the connection is established.
+        .receive_window(VarInt::from_u32(
+            limits
+                .connection_receive_window
+                .min(HANDSHAKE_RECEIVE_WINDOW),
+        ))
         .send_window(limits.send_window)
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(config.timeouts.keep_alive))
@@ -29,6 +39,14 @@ pub(super) struct Seeds {
     pub(super) endpoint_rng: [u8; 32],
     pub(super) reset_key: [u8; 32],
     pub(super) token_key: [u8; 32],
+    /// Deterministic crypto only: TLS, connection ids, and dialers' first
+    /// destination connection ids.
+    #[cfg_attr(not(feature = "deterministic"), allow(dead_code))]
+    pub(super) tls: [u8; 32],
+    #[cfg_attr(not(feature = "deterministic"), allow(dead_code))]
+    pub(super) cids: [u8; 32],
+    #[cfg_attr(not(feature = "deterministic"), allow(dead_code))]
+    pub(super) initial_cids: [u8; 32],
 }
 
 pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
@@ -38,10 +56,17 @@ pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
         endpoint_rng: [0; 32],
         reset_key: [0; 32],
         token_key: [0; 32],
+        tls: [0; 32],
+        cids: [0; 32],
+        initial_cids: [0; 32],
     };
+    // Appended in this order, so that earlier seeds stay as they were.
     rng.fill_bytes(&mut seeds.endpoint_rng);
     rng.fill_bytes(&mut seeds.reset_key);
     rng.fill_bytes(&mut seeds.token_key);
+    rng.fill_bytes(&mut seeds.tls);
+    rng.fill_bytes(&mut seeds.cids);
+    rng.fill_bytes(&mut seeds.initial_cids);
     seeds
 }
 

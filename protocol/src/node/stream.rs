@@ -38,9 +38,8 @@ impl Node {
             .ok_or(StreamError::StreamsExhausted)?;
         conn.streams.insert(id, StreamState::default());
         conn.opened += 1;
-        // The application wants this peer: the connection never gives way
-        // to a newcomer.
-        conn.protected = true;
+        // The application wants this peer (for a while: see admission).
+        conn.opened_at = Some(now);
         conn.last_activity = now;
         Ok(StreamId { conn: conn_id, id })
     }
@@ -93,23 +92,28 @@ impl Node {
     pub fn discard_received(&mut self, stream: StreamId) -> Result<bool, StreamError> {
         let conn = self.app_stream(stream)?;
         let header_dropped = discard_header(conn, stream.id);
-        let mut recv = conn.quic.recv_stream(stream.id);
-        let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
-        let ended = loop {
-            match chunks.next(usize::MAX) {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(quinn_proto::ReadError::Reset(_)) => break true,
-                Err(quinn_proto::ReadError::Blocked) => break false,
+        let ended = match conn.quic.recv_stream(stream.id).read(true) {
+            Ok(mut chunks) => {
+                let ended = loop {
+                    match chunks.next(usize::MAX) {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(quinn_proto::ReadError::Reset(_)) => break true,
+                        Err(quinn_proto::ReadError::Blocked) => break false,
+                    }
+                };
+                let _ = chunks.finalize();
+                Ok(ended)
             }
+            Err(_) => Err(StreamError::Closed),
         };
-        let _ = chunks.finalize();
-        if ended {
+        if ended == Ok(true) {
             self.stream_half_done(stream, false);
         }
+        // Also on error: the header's budget came back either way.
         if header_dropped {
             self.pull_waiting_headers(self.now, stream.conn);
         }
-        Ok(ended)
+        ended
     }
 
     /// Finish the sending half: the peer reads to the end, then sees
@@ -128,9 +132,19 @@ impl Node {
                     stopped.map_or(StreamError::Closed, StreamError::Stopped)
                 }
             });
-        if let Err(StreamError::Stopped(_)) = result {
+        match result {
+            Ok(()) => {
+                if let Some(state) = self
+                    .conns
+                    .get_mut(&stream.conn)
+                    .and_then(|c| c.streams.get_mut(&stream.id))
+                {
+                    state.send_finished = true;
+                }
+            }
             // Nothing more will be sent: the application has seen the stop.
-            self.stream_half_done(stream, true);
+            Err(StreamError::Stopped(_)) => self.stream_half_done(stream, true),
+            Err(_) => {}
         }
         result
     }
@@ -160,15 +174,19 @@ impl Node {
         let code = VarInt::from_u64(code).map_err(|_| StreamError::InvalidCode(code))?;
         let conn = self.app_stream(stream)?;
         let header_dropped = discard_header(conn, stream.id);
-        conn.quic
+        let result = conn
+            .quic
             .recv_stream(stream.id)
             .stop(code)
-            .map_err(|_| StreamError::Closed)?;
-        self.stream_half_done(stream, false);
+            .map_err(|_| StreamError::Closed);
+        if result.is_ok() {
+            self.stream_half_done(stream, false);
+        }
+        // Also on error: the header's budget came back either way.
         if header_dropped {
             self.pull_waiting_headers(self.now, stream.conn);
         }
-        Ok(())
+        result
     }
 
     /// The application is done with `stream` (its handle is gone): finish
@@ -184,9 +202,13 @@ impl Node {
             return;
         };
         let (send_done, recv_done, stopped) = (state.send_done, state.recv_done, state.stopped);
+        if let Some(state) = conn.streams.get_mut(&stream.id) {
+            state.send_finished = true;
+        }
         // A finished half becomes done once the peer acknowledged it all
-        // (`StreamEvent::Finished`); a stopped one was reset when the stop
-        // arrived, and is done now.
+        // (`StreamEvent::Finished`), or once a stop arrives (the half is
+        // reset then, never acknowledged); a stopped one was reset when the
+        // stop arrived, and is done now.
         if !send_done && conn.quic.send_stream(stream.id).finish().is_err() && stopped.is_some() {
             self.stream_half_done(stream, true);
         }
@@ -227,9 +249,12 @@ impl Node {
                 state.recv_done = true;
             }
             if state.send_done && state.recv_done {
+                let known = state.is_known_to_app();
                 conn.end_header(stream.id);
                 conn.streams.remove(&stream.id);
-                conn.last_activity = now;
+                if known {
+                    conn.last_activity = now;
+                }
             }
         }
         self.close_if_drained_duplicate(stream.conn);
@@ -319,14 +344,22 @@ impl Node {
                 if conn.quic.send_stream(stream).reset(error_code).is_ok() {
                     self.stats.streams_reset_on_stop += 1;
                 }
+                let (known, finished) = (state.is_known_to_app(), state.send_finished);
                 let stream = StreamId {
                     conn: id,
                     id: stream,
                 };
-                self.events.push_back(Event::StreamStopped {
-                    stream,
-                    code: error_code.into_inner(),
-                });
+                if finished {
+                    // Finished or released: the reset half will never be
+                    // acknowledged as finished, and nobody will ask again.
+                    self.stream_half_done(stream, true);
+                }
+                if known {
+                    self.events.push_back(Event::StreamStopped {
+                        stream,
+                        code: error_code.into_inner(),
+                    });
+                }
             }
         }
     }

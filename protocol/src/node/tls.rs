@@ -97,8 +97,8 @@ impl NodeCertificate {
     }
 }
 
-/// The crypto provider: ring, TLS 1.3 only.
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider: ring (TLS 1.3 only, by the configurations below).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -131,11 +131,12 @@ pub(crate) fn server_name(identity: &RemoteIdentity) -> String {
 /// are kept and resumed (used only when the dialer pins the identity, see
 /// [`server_name`]).
 pub(crate) fn client_config(
+    provider: Arc<CryptoProvider>,
     cert: &NodeCertificate,
     alpn: &[u8],
     resume: bool,
 ) -> Result<rustls::ClientConfig, TlsSetupError> {
-    let mut config = rustls::ClientConfig::builder_with_details(provider(), Arc::new(NoClock))
+    let mut config = rustls::ClientConfig::builder_with_details(provider, Arc::new(NoClock))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(IdentityVerifier(cert.verified.clone())))
@@ -165,10 +166,11 @@ pub(crate) fn client_config(
 
 /// The rustls server configuration of a listener.
 pub(crate) fn server_config(
+    provider: Arc<CryptoProvider>,
     cert: &NodeCertificate,
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig, TlsSetupError> {
-    let mut config = rustls::ServerConfig::builder_with_details(provider(), Arc::new(NoClock))
+    let mut config = rustls::ServerConfig::builder_with_details(provider, Arc::new(NoClock))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(IdentityVerifier(cert.verified.clone())))
         .with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
@@ -385,9 +387,9 @@ mod tests {
     #[test]
     fn configurations_build() {
         let cert = NodeCertificate::new(&Identity::from_bytes(&[5; 32])).unwrap();
-        let client = client_config(&cert, b"pos-p2p/0.1", true).unwrap();
+        let client = client_config(provider(), &cert, b"pos-p2p/0.1", true).unwrap();
         assert_eq!(client.alpn_protocols, vec![b"pos-p2p/0.1".to_vec()]);
-        let server = server_config(&cert, b"pos-p2p/0.1").unwrap();
+        let server = server_config(provider(), &cert, b"pos-p2p/0.1").unwrap();
         assert_eq!(server.max_early_data_size, 0);
     }
 }

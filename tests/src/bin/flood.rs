@@ -259,69 +259,6 @@ fn initial(seed: u64, version: u32) -> Vec<u8> {
     data
 }
 
-/// A TLS client configuration like a pos-p2p dialer's, with a made-up
-/// identity, that accepts any server.
-fn tls_client(seed: u64) -> Result<rustls::ClientConfig> {
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let mut pkcs8 = vec![
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    pkcs8.extend_from_slice(identity(seed).to_bytes().as_ref());
-    let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice())?;
-    let cert = rcgen::CertificateParams::new(vec!["pos-p2p".to_owned()])?.self_signed(&key_pair)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-        .with_client_auth_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)),
-        )?;
-    config.alpn_protocols = vec![b"pos-p2p/0.1".to_vec()];
-    config.enable_sni = false;
-    Ok(config)
-}
-
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// QUIC clients on one socket, driven by hand: `hello_only` sends each
 /// connection's first flight and nothing more (a handshake that never
 /// completes); otherwise connections complete TLS (with a made-up identity)
@@ -343,7 +280,9 @@ fn quic_clients(to: SocketAddr, secs: u64, rate: u64, hello_only: bool) -> Resul
         if now >= next {
             next += interval;
             seed += 1;
-            let tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client(seed)?)?;
+            let tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(
+                pos_p2p_tests::raw::tls_client(seed),
+            )?;
             let config = ClientConfig::new(Arc::new(tls));
             let (handle, conn) = endpoint.connect(now, config, to, "pos-p2p")?;
             started += 1;

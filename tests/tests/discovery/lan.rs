@@ -317,7 +317,8 @@ fn forged_advertisements_from_many_sources_cannot_keep_a_real_peer_out() {
     assert!(lan.nodes[a].discovery.peer(&lan.id(b)).is_some());
     // Once a handshake verified it, no flood of new forgeries evicts it.
     let idb = lan.id(b);
-    lan.nodes[a].discovery.handle_verified(&idb);
+    let b_addr = std::net::SocketAddr::new(lan.nodes[b].ip, 4433);
+    lan.nodes[a].discovery.handle_verified(&idb, b_addr);
     for n in 200..250u8 {
         let ip = format!("192.168.1.{}", 100 + n % 20);
         let packet = forged_announcement(&lan, n, &ip);
@@ -348,7 +349,7 @@ fn a_forged_peer_is_dropped_and_its_source_ignored_for_a_while() {
             .iter()
             .any(|(_, e)| matches!(e, DiscoveryEvent::Expired(p) if *p == forged))
     );
-    // The source is ignored: its next announcements are not even parsed.
+    // The source may announce no new instance for a while.
     lan.inject_to(a, from, &packet);
     assert!(lan.nodes[a].discovery.peer(&forged).is_none());
     assert_eq!(lan.nodes[a].discovery.stats().penalized, 1);
@@ -723,4 +724,102 @@ fn the_rate_limit_refills_between_closely_spaced_packets() {
     let parsed = stats.packets - stats.rate_limited;
     // 0.5 s at 100 a second, plus the one in the bucket.
     assert!((49..=52).contains(&parsed), "{parsed} parsed");
+}
+
+#[test]
+fn only_a_dial_to_an_advertised_address_verifies_a_peer() {
+    let mut lan = Lan::new(26);
+    let a = lan.add_node_with(unlimited(1, 2));
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_millis(10));
+    let idb = lan.id(b);
+    // A connection from somewhere else proves nothing about the
+    // advertisement: b stays evictable.
+    lan.nodes[a]
+        .discovery
+        .handle_verified(&idb, "192.0.2.99:4433".parse().unwrap());
+    for n in [3u8, 4] {
+        let packet = forged_announcement(&lan, n, "192.168.1.70");
+        lan.inject_to(
+            a,
+            format!("192.168.1.{}:5353", 60 + n).parse().unwrap(),
+            &packet,
+        );
+    }
+    assert!(lan.nodes[a].discovery.peer(&idb).is_none(), "b was evicted");
+}
+
+#[test]
+fn a_forgery_in_a_verified_peers_name_does_not_silence_it() {
+    let mut lan = Lan::new(27);
+    let a = lan.add_node_with(unlimited(1, 16));
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_millis(10));
+    let (idb, b_ip) = (lan.id(b), lan.nodes[b].ip);
+    lan.nodes[a]
+        .discovery
+        .handle_verified(&idb, std::net::SocketAddr::new(b_ip, 4433));
+    // A forged instance "from" b's address, which fails its dial.
+    let from = std::net::SocketAddr::new(b_ip, 5353);
+    let packet = forged_announcement(&lan, 50, "192.168.1.99");
+    lan.inject_to(a, from, &packet);
+    let forged = Lan::identity(50);
+    assert!(lan.nodes[a].discovery.peer(&forged).is_some());
+    let now = lan.now;
+    lan.nodes[a].discovery.handle_forged(now, &forged);
+    assert!(lan.nodes[a].discovery.peer(&forged).is_none());
+    // b's address is not penalised: a new instance from it is accepted.
+    let other = forged_announcement(&lan, 51, "192.168.1.98");
+    lan.inject_to(a, from, &other);
+    assert!(lan.nodes[a].discovery.peer(&Lan::identity(51)).is_some());
+    assert_eq!(lan.nodes[a].discovery.stats().penalized, 0);
+}
+
+#[test]
+fn a_penalised_source_keeps_its_other_instances() {
+    let mut lan = Lan::new(28);
+    let a = lan.add_node_with(unlimited(1, 16));
+    let from: SocketAddr = "192.168.1.66:5353".parse().unwrap();
+    let kept = forged_announcement(&lan, 60, "192.168.1.66");
+    let forged = forged_announcement(&lan, 61, "192.168.1.66");
+    lan.inject_to(a, from, &kept);
+    lan.inject_to(a, from, &forged);
+    let now = lan.now;
+    lan.nodes[a]
+        .discovery
+        .handle_forged(now, &Lan::identity(61));
+    // A renewal of the instance it already had is still heard.
+    lan.now += Duration::from_secs(100);
+    lan.inject_to(a, from, &kept);
+    lan.run_for(Duration::from_secs(30));
+    assert!(lan.nodes[a].discovery.peer(&Lan::identity(60)).is_some());
+}
+
+#[test]
+fn a_flood_from_many_forged_sources_leaves_verified_peers_their_allowance() {
+    let mut lan = Lan::new(29);
+    let a = lan.add_node(1);
+    let b = lan.add_node(2);
+    lan.run_for(Duration::from_millis(10));
+    let (idb, b_ip) = (lan.id(b), lan.nodes[b].ip);
+    lan.nodes[a]
+        .discovery
+        .handle_verified(&idb, std::net::SocketAddr::new(b_ip, 4433));
+    // 50,000 queries in a second, each from a new address of the segment.
+    let query = simple_query("_sim._udp.local", 0);
+    for i in 0..50_000u32 {
+        let from = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 5353));
+        lan.inject_to(a, from, &query);
+        if i % 50 == 0 {
+            lan.now += Duration::from_millis(1);
+        }
+    }
+    // b's goodbye still gets through at once.
+    assert!(lan.nodes[a].discovery.stats().rate_limited > 40_000);
+    lan.shutdown(b);
+    lan.run_for(Duration::from_secs(2));
+    assert!(
+        lan.nodes[a].discovery.peer(&idb).is_none(),
+        "b's goodbye was heard"
+    );
 }

@@ -61,8 +61,7 @@ fn a_hundred_concurrent_streams() {
     for i in 0..100u64 {
         let stream = sim.open_stream(a, b).expect("open");
         let data = payload(i, 1000 + i as usize * 37);
-        assert_eq!(sim.nodes[a].node.write(stream, &data), Ok(data.len()));
-        sim.nodes[a].node.finish(stream).unwrap();
+        sim.write_all(a, stream, &data).expect("write");
         sent.push(data);
     }
     let mut received = Vec::new();
