@@ -212,6 +212,57 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_compatibility_examples() {
+        // PROTOCOL.md §5: patch, pre-release and build metadata play no part.
+        for (a, b) in [
+            ("1.2.3-alpha+build", "1.0.0"),
+            ("1.2.3-alpha+build", "1.9.0"),
+            ("0.3.0", "0.3.7-rc.1"),
+            ("0.0.1", "0.0.2"),
+        ] {
+            assert!(is_compatible(&v(a), &v(b)), "{a} ~ {b}");
+            assert!(is_compatible(&v(b), &v(a)), "{b} ~ {a}");
+        }
+        // Unlike semver's caret requirement.
+        assert!(
+            !">=0.0.1, <0.0.2"
+                .parse::<VersionReq>()
+                .unwrap()
+                .matches(&v("0.0.2"))
+        );
+        assert!(
+            !"^1.2.3"
+                .parse::<VersionReq>()
+                .unwrap()
+                .matches(&v("1.0.0-alpha"))
+        );
+        assert!(is_compatible(&v("1.2.3"), &v("1.0.0-alpha")));
+    }
+
+    #[test]
+    fn rejection_texts_are_the_documented_ones() {
+        // PROTOCOL.md §7.3.
+        let policy = VersionPolicy::default();
+        let protocol = policy
+            .check(&versions("0.1.0", "1.0.0"), &versions("0.2.0", "1.0.0"))
+            .unwrap_err();
+        assert_eq!(
+            protocol.to_string(),
+            "protocol versions are incompatible: 0.1.0 (rejecting node) and 0.2.0 \
+             (rejected node); 0.x versions must match in major and minor"
+        );
+        let requirement = VersionPolicy::default()
+            .require_app_version(">=1.5".parse().unwrap())
+            .check(&versions("0.1.0", "1.6.0"), &versions("0.1.0", "1.4.0"))
+            .unwrap_err();
+        assert_eq!(
+            requirement.to_string(),
+            "application version 1.4.0 of the rejected node does not satisfy the \
+             rejecting node's requirement >=1.5"
+        );
+    }
+
+    #[test]
     fn caret_rule_table() {
         let cases = [
             ("1.0.0", "1.9.3", true),

@@ -3,9 +3,11 @@
 //! Needs root; [`Segment::new`] says so and returns `None` without it,
 //! unless `POS_P2P_REQUIRE_NETNS=1` is set, when it panics instead.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -34,7 +36,14 @@ pub fn require(what: &str) -> Option<()> {
         std::env::var_os("POS_P2P_REQUIRE_NETNS").is_none(),
         "POS_P2P_REQUIRE_NETNS is set but network namespaces are unavailable (need root and iproute2)"
     );
-    eprintln!("SKIPPED {what}: network namespaces need root and iproute2");
+    // Written to the process's stderr directly, not through `eprintln!`,
+    // which the test harness captures for passing tests: a skip shows in
+    // the output of `cargo test` as it happens.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {what}: network namespaces need root and iproute2"
+    );
     None
 }
 
@@ -146,4 +155,98 @@ pub fn finish(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("output")
+}
+
+/// A child whose stdout is read line by line as it runs, so a test can wait
+/// for a line (readiness) rather than sleep.
+#[derive(Debug)]
+pub struct Watched {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// What a [`Watched`] child did.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended (killed if it outlived its limit).
+    pub status: ExitStatus,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Status and output, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Watched {
+    /// Watch `child` (spawned with piped stdout and stderr).
+    pub fn new(mut child: Child) -> Self {
+        let (tx, lines) = channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait (up to `limit`) for a line starting with `prefix`; the line.
+    pub fn wait_line(&mut self, prefix: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+            return Some(line.clone());
+        }
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if line.starts_with(prefix) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Wait for the child to end, killing it after `limit`.
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = self.child.wait().expect("wait");
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        // The reader thread ends with the child's stdout.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        let mut stdout = self.seen.join("\n");
+        stdout.push('\n');
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
 }

@@ -16,6 +16,38 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 /// client certificate, ALPN `pos-p2p/0.1`, no SNI) with the identity made
 /// from `seed`, that accepts any server.
 pub fn tls_client(seed: u64) -> rustls::ClientConfig {
+    tls_client_with(Some(seed))
+}
+
+/// Like [`tls_client`], or with no client certificate at all (`None`).
+pub fn tls_client_with(seed: Option<u64>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    let mut config = match seed {
+        Some(seed) => {
+            let (cert, key) = certificate(seed);
+            builder
+                .with_client_auth_cert(vec![cert], key)
+                .expect("client certificate")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"pos-p2p/0.1".to_vec()];
+    config.enable_sni = false;
+    config
+}
+
+/// A self-signed certificate for the identity made from `seed`.
+fn certificate(
+    seed: u64,
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    PrivateKeyDer<'static>,
+) {
     let mut secret = [0x5e; 32];
     secret[..8].copy_from_slice(&seed.to_be_bytes());
     let mut pkcs8 = vec![
@@ -28,20 +60,10 @@ pub fn tls_client(seed: u64) -> rustls::ClientConfig {
         .expect("params")
         .self_signed(&key_pair)
         .expect("certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-        .with_client_auth_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)),
-        )
-        .expect("client certificate");
-    config.alpn_protocols = vec![b"pos-p2p/0.1".to_vec()];
-    config.enable_sni = false;
-    config
+    (
+        cert.der().clone(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)),
+    )
 }
 
 /// Accepts any server certificate.
@@ -92,6 +114,8 @@ pub struct RawDialer {
     /// Where its datagrams come from.
     pub addr: SocketAddr,
     buf: Vec<u8>,
+    /// The streams the peer opened on each connection.
+    accepted: BTreeMap<ConnectionHandle, Vec<quinn_proto::StreamId>>,
 }
 
 impl RawDialer {
@@ -102,12 +126,19 @@ impl RawDialer {
             conns: BTreeMap::new(),
             addr,
             buf: Vec::new(),
+            accepted: BTreeMap::new(),
         }
     }
 
     /// Dial `to` with the made-up identity of `seed`.
     pub fn connect(&mut self, now: Instant, to: SocketAddr, seed: u64) {
-        let tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client(seed))
+        self.connect_with(now, to, Some(seed));
+    }
+
+    /// Dial `to` with the made-up identity of `seed`, or with no
+    /// certificate at all.
+    pub fn connect_with(&mut self, now: Instant, to: SocketAddr, seed: Option<u64>) {
+        let tls = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client_with(seed))
             .expect("QUIC TLS");
         let (handle, conn) = self
             .endpoint
@@ -141,6 +172,27 @@ impl RawDialer {
                     break;
                 };
                 out.push((transmit.destination, self.buf[..transmit.size].to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Everything the peers sent on the streams they opened, so far.
+    pub fn received(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (handle, conn) in &mut self.conns {
+            let accepted = self.accepted.entry(*handle).or_default();
+            while let Some(stream) = conn.streams().accept(Dir::Bi) {
+                accepted.push(stream);
+            }
+            for stream in accepted.iter() {
+                let mut recv = conn.recv_stream(*stream);
+                if let Ok(mut chunks) = recv.read(true) {
+                    while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+                        out.extend_from_slice(&chunk.bytes);
+                    }
+                    let _ = chunks.finalize();
+                }
             }
         }
         out

@@ -123,7 +123,7 @@ impl Node {
                     && let Some(control) = conn.quic.streams().open(quinn_proto::Dir::Bi)
                 {
                     conn.control = Some(control);
-                    send_hello(conn, &self.config);
+                    send_hello(conn, &self.config, false);
                 }
                 self.process(now, id);
             }

@@ -145,6 +145,13 @@ impl Node {
         if let Some((code, reason)) = self.conns.get(&id).and_then(|c| c.peer_goodbye.as_ref()) {
             return self.peer_close_reason(*code, reason);
         }
+        // A pinned dial the TLS verifier refused: who answered instead.
+        if let (ConnectionError::TransportError(_), Some(expected)) =
+            (&error, self.conns.get(&id).and_then(|c| c.expected))
+            && let Some(actual) = self.mismatches.take(&expected)
+        {
+            return DisconnectReason::IdentityMismatch { expected, actual };
+        }
         match error {
             ConnectionError::ApplicationClosed(close) => {
                 self.peer_close_reason(close.error_code.into_inner(), &close.reason)
@@ -154,10 +161,18 @@ impl Node {
     }
 }
 
+/// The TLS alert `access_denied` (49): a dialer's verifier refused our
+/// certificate because it pinned another identity.
+const ACCESS_DENIED_ALERT: u8 = 49;
+
 /// What a QUIC or TLS failure (not an application close) means for us.
 pub(super) fn transport_reason(error: ConnectionError) -> DisconnectReason {
     let alpn = TransportErrorCode::crypto(ALPN_ALERT);
+    let access_denied = TransportErrorCode::crypto(ACCESS_DENIED_ALERT);
     match error {
+        ConnectionError::ConnectionClosed(close) if close.error_code == access_denied => {
+            DisconnectReason::NotExpectedByPeer
+        }
         ConnectionError::ConnectionClosed(close) if close.error_code == alpn => {
             DisconnectReason::AlpnMismatch
         }

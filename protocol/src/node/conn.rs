@@ -168,15 +168,34 @@ impl Conn {
     }
 }
 
-/// Queue this node's Hello on the control stream.
-pub(super) fn send_hello(conn: &mut Conn, config: &NodeConfig) {
+/// Queue this node's Hello on the control stream. A listener's Hello goes
+/// out before the dialer has proven its identity (0.5-RTT data), so it
+/// carries no metadata (`with_metadata` false): nothing that describes the
+/// device goes to a peer before it is authenticated. The metadata follows
+/// in a Metadata message once it is (`send_metadata`).
+pub(super) fn send_hello(conn: &mut Conn, config: &NodeConfig, with_metadata: bool) {
     let hello = ControlMessage::Hello(Hello {
         versions: config.versions.clone(),
         app_name: config.app_name.clone(),
-        metadata: config.metadata.clone(),
+        metadata: if with_metadata {
+            config.metadata.clone()
+        } else {
+            crate::metadata::Metadata::new()
+        },
     });
     conn.control_out.push_back(hello.to_frame());
     conn.local_hello_sent = true;
+    flush_control(conn);
+}
+
+/// Queue this node's metadata on the control stream (a listener's, once
+/// the dialer has proven its identity).
+pub(super) fn send_metadata(conn: &mut Conn, config: &NodeConfig) {
+    if config.metadata.is_empty() {
+        return;
+    }
+    conn.control_out
+        .push_back(ControlMessage::Metadata(config.metadata.clone()).to_frame());
     flush_control(conn);
 }
 

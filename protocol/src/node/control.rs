@@ -156,7 +156,7 @@ impl Node {
                 }
                 conn.remote_hello = Some(hello);
                 if !conn.local_hello_sent {
-                    send_hello(conn, &self.config);
+                    send_hello(conn, &self.config, true);
                 }
                 self.try_establish(now, id);
             }
@@ -168,7 +168,11 @@ impl Node {
                 DisconnectReason::ProtocolViolation("peer sent a second Hello".into()),
             ),
             ControlMessage::Metadata(metadata) => {
-                if conn.phase != Phase::Established {
+                // After the sender's Hello, which the stream's order makes
+                // the first message: a listener sends its metadata as soon
+                // as the dialer is authenticated, which may be before this
+                // node counts the connection as established.
+                if conn.remote_hello.is_none() {
                     self.close_conn(
                         now,
                         id,
@@ -183,6 +187,10 @@ impl Node {
                 };
                 if let Some(hello) = conn.remote_hello.as_mut() {
                     hello.metadata = metadata.clone();
+                }
+                if conn.phase != Phase::Established {
+                    // Reported with the connection.
+                    return;
                 }
                 if let Some(entry) = self.peers.get_mut(&peer) {
                     entry.info.metadata = metadata.clone();

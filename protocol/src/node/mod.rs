@@ -166,6 +166,8 @@ pub struct Node {
     pinned_client_config: quinn_proto::ClientConfig,
     /// Peer handshake signatures verified so far.
     signatures_verified: Arc<std::sync::atomic::AtomicU64>,
+    /// Pinned dials the TLS verifier refused, and who answered them.
+    mismatches: Arc<tls::Mismatches>,
     /// Moves whenever a connection changes phase or goes away.
     connection_changes: u64,
     conns: BTreeMap<ConnectionId, Conn>,
@@ -301,6 +303,7 @@ impl Node {
             client_config,
             pinned_client_config,
             signatures_verified: cert.verified.clone(),
+            mismatches: cert.mismatches.clone(),
             connection_changes: 0,
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
@@ -732,6 +735,10 @@ impl Node {
             return;
         };
         conn.remote = Some(remote);
+        // A listener's metadata goes out once the dialer proved who it is.
+        if conn.direction == Direction::Inbound {
+            conn::send_metadata(conn, &self.config);
+        }
         // Take the control stream (without reading it) so that a Goodbye
         // can explain a mismatch to the peer.
         self.accept_streams(now, id);

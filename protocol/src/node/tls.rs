@@ -7,8 +7,9 @@
 //! public key, and check the handshake signature against that key: whoever
 //! completes the handshake holds the private key of the identity it presents.
 //! Names, validity periods and issuers carry no meaning and are not checked;
-//! the identity is the key. Whether that identity is the one a dialer wanted
-//! is decided by the node after the handshake (see `node`).
+//! the identity is the key. A dialer that pins an identity checks it in the
+//! verifier, before it sends its own certificate: an impostor learns
+//! nothing about the dialer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +70,37 @@ pub(crate) struct NodeCertificate {
     /// Handshake signatures the verifiers accepted (full handshakes; a
     /// resumed one has none).
     pub(crate) verified: Arc<AtomicU64>,
+    /// Pinned dials that another identity answered: the pinned identity
+    /// and who answered, for the node to report.
+    pub(crate) mismatches: Arc<Mismatches>,
+}
+
+/// Pinned dials the verifier refused, by the pinned identity: the identity
+/// that answered instead. Bounded; the node takes each entry when the
+/// connection's failure is reported.
+#[derive(Debug, Default)]
+pub(crate) struct Mismatches(
+    std::sync::Mutex<std::collections::VecDeque<(RemoteIdentity, RemoteIdentity)>>,
+);
+
+/// How many refused pins are remembered for the node to report.
+const MAX_MISMATCHES: usize = 64;
+
+impl Mismatches {
+    fn record(&self, expected: RemoteIdentity, actual: RemoteIdentity) {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() == MAX_MISMATCHES {
+            list.pop_front();
+        }
+        list.push_back((expected, actual));
+    }
+
+    /// Who answered a dial pinned to `expected`, if the verifier refused it.
+    pub(crate) fn take(&self, expected: &RemoteIdentity) -> Option<RemoteIdentity> {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let at = list.iter().position(|(e, _)| e == expected)?;
+        list.remove(at).map(|(_, actual)| actual)
+    }
 }
 
 impl NodeCertificate {
@@ -93,6 +125,7 @@ impl NodeCertificate {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())),
             verified: Arc::new(AtomicU64::new(0)),
+            mismatches: Arc::default(),
         })
     }
 }
@@ -139,7 +172,10 @@ pub(crate) fn client_config(
     let mut config = rustls::ClientConfig::builder_with_details(provider, Arc::new(NoClock))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(IdentityVerifier(cert.verified.clone())))
+        .with_custom_certificate_verifier(Arc::new(IdentityVerifier {
+            verified: cert.verified.clone(),
+            mismatches: cert.mismatches.clone(),
+        }))
         .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())?;
     config.alpn_protocols = vec![alpn.to_vec()];
     // A resumed TLS 1.3 session (PSK with a fresh X25519 exchange, no 0-RTT)
@@ -172,7 +208,10 @@ pub(crate) fn server_config(
 ) -> Result<rustls::ServerConfig, TlsSetupError> {
     let mut config = rustls::ServerConfig::builder_with_details(provider, Arc::new(NoClock))
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(IdentityVerifier(cert.verified.clone())))
+        .with_client_cert_verifier(Arc::new(IdentityVerifier {
+            verified: cert.verified.clone(),
+            mismatches: cert.mismatches.clone(),
+        }))
         .with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
     config.alpn_protocols = vec![alpn.to_vec()];
     // 0-RTT would let a replayed first flight reach the application.
@@ -218,7 +257,20 @@ pub(crate) fn peer_identity(session: &dyn quinn_proto::crypto::Session) -> Optio
 /// identity and checks TLS 1.3 handshake signatures with that key. Used on
 /// both sides.
 #[derive(Debug)]
-struct IdentityVerifier(Arc<AtomicU64>);
+struct IdentityVerifier {
+    verified: Arc<AtomicU64>,
+    mismatches: Arc<Mismatches>,
+}
+
+/// The identity a dial pins, from the server name it was given
+/// ([`server_name`]); `None` for a dial that pins nothing.
+fn pinned(server_name: &ServerName<'_>) -> Option<RemoteIdentity> {
+    let ServerName::DnsName(name) = server_name else {
+        return None;
+    };
+    let text = name.as_ref().strip_suffix(&format!(".{SERVER_NAME}"))?;
+    text.parse().ok()
+}
 
 impl IdentityVerifier {
     fn verify_cert(
@@ -256,7 +308,7 @@ impl IdentityVerifier {
         parsed
             .verify_signature(webpki::ring::ED25519, message, dss.signature())
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.verified.fetch_add(1, Ordering::Relaxed);
         Ok(HandshakeSignatureValid::assertion())
     }
 }
@@ -266,11 +318,24 @@ impl ServerCertVerifier for IdentityVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         Self::verify_cert(end_entity, intermediates)?;
+        // The pin is checked here, before this dialer sends its own
+        // certificate: a listener that is not the pinned node learns
+        // nothing about who dialed it (the handshake ends with
+        // access_denied).
+        if let Some(expected) = pinned(server_name) {
+            let actual = identity_of(end_entity)?;
+            if actual != expected {
+                self.mismatches.record(expected, actual);
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -391,5 +456,161 @@ mod tests {
         assert_eq!(client.alpn_protocols, vec![b"pos-p2p/0.1".to_vec()]);
         let server = server_config(provider(), &cert, b"pos-p2p/0.1").unwrap();
         assert_eq!(server.max_early_data_size, 0);
+    }
+
+    /// A client session store that counts the tickets it is given.
+    #[derive(Debug)]
+    struct CountingStore(rustls::client::ClientSessionMemoryCache, AtomicU64);
+
+    impl CountingStore {
+        fn new() -> Self {
+            Self(
+                rustls::client::ClientSessionMemoryCache::new(8),
+                AtomicU64::new(0),
+            )
+        }
+    }
+
+    impl rustls::client::ClientSessionStore for CountingStore {
+        fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+            self.0.set_kx_hint(name, group)
+        }
+        fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+            self.0.kx_hint(name)
+        }
+        fn set_tls12_session(
+            &self,
+            name: ServerName<'static>,
+            value: rustls::client::Tls12ClientSessionValue,
+        ) {
+            self.0.set_tls12_session(name, value)
+        }
+        fn tls12_session(
+            &self,
+            name: &ServerName<'_>,
+        ) -> Option<rustls::client::Tls12ClientSessionValue> {
+            self.0.tls12_session(name)
+        }
+        fn remove_tls12_session(&self, name: &ServerName<'static>) {
+            self.0.remove_tls12_session(name)
+        }
+        fn insert_tls13_ticket(
+            &self,
+            name: ServerName<'static>,
+            value: rustls::client::Tls13ClientSessionValue,
+        ) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.insert_tls13_ticket(name, value)
+        }
+        fn take_tls13_ticket(
+            &self,
+            name: &ServerName<'static>,
+        ) -> Option<rustls::client::Tls13ClientSessionValue> {
+            self.0.take_tls13_ticket(name)
+        }
+    }
+
+    /// A whole TLS handshake between a listener's configuration and a
+    /// dialer's (over memory, not QUIC: the tickets are TLS's); how many
+    /// tickets the dialer was given.
+    fn tickets_given(ticket_request: Option<rustls::client::TicketRequest>) -> u64 {
+        let alpn = b"pos-p2p/0.1";
+        let server_cert = NodeCertificate::new(&Identity::from_bytes(&[7; 32])).unwrap();
+        let client_cert = NodeCertificate::new(&Identity::from_bytes(&[8; 32])).unwrap();
+        let server = Arc::new(server_config(provider(), &server_cert, alpn).unwrap());
+        let mut client = client_config(provider(), &client_cert, alpn, false).unwrap();
+        let store = Arc::new(CountingStore::new());
+        client.resumption = rustls::client::Resumption::store(store.clone());
+        client.send_ticket_request = ticket_request;
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let mut dialer = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut listener = rustls::ServerConnection::new(server).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            dialer.write_tls(&mut buf).unwrap();
+            listener.read_tls(&mut &buf[..]).unwrap();
+            listener.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            listener.write_tls(&mut buf).unwrap();
+            dialer.read_tls(&mut &buf[..]).unwrap();
+            dialer.process_new_packets().unwrap();
+        }
+        assert!(!dialer.is_handshaking() && !listener.is_handshaking());
+        store.1.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_listener_sends_one_ticket_unless_asked_for_none() {
+        // PROTOCOL.md §6.5: no extension, one ticket; ticket_request(0, 0),
+        // none; a pinned dial's ticket_request(1, 1), one.
+        assert_eq!(tickets_given(None), 1);
+        let none = rustls::client::TicketRequest {
+            new_session_count: 0,
+            resumption_count: 0,
+        };
+        assert_eq!(tickets_given(Some(none)), 0);
+        let one = rustls::client::TicketRequest {
+            new_session_count: 1,
+            resumption_count: 1,
+        };
+        assert_eq!(tickets_given(Some(one)), 1);
+        // And that is what the two dialer configurations ask for.
+        let cert = NodeCertificate::new(&Identity::from_bytes(&[9; 32])).unwrap();
+        let unpinned = client_config(provider(), &cert, b"x", false).unwrap();
+        assert_eq!(
+            unpinned
+                .send_ticket_request
+                .map(|t| (t.new_session_count, t.resumption_count)),
+            Some((0, 0))
+        );
+        let pinned = client_config(provider(), &cert, b"x", true).unwrap();
+        assert_eq!(
+            pinned
+                .send_ticket_request
+                .map(|t| (t.new_session_count, t.resumption_count)),
+            Some((1, 1))
+        );
+    }
+
+    #[test]
+    fn a_pin_is_checked_before_the_dialer_shows_its_certificate() {
+        let cert = NodeCertificate::new(&Identity::from_bytes(&[10; 32])).unwrap();
+        let verifier = IdentityVerifier {
+            verified: cert.verified.clone(),
+            mismatches: cert.mismatches.clone(),
+        };
+        let other = NodeCertificate::new(&Identity::from_bytes(&[11; 32])).unwrap();
+        let expected = Identity::from_bytes(&[12; 32]).to_remote_identity();
+        let pinned_name = ServerName::try_from(server_name(&expected)).unwrap();
+        let result = verifier.verify_server_cert(
+            &other.chain[0],
+            &[],
+            &pinned_name,
+            &[],
+            UnixTime::since_unix_epoch(std::time::Duration::ZERO),
+        );
+        assert!(matches!(
+            result,
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure
+            ))
+        ));
+        assert_eq!(
+            cert.mismatches.take(&expected),
+            Some(Identity::from_bytes(&[11; 32]).to_remote_identity())
+        );
+        // Unpinned, the same certificate is fine.
+        let unpinned = ServerName::try_from(SERVER_NAME).unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(
+                    &other.chain[0],
+                    &[],
+                    &unpinned,
+                    &[],
+                    UnixTime::since_unix_epoch(std::time::Duration::ZERO)
+                )
+                .is_ok()
+        );
     }
 }

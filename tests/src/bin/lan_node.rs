@@ -241,6 +241,8 @@ fn sniff(secs: u64) -> Result<()> {
         }
     }
     let socket: std::net::UdpSocket = socket.into();
+    // Joined: what is sent from now on is counted.
+    println!("listening");
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut packets = 0u64;
     let mut buf = [0u8; 9000];

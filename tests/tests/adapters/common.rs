@@ -164,12 +164,21 @@ pub(crate) async fn connect_and_check(a: &P2P, b: &P2P) {
         .cloned()
         .expect("a knows b");
     assert!(peer.is_connected());
-    let name = peer.metadata().get("name").cloned();
+    assert_eq!(peer.version(), Some(Version::new(1, 0, 0)));
+    // b's metadata follows its Hello once a has proven who it is: within a
+    // round trip.
+    let mut name = None;
+    for _ in 0..200 {
+        name = peer.metadata().get("name").cloned();
+        if name.is_some() {
+            break;
+        }
+        smol::Timer::after(Duration::from_millis(5)).await;
+    }
     assert!(
         name.as_deref().is_some_and(|n| n.starts_with("node ")),
         "{name:?}"
     );
-    assert_eq!(peer.version(), Some(Version::new(1, 0, 0)));
     // b sees a once its side of the handshake is done.
     for _ in 0..200 {
         if b.peers()
@@ -180,7 +189,9 @@ pub(crate) async fn connect_and_check(a: &P2P, b: &P2P) {
             assert!(meta.contains_key("name"));
             return;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // async-io's timer: this runs under tokio, async-std and smol, and
+        // must not block the executor's thread.
+        smol::Timer::after(Duration::from_millis(5)).await;
     }
     panic!("b never saw a connected");
 }

@@ -6,11 +6,12 @@
 //! `POS_P2P_REQUIRE_NETNS=1` is set (`.ci/run` sets it), in which case they
 //! fail.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pos_p2p_tests::lan::Lan;
+use pos_p2p_tests::netns::{Finished, Watched, require};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -26,19 +27,7 @@ impl Pair {
     }
 
     fn with(ipv6_only: bool) -> Option<Self> {
-        let usable = Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-            && is_root();
-        if !usable {
-            assert!(
-                std::env::var_os("POS_P2P_REQUIRE_NETNS").is_none(),
-                "POS_P2P_REQUIRE_NETNS is set but network namespaces are unavailable (need root and iproute2)"
-            );
-            eprintln!("skipping: network namespaces need root and iproute2");
-            return None;
-        }
+        require("this namespace test")?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}x{n}", std::process::id());
         let pair = Pair {
@@ -82,14 +71,16 @@ impl Pair {
     }
 
     /// Start `lan_node` with `args` in namespace `i`.
-    fn spawn(&self, i: usize, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns[i], env!("CARGO_BIN_EXE_lan_node")])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("lan_node starts")
+    fn spawn(&self, i: usize, args: &[&str]) -> Watched {
+        Watched::new(
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns[i], env!("CARGO_BIN_EXE_lan_node")])
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("lan_node starts"),
+        )
     }
 }
 
@@ -102,40 +93,16 @@ impl Drop for Pair {
     }
 }
 
-fn is_root() -> bool {
-    // The effective uid, without libc: /proc/self/status has it.
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
+fn finish(child: Watched, limit: Duration) -> Finished {
+    child.finish(limit)
 }
 
-/// Wait for a child, killing it after `limit`.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+fn stdout(output: &Finished) -> &str {
+    &output.stdout
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        String::from_utf8_lossy(&output.stderr)
-    )
+fn describe(output: &Finished) -> String {
+    output.describe()
 }
 
 #[test]
@@ -181,32 +148,36 @@ fn two_nodes_find_each_other_and_connect_without_an_address() {
 fn a_node_with_discovery_off_sends_no_multicast() {
     let Some(pair) = Pair::new() else { return };
     // The control: a node with discovery on is heard by the sniffer.
-    let sniffer = pair.spawn(1, &["sniff", "3"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut sniffer = pair.spawn(1, &["sniff", "3"]);
+    sniffer.wait_line("listening", Duration::from_secs(10));
     let node = pair.spawn(0, &["advertise", "lan-test", "3", "loud", "2"]);
     let heard = finish(sniffer, Duration::from_secs(10));
     finish(node, Duration::from_secs(10));
     assert!(stdout(&heard).contains("packets "), "{}", describe(&heard));
     assert!(
-        !stdout(&heard).contains("packets 0\n"),
+        !stdout(&heard).ends_with("packets 0\n"),
         "{}",
         describe(&heard)
     );
 
-    let sniffer = pair.spawn(1, &["sniff", "3"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut sniffer = pair.spawn(1, &["sniff", "3"]);
+    sniffer.wait_line("listening", Duration::from_secs(10));
     let node = pair.spawn(0, &["quiet", "lan-test", "4", "2"]);
     let quiet = finish(sniffer, Duration::from_secs(10));
     let node = finish(node, Duration::from_secs(10));
     assert!(node.status.success(), "{}", describe(&node));
-    assert_eq!(stdout(&quiet), "packets 0\n", "{}", describe(&quiet));
+    assert!(
+        stdout(&quiet).ends_with("packets 0\n"),
+        "{}",
+        describe(&quiet)
+    );
 }
 
 #[test]
 fn a_goodbye_reaches_the_other_namespace() {
     let Some(pair) = Pair::new() else { return };
-    let watcher = pair.spawn(1, &["advertise", "lan-test", "5", "watcher", "8"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut watcher = pair.spawn(1, &["advertise", "lan-test", "5", "watcher", "8"]);
+    watcher.wait_line("ready", Duration::from_secs(10));
     let leaver = pair.spawn(0, &["advertise", "lan-test", "6", "leaver", "2"]);
     let leaver = finish(leaver, Duration::from_secs(10));
     let watcher = finish(watcher, Duration::from_secs(20));

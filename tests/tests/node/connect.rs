@@ -23,7 +23,26 @@ fn connect_exchanges_hellos_without_an_extra_round_trip() {
     let dialer_ready = sim.now - started;
     assert_eq!(info.identity, sim.id(b));
     assert_eq!(info.direction, Direction::Outbound);
-    assert_eq!(info.metadata.get("name"), Some("node 2"));
+    // The listener's Hello went out before it knew who dialed: it says
+    // nothing about the device. Its metadata follows once the dialer is
+    // authenticated, one round trip later.
+    assert!(info.metadata.is_empty(), "{:?}", info.metadata);
+    let metadata = sim
+        .take_event(a, Duration::from_secs(5), |e| match e {
+            Event::MetadataUpdated { metadata, .. } => Some(metadata.clone()),
+            _ => None,
+        })
+        .expect("the listener's metadata follows");
+    assert_eq!(metadata.get("name"), Some("node 2"));
+    assert_eq!(
+        sim.nodes[a]
+            .node
+            .peer(&sim.id(b))
+            .unwrap()
+            .metadata
+            .get("name"),
+        Some("node 2")
+    );
     let info_b = sim
         .take_event(b, Duration::from_secs(5), |e| match e {
             Event::Connected(info) => Some(info.clone()),
@@ -77,9 +96,13 @@ fn identity_mismatch_fails_the_dialer_with_both_identities() {
             _ => None,
         })
         .expect("b is told");
+    // b is told, and never learns who dialed it: a checked the pin before
+    // it sent its own certificate.
+    assert_eq!(reason_b, (DisconnectReason::NotExpectedByPeer, None));
     assert_eq!(
-        reason_b,
-        (DisconnectReason::NotExpectedByPeer, Some(sim.id(a)))
+        sim.nodes[b].node.signatures_verified(),
+        0,
+        "b never saw a's certificate"
     );
     assert!(sim.nodes[a].node.peer(&sim.id(b)).is_none());
     assert!(sim.nodes[b].node.peer(&sim.id(a)).is_none());
@@ -309,4 +332,43 @@ fn a_session_offered_to_another_node_does_not_resume_and_the_pin_fails() {
             actual: sim.id(c)
         }
     );
+}
+
+#[test]
+fn a_listener_tells_a_dialer_that_has_not_authenticated_nothing_about_its_device() {
+    let mut sim = Sim::new(5, Link::lan());
+    let listener = sim.add_node(Sim::config(1));
+    let addr = sim.nodes[listener].addr;
+    // A dialer with no certificate at all: it gets the listener's first
+    // flight, 0.5-RTT data included, then the handshake fails.
+    let mut raw = pos_p2p_tests::raw::RawDialer::new("192.0.2.40:4433".parse().unwrap());
+    let now = sim.now;
+    raw.connect_with(now, addr, None);
+    let mut received = Vec::new();
+    for _ in 0..50 {
+        let now = sim.now;
+        for (_, datagram) in raw.poll(now) {
+            let from = raw.addr;
+            sim.inject(listener, from, &datagram);
+        }
+        while let Some((from, _, datagram)) = sim.outside.pop_front() {
+            raw.handle(now, from, &datagram);
+        }
+        received.extend(raw.received());
+        sim.run_for(Duration::from_millis(1));
+    }
+    // It read the listener's Hello: the application's name and versions,
+    // and no metadata (the listener's is "name=node 1").
+    let (body, _) = pos_p2p_protocol::codec::decode_frame(&received, 16 * 1024)
+        .expect("the Hello frame arrived");
+    assert_eq!(body[0], 0, "a Hello");
+    let text = String::from_utf8_lossy(body);
+    assert!(text.contains("sim"), "{text:?}");
+    assert!(!text.contains("node 1"), "{text:?}");
+    assert_eq!(
+        *body.last().unwrap(),
+        0,
+        "an empty metadata map ends the Hello"
+    );
+    assert!(sim.nodes[listener].node.peers().next().is_none());
 }

@@ -60,6 +60,11 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Internal: measure one contender's idle connections in this process
+    /// and print the result (the scale scenario runs each contender in a
+    /// fresh process of its own, so none inherits another's heap).
+    #[arg(long, hide = true)]
+    idle_child: Option<String>,
 }
 
 /// Sizes for this run.
@@ -104,6 +109,17 @@ fn main() -> Result<()> {
         .worker_threads(args.workers.max(1))
         .enable_all()
         .build()?;
+    if let Some(contender) = &args.idle_child {
+        let (bytes, cpu) = runtime.block_on(async {
+            match contender.as_str() {
+                "pos" => pos::idle_connections(sizes.idle_connections, sizes.idle).await,
+                "quinn" => quinn_side::idle_connections(sizes.idle_connections, sizes.idle).await,
+                other => Err(format!("unknown contender {other}").into()),
+            }
+        })?;
+        println!("idle-result {bytes} {cpu}");
+        return Ok(());
+    }
     let mut report = Report::new(args.smoke);
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     runtime.block_on(async {
@@ -123,7 +139,7 @@ fn main() -> Result<()> {
             tunnel_handshakes(&mut report, rounds, sizes).await?;
         }
         if wanted("scale") {
-            scale(&mut report, sizes).await?;
+            scale(&mut report, rounds, &args).await?;
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;
@@ -273,14 +289,50 @@ async fn tunnel_handshakes(report: &mut Report, rounds: usize, sizes: Sizes) -> 
     Ok(())
 }
 
-async fn scale(report: &mut Report, sizes: Sizes) -> Result<()> {
-    // Memory is measured once per contender (it does not average well:
-    // the allocator keeps what it grew), quinn first so that pos-p2p does
-    // not inherit its heap.
-    let (quinn_bytes, quinn_cpu) =
-        quinn_side::idle_connections(sizes.idle_connections, sizes.idle).await?;
-    let (pos_bytes, pos_cpu) = pos::idle_connections(sizes.idle_connections, sizes.idle).await?;
-    let n = sizes.idle_connections as f64;
+/// One contender's idle connections, measured in a fresh process of its
+/// own (this program again, with `--idle-child`): resident memory is a
+/// property of the whole process, so a contender measured after another
+/// would reuse (or pay for) the other's heap.
+fn idle_in_own_process(contender: &str, args: &Args) -> Result<(f64, f64)> {
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(exe);
+    command.args([
+        "--idle-child",
+        contender,
+        "--idle-connections",
+        &args.idle_connections.to_string(),
+        "--idle-seconds",
+        &args.idle_seconds.to_string(),
+        "--workers",
+        &args.workers.to_string(),
+    ]);
+    if args.smoke {
+        command.arg("--smoke");
+    }
+    let output = command.output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("idle-result "))
+        .ok_or_else(|| {
+            format!(
+                "the {contender} idle process failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    let mut fields = line.split_whitespace().map(str::parse::<f64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(bytes)), Some(Ok(cpu))) => Ok((bytes, cpu)),
+        _ => Err(format!("bad idle result {line:?}").into()),
+    }
+}
+
+async fn scale(report: &mut Report, rounds: usize, args: &Args) -> Result<()> {
+    let n = if args.smoke {
+        10.0
+    } else {
+        args.idle_connections as f64
+    };
     let mut rows = [
         Row::new(
             "idle connections: memory per connection",
@@ -307,10 +359,21 @@ async fn scale(report: &mut Report, sizes: Sizes) -> Result<()> {
             false,
         ),
     ];
-    rows[0].push(pos_bytes as f64 / n / 1024.0);
-    rows[1].push(quinn_bytes as f64 / n / 1024.0);
-    rows[2].push(pos_cpu);
-    rows[3].push(quinn_cpu);
+    // Each contender in a fresh process per round; the order alternates
+    // (it cannot matter between processes, and the figures show it).
+    for round in 0..rounds {
+        let order: [(&str, usize); 2] = if round % 2 == 0 {
+            [("pos", 0), ("quinn", 1)]
+        } else {
+            [("quinn", 1), ("pos", 0)]
+        };
+        for (contender, row) in order {
+            let (bytes, cpu) =
+                tokio::task::block_in_place(|| idle_in_own_process(contender, args))?;
+            rows[row].push(bytes / n / 1024.0);
+            rows[row + 2].push(cpu);
+        }
+    }
     report.add(rows);
     Ok(())
 }

@@ -133,8 +133,11 @@ impl Pair {
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
             self.client.disconnect(&server_id, "next");
-            // Not timed: wait until both sides forgot the old connection.
-            for _ in 0..2000 {
+            // Not timed: wait until both sides forgot the old connection,
+            // or fail: timing a dial to a peer still connected would time
+            // nothing.
+            let mut forgotten = false;
+            for _ in 0..10_000 {
                 let client_sees = self
                     .client
                     .peers()
@@ -146,9 +149,13 @@ impl Pair {
                     .get(&self.client.remote_identity())
                     .is_some_and(|p| p.is_connected());
                 if !client_sees && !server_sees {
+                    forgotten = true;
                     break;
                 }
                 tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            if !forgotten {
+                return Err("the previous connection was not torn down within 2 s".into());
             }
             let t = Instant::now();
             self.client.connect(addr, Some(server_id)).await?;

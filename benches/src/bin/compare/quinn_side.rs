@@ -195,9 +195,9 @@ async fn handle(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
             let _ = send.write_all(&request).await;
         }
     }
+    // Finish and let go, as the pos-p2p server does: neither waits for the
+    // peer to have read the reply (the data is delivered all the same).
     let _ = send.finish();
-    // Keep the stream until the peer has read the reply.
-    let _ = send.stopped().await;
 }
 
 /// Memory per idle connection and idle CPU: one client endpoint with `n`
