@@ -116,6 +116,9 @@ pub struct RawDialer {
     buf: Vec<u8>,
     /// The streams the peer opened on each connection.
     accepted: BTreeMap<ConnectionHandle, Vec<quinn_proto::StreamId>>,
+    /// How the peers closed connections: (code, reason phrase) of each
+    /// application CONNECTION_CLOSE received.
+    pub closes: Vec<(u64, bytes::Bytes)>,
 }
 
 impl RawDialer {
@@ -127,6 +130,7 @@ impl RawDialer {
             addr,
             buf: Vec::new(),
             accepted: BTreeMap::new(),
+            closes: Vec::new(),
         }
     }
 
@@ -165,7 +169,15 @@ impl RawDialer {
         let mut out = Vec::new();
         for conn in self.conns.values_mut() {
             conn.handle_timeout(now);
-            while conn.poll().is_some() {}
+            while let Some(event) = conn.poll() {
+                if let quinn_proto::Event::ConnectionLost {
+                    reason: quinn_proto::ConnectionError::ApplicationClosed(close),
+                } = event
+                {
+                    self.closes
+                        .push((close.error_code.into_inner(), close.reason.clone()));
+                }
+            }
             loop {
                 self.buf.clear();
                 let Some(transmit) = conn.poll_transmit(now, 1, &mut self.buf) else {
@@ -204,6 +216,16 @@ impl RawDialer {
             .values()
             .filter(|c| !c.is_handshaking() && !c.is_closed())
             .count()
+    }
+
+    /// Write `data` on the first stream each peer opened (a pos-p2p
+    /// listener's control stream), as far as flow control allows.
+    pub fn write_control(&mut self, data: &[u8]) {
+        for (handle, conn) in &mut self.conns {
+            if let Some(&stream) = self.accepted.get(handle).and_then(|s| s.first()) {
+                let _ = conn.send_stream(stream).write(data);
+            }
+        }
     }
 
     /// Open a stream on every connected connection and write as much of

@@ -99,7 +99,15 @@ pub struct Sim {
     /// tests that play such a peer by hand; the latest 1,000.
     pub outside: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     buf: Vec<u8>,
+    /// Steps in a row at which time did not move.
+    stalled: u32,
 }
+
+/// Steps in a row without time moving after which a node that keeps asking
+/// to be woken now, and does nothing about it when woken, is a bug (a
+/// deadline `handle_timeout` does not handle): the simulation fails loudly
+/// instead of spinning for ever.
+const MAX_STALLED_STEPS: u32 = 100_000;
 
 /// Counters of what the network did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,6 +140,7 @@ impl Sim {
             outside: VecDeque::new(),
             stats: SimStats::default(),
             buf: Vec::new(),
+            stalled: 0,
         }
     }
 
@@ -329,6 +338,19 @@ impl Sim {
             (None, Some(limit)) if limit > self.now => limit,
             (None, _) => return false,
         };
+        if next <= self.now {
+            self.stalled += 1;
+            if self.stalled > MAX_STALLED_STEPS {
+                let due: Vec<_> = self
+                    .nodes
+                    .iter_mut()
+                    .map(|n| n.node.poll_timeout())
+                    .collect();
+                panic!("time stands still: a node is due again at once every step ({due:?})");
+            }
+        } else {
+            self.stalled = 0;
+        }
         self.now = self.now.max(next);
         while self
             .in_flight
@@ -412,6 +434,27 @@ impl Sim {
             }
         });
         found
+    }
+
+    /// Play `raw` against the simulated network for `limit`, a millisecond
+    /// at a time: its datagrams go to the nodes, theirs to it.
+    pub fn drive_raw(&mut self, raw: &mut crate::raw::RawDialer, limit: Duration) {
+        let end = self.now + limit;
+        while self.now < end {
+            let now = self.now;
+            for (to, datagram) in raw.poll(now) {
+                if let Some(node) = self.nodes.iter().position(|n| n.addr == to) {
+                    let from = raw.addr;
+                    self.inject(node, from, &datagram);
+                }
+            }
+            while let Some((from, to, datagram)) = self.outside.pop_front() {
+                if to == raw.addr {
+                    raw.handle(now, from, &datagram);
+                }
+            }
+            self.run_for(Duration::from_millis(1));
+        }
     }
 
     /// Open a stream from node `from` to node `to` and write the header

@@ -26,6 +26,7 @@ impl Node {
             return;
         }
         let reason = reason.slice(..reason.len().min(hello::MAX_CLOSE_REASON_LEN));
+        let phrase = close_phrase(code, &reason);
         match conn.control {
             // QUIC replaces an application close sent before the handshake
             // is confirmed with a bare APPLICATION_ERROR, losing the code
@@ -43,9 +44,9 @@ impl Node {
                     std::time::Duration::from_millis(10),
                     std::time::Duration::from_secs(1),
                 );
-                conn.pending_close = Some((code, reason, now + grace));
+                conn.pending_close = Some((code, phrase, now + grace));
             }
-            _ => conn.quic.close(now, VarInt::from_u32(code as u32), reason),
+            _ => conn.quic.close(now, VarInt::from_u32(code as u32), phrase),
         }
         self.end_conn(id, local_reason);
     }
@@ -100,6 +101,7 @@ impl Node {
                 peer.info.connection = next;
                 if let Some(conn) = self.conns.get_mut(&next) {
                     conn.superseded = false;
+                    conn.superseded_deadline = None;
                     peer.info.addr = conn.quic.remote_address();
                     peer.info.direction = conn.direction;
                 }
@@ -161,6 +163,24 @@ impl Node {
     }
 }
 
+/// The reason phrase of a CONNECTION_CLOSE for `code` and the Goodbye's
+/// `reason`: UTF-8 text, as RFC 9000 §19.19 asks, so that any QUIC stack
+/// shows it. A version rejection, binary in the Goodbye, becomes its text
+/// (§7.3); other reasons are text already. At most
+/// [`hello::MAX_CLOSE_REASON_LEN`] bytes, cut at a character boundary.
+pub(super) fn close_phrase(code: u64, reason: &[u8]) -> Bytes {
+    let mut text = match hello::decode_rejection(reason) {
+        Ok(rejection) if code == close_code::VERSION_REJECTED => rejection.to_string(),
+        _ => String::from_utf8_lossy(reason).into_owned(),
+    };
+    let mut end = text.len().min(hello::MAX_CLOSE_REASON_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    Bytes::from(text)
+}
+
 /// The TLS alert `access_denied` (49): a dialer's verifier refused our
 /// certificate because it pinned another identity.
 const ACCESS_DENIED_ALERT: u8 = 49;
@@ -195,5 +215,43 @@ pub(super) fn transport_reason(error: ConnectionError) -> DisconnectReason {
         ConnectionError::Reset => DisconnectReason::Reset,
         ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
         other => DisconnectReason::Transport(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_phrase_is_text_cut_at_a_character_boundary() {
+        // 1,023 ASCII bytes and a two-byte character: the character does
+        // not fit and is left out whole.
+        let mut reason = "x".repeat(hello::MAX_CLOSE_REASON_LEN - 1).into_bytes();
+        reason.extend_from_slice("é".as_bytes());
+        let phrase = close_phrase(close_code::NORMAL, &reason);
+        assert_eq!(phrase.len(), hello::MAX_CLOSE_REASON_LEN - 1);
+        assert!(std::str::from_utf8(&phrase).is_ok());
+        // Bytes that are not UTF-8 are replaced, never passed on.
+        let phrase = close_phrase(close_code::PROTOCOL_VIOLATION, &[b'a', 0xff, b'b']);
+        assert_eq!(&phrase[..], "a\u{fffd}b".as_bytes());
+    }
+
+    #[test]
+    fn only_a_version_rejection_is_turned_into_its_text() {
+        let rejection = crate::version::VersionPolicy::default()
+            .check(
+                &crate::version::Versions::new("1.0.0".parse().unwrap()),
+                &crate::version::Versions::new("2.0.0".parse().unwrap()),
+            )
+            .unwrap_err();
+        let binary = hello::encode_rejection(&rejection);
+        let phrase = close_phrase(close_code::VERSION_REJECTED, &binary);
+        assert_eq!(&phrase[..], rejection.to_string().as_bytes());
+        // The same bytes under another code are passed on as they are.
+        let phrase = close_phrase(close_code::NORMAL, &binary);
+        assert_eq!(
+            phrase,
+            Bytes::from(String::from_utf8_lossy(&binary).into_owned())
+        );
     }
 }

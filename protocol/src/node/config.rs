@@ -202,6 +202,11 @@ pub struct Timeouts {
     /// How long a peer-opened stream may take to deliver its header frame
     /// before it is refused with `HEADER_TIMEOUT`.
     pub header: Duration,
+    /// How long a node keeps a superseded duplicate connection (PROTOCOL.md
+    /// §7.5) open waiting for the peer to give it up: for the peer's
+    /// `Superseded` and for every stream it counted there. After that the
+    /// connection is closed with `DUPLICATE`, whatever still runs on it.
+    pub superseded: Duration,
 }
 
 impl Default for Timeouts {
@@ -212,6 +217,7 @@ impl Default for Timeouts {
             handshake: Duration::from_secs(10),
             handshake_under_load: Duration::from_secs(2),
             header: Duration::from_secs(5),
+            superseded: Duration::from_secs(10),
         }
     }
 }

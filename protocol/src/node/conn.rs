@@ -98,6 +98,10 @@ pub(super) struct Conn {
     pub(super) superseded: bool,
     /// The peer's `Superseded`: how many streams it opened here in all.
     pub(super) peer_superseded: Option<u64>,
+    /// When a superseded connection is closed even though the peer has not
+    /// given it up (its `Superseded` or some of the streams it counted
+    /// never came).
+    pub(super) superseded_deadline: Option<Instant>,
     /// Application streams this node opened here.
     pub(super) opened: u64,
     /// Application streams the peer opened here that were accepted.
@@ -151,6 +155,7 @@ impl Conn {
             header_deadlines: BTreeSet::new(),
             superseded: false,
             peer_superseded: None,
+            superseded_deadline: None,
             opened: 0,
             accepted: 0,
             pending_close: None,

@@ -1,9 +1,11 @@
 //! One connection per pair of nodes (PROTOCOL.md §7.5): which of two
 //! connections to a peer is kept, and draining the other.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
-use super::conn::{Phase, flush_control};
+use super::conn::{Conn, Phase, flush_control};
 use super::hello::{ControlMessage, close_code};
 use super::{ConnectionId, Direction, DisconnectReason, Node};
 use crate::RemoteIdentity;
@@ -39,6 +41,7 @@ impl Node {
             return;
         }
         conn.superseded = true;
+        conn.superseded_deadline = Some(self.now + self.config.timeouts.superseded);
         // The Superseded message below must go out.
         self.active.insert(id);
         let message = ControlMessage::Superseded {
@@ -57,7 +60,7 @@ impl Node {
         };
         let drained = conn.superseded
             && conn.phase == Phase::Established
-            && conn.peer_superseded.is_some_and(|n| conn.accepted >= n)
+            && conn.peer_gave_up()
             && conn.streams.is_empty();
         if drained {
             let now = self.now;
@@ -69,5 +72,39 @@ impl Node {
                 DisconnectReason::Duplicate,
             );
         }
+    }
+
+    /// Close a superseded connection the peer has not given up in time,
+    /// whatever still runs on it: a peer that never says `Superseded`, or
+    /// counts streams that never come, cannot keep it open for ever.
+    pub(super) fn expire_duplicate(&mut self, now: Instant, id: ConnectionId) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        if conn.duplicate_deadline().is_some_and(|at| at <= now) {
+            self.stats.duplicates_timed_out += 1;
+            self.close_conn(
+                now,
+                id,
+                close_code::DUPLICATE,
+                Bytes::from_static(b"duplicate connection: not given up in time"),
+                DisconnectReason::Duplicate,
+            );
+        }
+    }
+}
+
+impl Conn {
+    /// Whether the peer gave this connection up: it said `Superseded` and
+    /// every stream it counted there has arrived.
+    pub(super) fn peer_gave_up(&self) -> bool {
+        self.peer_superseded.is_some_and(|n| self.accepted >= n)
+    }
+
+    /// When this superseded connection stops waiting for the peer to give
+    /// it up, if it still waits.
+    pub(super) fn duplicate_deadline(&self) -> Option<Instant> {
+        self.superseded_deadline
+            .filter(|_| self.phase == Phase::Established && !self.peer_gave_up())
     }
 }

@@ -350,6 +350,9 @@ pub enum TimeoutReason {
     Close(ConnectionId),
     /// A stream's header is overdue on this connection.
     Header(ConnectionId),
+    /// A superseded connection stops waiting for the peer to give it up
+    /// (see [`Timeouts::superseded`](super::Timeouts::superseded)).
+    Duplicate(ConnectionId),
 }
 
 /// The error codes of RESET_STREAM and STOP_SENDING on application streams
@@ -471,6 +474,9 @@ pub struct NodeStats {
     pub handshakes_timed_out: u64,
     /// Idle connections closed to make room (see [`DisconnectReason::Evicted`]).
     pub connections_evicted: u64,
+    /// Duplicate connections closed because the peer did not give them up
+    /// within [`Timeouts::superseded`](super::Timeouts::superseded).
+    pub duplicates_timed_out: u64,
     /// Streams refused because their header announced too many bytes.
     pub headers_too_large: u64,
     /// Streams refused because their header frame was malformed or cut.

@@ -538,6 +538,7 @@ impl Node {
                 );
             }
             self.expire_headers(now, id);
+            self.expire_duplicate(now, id);
             self.process(now, id);
         }
     }

@@ -86,6 +86,8 @@ impl Node {
                 TimeoutReason::Handshake(conn.id)
             } else if conn.header_deadlines.first().is_some_and(|(h, _)| *h == at) {
                 TimeoutReason::Header(conn.id)
+            } else if conn.duplicate_deadline() == Some(at) {
+                TimeoutReason::Duplicate(conn.id)
             } else {
                 TimeoutReason::Connection(conn.id)
             };
@@ -131,5 +133,9 @@ pub(super) fn conn_deadline(conn: &mut Conn) -> Option<Instant> {
     };
     let close = conn.pending_close.as_ref().map(|(_, _, at)| *at);
     let header = conn.header_deadlines.first().map(|(at, _)| *at);
-    [quic, handshake, close, header].into_iter().flatten().min()
+    let duplicate = conn.duplicate_deadline();
+    [quic, handshake, close, header, duplicate]
+        .into_iter()
+        .flatten()
+        .min()
 }

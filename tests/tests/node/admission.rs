@@ -414,27 +414,6 @@ fn first_flights_from_one_address_are_limited_before_decryption() {
     assert!(sim.accept_stream(server, Duration::from_secs(1)).is_some());
 }
 
-/// Play `raw` against the simulated network until `limit` passes: its
-/// datagrams go to the nodes, theirs to it.
-fn drive_raw(sim: &mut Sim, raw: &mut pos_p2p_tests::raw::RawDialer, limit: Duration) {
-    let end = sim.now + limit;
-    while sim.now < end {
-        let now = sim.now;
-        for (to, datagram) in raw.poll(now) {
-            if let Some(node) = sim.nodes.iter().position(|n| n.addr == to) {
-                let from = raw.addr;
-                sim.inject(node, from, &datagram);
-            }
-        }
-        while let Some((from, to, datagram)) = sim.outside.pop_front() {
-            if to == raw.addr {
-                raw.handle(now, from, &datagram);
-            }
-        }
-        sim.run_for(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn under_load_a_peer_that_proves_an_identity_and_sends_no_hello_gives_way_soon() {
     let mut sim = Sim::new(54, Link::lan());
@@ -447,7 +426,7 @@ fn under_load_a_peer_that_proves_an_identity_and_sends_no_hello_gives_way_soon()
     let mut raw = pos_p2p_tests::raw::RawDialer::new("192.0.2.50:4433".parse().unwrap());
     let now = sim.now;
     raw.connect(now, addr, 7);
-    drive_raw(&mut sim, &mut raw, Duration::from_millis(50));
+    sim.drive_raw(&mut raw, Duration::from_millis(50));
     assert_eq!(raw.connected(), 1, "TLS completed");
     assert_eq!(sim.nodes[server].node.connection_count(), 1);
     // Past the short timeout under load, the next newcomer closes it.
@@ -456,7 +435,7 @@ fn under_load_a_peer_that_proves_an_identity_and_sends_no_hello_gives_way_soon()
         .config()
         .timeouts
         .handshake_under_load;
-    drive_raw(&mut sim, &mut raw, short);
+    sim.drive_raw(&mut raw, short);
     let honest = sim.add_node(Sim::config(3));
     sim.connect(honest, server);
     assert!(sim.run_until_connected(honest, server));
@@ -471,7 +450,7 @@ fn before_its_hello_a_peer_can_leave_only_a_little_unread_data() {
     let mut raw = pos_p2p_tests::raw::RawDialer::new("192.0.2.51:4433".parse().unwrap());
     let now = sim.now;
     raw.connect(now, addr, 8);
-    drive_raw(&mut sim, &mut raw, Duration::from_millis(50));
+    sim.drive_raw(&mut raw, Duration::from_millis(50));
     assert_eq!(raw.connected(), 1);
     // Authenticated, no Hello: it may write only the small window before
     // the exchange is done, not the connection's whole 16 MiB.

@@ -372,3 +372,52 @@ fn a_listener_tells_a_dialer_that_has_not_authenticated_nothing_about_its_device
     );
     assert!(sim.nodes[listener].node.peers().next().is_none());
 }
+
+#[test]
+fn a_rejection_reaches_any_quic_stack_as_text_and_a_goodbye_as_fields() {
+    let mut sim = Sim::new(6, Link::lan());
+    let listener = sim.add_node(Sim::config(1));
+    let addr = sim.nodes[listener].addr;
+    let mut raw = pos_p2p_tests::raw::RawDialer::new("192.0.2.41:4433".parse().unwrap());
+    let now = sim.now;
+    raw.connect(now, addr, 9);
+    sim.drive_raw(&mut raw, Duration::from_millis(50));
+    assert_eq!(raw.connected(), 1);
+    let _listener_hello = raw.received();
+    // The dialer's Hello as §7.1 spells it, from protocol version 99.0.0.
+    let mut body = vec![0u8];
+    for field in ["99.0.0", "sim", "1.0.0"] {
+        body.push(field.len() as u8);
+        body.extend_from_slice(field.as_bytes());
+    }
+    body.push(0);
+    let mut frame = vec![body.len() as u8];
+    frame.extend_from_slice(&body);
+    raw.write_control(&frame);
+    sim.drive_raw(&mut raw, Duration::from_millis(200));
+    // On the control stream: a Goodbye whose reason is the rejection's
+    // fields (§7.3), kind 0 for protocol versions.
+    let control = raw.received();
+    let mut rest = &control[..];
+    let mut goodbye = None;
+    while let Ok((body, used)) = pos_p2p_protocol::codec::decode_frame(rest, 16 * 1024) {
+        if body[0] == 2 {
+            goodbye = Some(body.to_vec());
+        }
+        rest = &rest[used..];
+    }
+    let goodbye = goodbye.expect("a Goodbye frame");
+    assert_eq!(goodbye[1], 1, "code VERSION_REJECTED");
+    assert_eq!(usize::from(goodbye[2]), goodbye.len() - 3);
+    assert_eq!(goodbye[3], 0, "kind 0: protocol versions incompatible");
+    // In the CONNECTION_CLOSE: the same code and the rejection's text.
+    let [(code, phrase)] = &raw.closes[..] else {
+        panic!("one application close: {:?}", raw.closes)
+    };
+    assert_eq!(*code, 1);
+    let text = std::str::from_utf8(phrase).expect("UTF-8");
+    assert!(
+        text.starts_with("protocol versions are incompatible: ") && text.contains("99.0.0"),
+        "{text:?}"
+    );
+}

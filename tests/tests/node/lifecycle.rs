@@ -336,3 +336,85 @@ fn streams_of_a_replaced_connection_are_woken_when_it_dies() {
     // The peer itself stays connected through the new connection.
     assert!(sim.nodes[b].node.peer(&ida).is_some());
 }
+
+/// a dials b a second time while connected: both keep the newer connection
+/// and supersede the first. Returns when b has two connections to a.
+fn redial(sim: &mut Sim, a: usize, b: usize) {
+    sim.connect(a, b);
+    assert!(
+        sim.run_until(Duration::from_secs(2), |sim| sim.nodes[b]
+            .node
+            .connection_count()
+            == 2),
+        "the second connection is up"
+    );
+}
+
+#[test]
+fn a_duplicate_the_peer_never_gives_up_is_closed_after_a_bounded_time() {
+    let mut sim = Sim::new(28, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    // a opens a stream and never writes on it: QUIC never tells b, so a's
+    // Superseded counts a stream b will not see (as would a peer that
+    // counted its control stream), and a waits for its own stream.
+    let (now, idb) = (sim.now, sim.id(b));
+    let silent = sim.nodes[a].node.open_stream(now, &idb).unwrap();
+    redial(&mut sim, a, b);
+    let patience = sim.nodes[b].node.config().timeouts.superseded;
+    // b waits for the stream a counted...
+    sim.run_for(patience / 2);
+    assert_eq!(sim.nodes[b].node.connection_count(), 2);
+    assert_eq!(sim.nodes[b].node.stats().duplicates_timed_out, 0);
+    // ...but not for ever (keep-alives would keep it open).
+    sim.run_for(patience / 2 + Duration::from_secs(1));
+    assert_eq!(sim.nodes[b].node.connection_count(), 1);
+    assert_eq!(sim.nodes[a].node.connection_count(), 1);
+    assert_eq!(sim.nodes[b].node.stats().duplicates_timed_out, 1);
+    assert!(sim.nodes[a].node.write(silent, b"late").is_err());
+    // The peers stayed connected through the kept connection.
+    for node in [a, b] {
+        assert!(
+            !sim.nodes[node]
+                .history
+                .iter()
+                .any(|e| matches!(e, Event::Disconnected { .. }))
+        );
+    }
+}
+
+#[test]
+fn a_long_stream_on_a_duplicate_the_peer_gave_up_runs_to_completion() {
+    let mut sim = Sim::new(29, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let stream = sim.open_stream(a, b).unwrap();
+    let at_b = sim.accept_stream(b, Duration::from_secs(1)).unwrap();
+    redial(&mut sim, a, b);
+    // The stream outlives the wait for the peer by far: both sides gave
+    // the connection up, so nothing cuts it.
+    let patience = sim.nodes[b].node.config().timeouts.superseded;
+    for _ in 0..3 {
+        sim.nodes[a].node.write(stream, b"tick").unwrap();
+        sim.run_for(patience);
+    }
+    assert_eq!(sim.nodes[b].node.connection_count(), 2);
+    sim.write_all(a, stream, b"done").unwrap();
+    let got = sim.read_to_end(b, at_b, Duration::from_secs(1)).unwrap();
+    assert_eq!(got, b"tickticktickdone");
+    sim.write_all(b, at_b, b"ok").unwrap();
+    assert_eq!(
+        sim.read_to_end(a, stream, Duration::from_secs(1)).unwrap(),
+        b"ok"
+    );
+    // Then the duplicate closes, drained, on both sides.
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.nodes[a].node.connection_count(), 1);
+    assert_eq!(sim.nodes[b].node.connection_count(), 1);
+    assert_eq!(sim.nodes[b].node.stats().duplicates_timed_out, 0);
+    assert_eq!(sim.nodes[a].node.stats().duplicates_timed_out, 0);
+}
