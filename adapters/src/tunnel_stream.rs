@@ -73,6 +73,7 @@ pub struct Tunnel<S> {
     write_buf: Box<[u8]>,
     write_pos: usize,
     write_len: usize,
+    /// The other side's end arrived: reads return 0 from now on.
     read_eof: bool,
 }
 
@@ -213,6 +214,14 @@ impl<S> Tunnel<S> {
     pub fn get_ref(&self) -> &S {
         &self.stream
     }
+
+    /// The stream under the tunnel, mutably. Bytes written to it directly
+    /// are not encrypted and break the tunnel; closing it directly skips
+    /// the tunnel's authenticated end, so the other side reads a truncated
+    /// tunnel ([`TunnelError::Truncated`]): use [`Tunnel`]'s own `close`.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
 }
 
 impl Tunnel<UnicastStream> {
@@ -245,6 +254,7 @@ fn tunnel_io(error: TunnelError) -> io::Error {
     let kind = match error {
         TunnelError::Rejected(_) => io::ErrorKind::ConnectionReset,
         TunnelError::Buffer => io::ErrorKind::InvalidInput,
+        TunnelError::Truncated => io::ErrorKind::UnexpectedEof,
         _ => io::ErrorKind::InvalidData,
     };
     io::Error::new(kind, error)
@@ -253,6 +263,10 @@ fn tunnel_io(error: TunnelError) -> io::Error {
 impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
     fn poll_read_plain(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         loop {
+            if self.read_eof && self.plain_pos == self.plain_len {
+                // After the other side's end nothing more is read.
+                return Poll::Ready(Ok(0));
+            }
             if self.plain_pos < self.plain_len {
                 let n = buf.len().min(self.plain_len - self.plain_pos);
                 buf[..n].copy_from_slice(&self.plain[self.plain_pos..self.plain_pos + n]);
@@ -272,9 +286,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                         if buf.len() >= plaintext_len {
                             let n = self.transport.open(frame, buf).map_err(tunnel_io)?;
                             self.read_pos += 2 + len;
-                            if n > 0 {
-                                return Poll::Ready(Ok(n));
+                            if n == 0 {
+                                // The other side's end.
+                                self.read_eof = true;
                             }
+                            return Poll::Ready(Ok(n));
                         } else {
                             let n = self
                                 .transport
@@ -296,12 +312,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                         .open(self.reader.frame(), &mut self.plain)
                         .map_err(tunnel_io)?;
                     self.reader.clear();
+                    if n == 0 {
+                        self.read_eof = true;
+                        return Poll::Ready(Ok(0));
+                    }
                     (self.plain_pos, self.plain_len) = (0, n);
                 }
                 continue;
-            }
-            if self.read_eof {
-                return Poll::Ready(Ok(0));
             }
             let n = ready!(Pin::new(&mut self.stream).poll_read(cx, &mut self.read_buf))?;
             if n == 0 {
@@ -310,6 +327,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                         "the stream ended inside a tunnel message",
                     ))));
                 }
+                // Finished without the other side's end: cut short.
+                self.transport.handle_eof().map_err(tunnel_io)?;
                 self.read_eof = true;
                 return Poll::Ready(Ok(0));
             }
@@ -381,6 +400,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tunnel<S> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_flush_sealed(cx))?;
+        if !this.transport.is_end_sent() {
+            // The authenticated end, so the other side can tell a complete
+            // transfer from a cut one.
+            let n = this
+                .transport
+                .seal_end(&mut this.write_buf)
+                .map_err(tunnel_io)?;
+            (this.write_pos, this.write_len) = (0, n);
+            ready!(this.poll_flush_sealed(cx))?;
+        }
         Pin::new(&mut this.stream).poll_close(cx)
     }
 }

@@ -93,11 +93,17 @@ fn tunnel_seeds() {
     std::fs::create_dir_all(&dir).expect("corpus dir");
     let mut stream = Vec::new();
     let mut frame = vec![0u8; sealed_len(300)];
-    for len in [0usize, 1, 16, 300] {
+    for len in [1usize, 16, 300] {
         let n = tx.seal(&vec![0x5a; len], &mut frame).expect("seal");
         stream.extend_from_slice(&frame[..n]);
     }
     std::fs::write(dir.join("seed-messages"), &stream).expect("write");
+    // The same messages, the end, and a frame after the end.
+    let n = tx.seal_end(&mut frame).expect("end");
+    stream.extend_from_slice(&frame[..n]);
+    std::fs::write(dir.join("seed-end"), &stream).expect("write");
+    stream.extend_from_slice(&frame[..n]);
+    std::fs::write(dir.join("seed-after-end"), &stream).expect("write");
     std::fs::write(dir.join("seed-reject"), [0u8, 2, 2, 5]).expect("write");
     std::fs::write(dir.join("seed-short"), [0u8, 3, 1, 2, 3]).expect("write");
     println!("wrote tunnel seeds");

@@ -383,7 +383,8 @@ pub fn tunnel_responder(data: &[u8]) {
 /// A real handshake between instances 1 and 2, then arbitrary bytes as the
 /// initiator's transport stream into the responder: frames are read and
 /// opened; every outcome is plaintext or a typed error, never a panic, and
-/// nothing decrypts after the first failure.
+/// nothing decrypts after the first failure or after the end. When the
+/// bytes run out, the stream ends: complete only after the end.
 pub fn tunnel_transport(data: &[u8]) {
     use pos_p2p_protocol::tunnel::{FrameReader, MAX_PLAINTEXT_LEN};
     let mut rx = crate::tunnel_pair(
@@ -397,7 +398,7 @@ pub fn tunnel_transport(data: &[u8]) {
     let mut reader = FrameReader::new();
     let mut plain = vec![0u8; MAX_PLAINTEXT_LEN];
     let mut rest = data;
-    let mut failed = false;
+    let (mut failed, mut ended) = (false, false);
     while !rest.is_empty() {
         let (used, done) = reader.push(rest);
         assert!(used <= rest.len());
@@ -406,12 +407,22 @@ pub fn tunnel_transport(data: &[u8]) {
             match rx.open(reader.frame(), &mut plain) {
                 Ok(n) => {
                     assert!(!failed, "nothing opens after a failure");
+                    assert!(!ended, "nothing opens after the end");
                     assert!(n <= MAX_PLAINTEXT_LEN);
+                    ended = n == 0;
                 }
                 Err(_) => failed = true,
             }
             reader.clear();
         }
+    }
+    if !reader.is_mid_frame() && !failed {
+        assert_eq!(
+            rx.handle_eof().is_ok(),
+            ended,
+            "complete only after the end"
+        );
+        assert_eq!(rx.is_end_received(), ended);
     }
 }
 

@@ -1,5 +1,10 @@
 //! [`TunnelHandshake`]: the hello, the Noise XX handshake with signed
 //! instance keys, and the responder's accept.
+//!
+//! The initiator proves its instance first (in message 3); the responder
+//! proves its own only in the accept, once it has checked the initiator's,
+//! and refuses every stranger the same way whether or not it holds the
+//! library (PROTOCOL.md §8.7).
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -15,8 +20,8 @@ use crate::{Identity, RemoteIdentity, SIGNATURE_LEN};
 
 /// The tunnel protocol's label: the start of the prologue and of every
 /// signed message.
-pub(crate) const LABEL: &[u8] = b"pos-p2p/tunnel/1";
-const VERSION: u8 = 1;
+pub(crate) const LABEL: &[u8] = b"pos-p2p/tunnel/2";
+const VERSION: u8 = 2;
 const FLAG_PSK: u8 = 0x01;
 const PATTERN: &str = "Noise_XX_25519_AESGCM_SHA256";
 const PATTERN_PSK: &str = "Noise_XXpsk3_25519_AESGCM_SHA256";
@@ -29,6 +34,8 @@ const KIND_ACCEPT: u8 = 3;
 
 /// An instance key and its signature.
 const PROOF_LEN: usize = 32 + SIGNATURE_LEN;
+/// The AEAD tag of a transport message.
+const TAG_LEN: usize = 16;
 /// Room for any Noise handshake message here.
 const NOISE_BUF: usize = 512;
 
@@ -71,6 +78,16 @@ pub struct TunnelHandshake {
     library: Option<LibraryId>,
     instance: Option<Identity>,
     static_public: Vec<u8>,
+    /// The other side's Noise static key, kept for checking its proof in
+    /// the accept (the initiator).
+    remote_static: Vec<u8>,
+    /// The handshake hash after message 3, which the responder's proof
+    /// signs.
+    final_hash: Vec<u8>,
+    /// Responder: why it will refuse the initiator once the initiator has
+    /// proven its instance (no instance of the library here, or the PSK
+    /// flag disagrees). Refusing at the hello would tell a stranger.
+    refusal: Option<TunnelError>,
     remote_instance: Option<RemoteIdentity>,
     reader: FrameReader,
     output: Vec<u8>,
@@ -136,6 +153,9 @@ impl TunnelHandshake {
             library: None,
             instance: None,
             static_public: Vec::new(),
+            remote_static: Vec::new(),
+            final_hash: Vec::new(),
+            refusal: None,
             remote_instance: None,
             reader: FrameReader::new(),
             output: Vec::new(),
@@ -231,15 +251,17 @@ impl TunnelHandshake {
             .split_first()
             .ok_or(TunnelError::Protocol("empty handshake frame"))?;
         if kind == KIND_REJECT && self.stage != Stage::AwaitHello {
-            let code = body.first().copied().unwrap_or(0);
-            return Err(TunnelError::Rejected(RejectCode::from_u8(code)));
+            let [code] = body else {
+                return Err(TunnelError::Protocol("malformed reject"));
+            };
+            return Err(TunnelError::Rejected(RejectCode::from_u8(*code)));
         }
         match (self.stage, kind) {
             (Stage::AwaitHello, KIND_HELLO) => self.on_hello(frame, keys),
-            (Stage::AwaitMessage1, KIND_NOISE) => self.on_message1(body, keys),
-            (Stage::AwaitMessage2, KIND_NOISE) => self.on_message2(body, keys),
+            (Stage::AwaitMessage1, KIND_NOISE) => self.on_message1(body),
+            (Stage::AwaitMessage2, KIND_NOISE) => self.on_message2(body),
             (Stage::AwaitMessage3, KIND_NOISE) => self.on_message3(body, keys),
-            (Stage::AwaitAccept, KIND_ACCEPT) => self.on_accept(body),
+            (Stage::AwaitAccept, KIND_ACCEPT) => self.on_accept(body, keys),
             _ => Err(TunnelError::Protocol("unexpected handshake frame")),
         }
     }
@@ -261,6 +283,11 @@ impl TunnelHandshake {
         error
     }
 
+    /// The hello, checked in the order of PROTOCOL.md §8.4: its size, the
+    /// version, the reserved flag bits. Nothing about the library is
+    /// decided yet: a responder without it, or with another idea of its
+    /// secret, runs the handshake all the same and refuses only after the
+    /// initiator has proven an instance.
     fn on_hello(&mut self, hello: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
         let [KIND_HELLO, version, flags, id @ ..] = hello else {
             return Err(TunnelError::Protocol("malformed hello"));
@@ -268,25 +295,49 @@ impl TunnelHandshake {
         let id: [u8; 16] = id
             .try_into()
             .map_err(|_| TunnelError::Protocol("malformed hello"))?;
-        let library = LibraryId::from_bytes(id);
         if *version != VERSION || flags & !FLAG_PSK != 0 {
             return Err(TunnelError::Incompatible);
         }
-        let Some(instance) = keys.local_instance(&library) else {
-            return Err(TunnelError::UnknownLibrary);
+        let library = LibraryId::from_bytes(id);
+        let instance = keys.local_instance(&library);
+        let secret = instance
+            .as_ref()
+            .and_then(|_| keys.psk(&library))
+            .map(Zeroizing::new);
+        let wants_psk = flags & FLAG_PSK != 0;
+        self.refusal = match (&instance, &secret) {
+            (None, _) => Some(TunnelError::UnknownLibrary),
+            (Some(_), secret) if secret.is_some() != wants_psk => Some(TunnelError::Incompatible),
+            _ => None,
         };
-        let psk = keys.psk(&library).map(Zeroizing::new);
-        if psk.is_some() != (flags & FLAG_PSK != 0) {
-            return Err(TunnelError::Incompatible);
-        }
+        // With the PSK flag but no matching secret here, a random one: the
+        // initiator's message 3 then fails authentication, as it does for
+        // a wrong secret.
+        let psk = match secret {
+            Some(secret) if wants_psk => Some(secret),
+            _ if wants_psk => Some(self.random_psk()),
+            _ => None,
+        };
         self.library = Some(library);
-        self.instance = Some(instance);
+        self.instance = instance;
         self.noise = Some(self.build(hello, psk.as_deref())?);
         self.stage = Stage::AwaitMessage1;
         Ok(())
     }
 
-    fn on_message1(&mut self, message: &[u8], _keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
+    /// A secret nobody knows, from the tunnel's seed (stream 2).
+    fn random_psk(&self) -> Zeroizing<[u8; 32]> {
+        let mut rng = ChaCha20Rng::from_seed(self.seed);
+        rng.set_stream(2);
+        let mut psk = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(psk.as_mut());
+        psk
+    }
+
+    /// Message 1 (`-> e`, empty payload); answer with message 2 (`<- e, ee,
+    /// s, es`), whose payload is empty too: the responder proves nothing
+    /// before the initiator has.
+    fn on_message1(&mut self, message: &[u8]) -> Result<(), TunnelError> {
         let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
         let mut payload = [0u8; NOISE_BUF];
         let n = noise
@@ -295,113 +346,131 @@ impl TunnelHandshake {
         if n != 0 {
             return Err(TunnelError::Protocol("message 1 has a payload"));
         }
-        self.send_proof()?;
+        let mut msg = [0u8; NOISE_BUF];
+        let n = noise
+            .write_message(&[], &mut msg)
+            .map_err(|_| TunnelError::Crypto)?;
+        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])?;
         self.stage = Stage::AwaitMessage3;
         Ok(())
     }
 
-    fn on_message2(&mut self, message: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
-        self.read_proof(message, Role::Responder, keys)?;
-        self.send_proof()?;
-        let noise = self.noise.take().ok_or(TunnelError::Failed)?;
-        self.transport = Some(TunnelTransport::new(
-            noise
-                .into_transport_mode()
-                .map_err(|_| TunnelError::Crypto)?,
-        ));
-        self.stage = Stage::AwaitAccept;
-        Ok(())
-    }
-
-    fn on_message3(&mut self, message: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
-        self.read_proof(message, Role::Initiator, keys)?;
-        let noise = self.noise.take().ok_or(TunnelError::Failed)?;
-        let mut transport = TunnelTransport::new(
-            noise
-                .into_transport_mode()
-                .map_err(|_| TunnelError::Crypto)?,
-        );
-        // The accept is the first transport message: an empty, encrypted
-        // confirmation that the responder took the initiator's proof.
-        let mut sealed = [0u8; 2 + 16];
-        let n = transport.seal(&[], &mut sealed)?;
-        write_frame(&mut self.output, &[&[KIND_ACCEPT], &sealed[2..n]])?;
-        self.transport = Some(transport);
-        self.stage = Stage::Done;
-        Ok(())
-    }
-
-    fn on_accept(&mut self, body: &[u8]) -> Result<(), TunnelError> {
-        let transport = self.transport.as_mut().ok_or(TunnelError::Failed)?;
-        let mut plain = [0u8; 0];
-        let n = transport.open(body, &mut plain)?;
+    /// Message 2; answer with message 3 (`-> s, se`), carrying this side's
+    /// proof, and wait for the responder's in the accept.
+    fn on_message2(&mut self, message: &[u8]) -> Result<(), TunnelError> {
+        let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
+        let mut payload = [0u8; NOISE_BUF];
+        let n = noise
+            .read_message(message, &mut payload)
+            .map_err(|_| TunnelError::Decrypt)?;
         if n != 0 {
-            return Err(TunnelError::Protocol("accept carries data"));
+            return Err(TunnelError::Protocol("message 2 has a payload"));
         }
-        self.stage = Stage::Done;
-        Ok(())
-    }
-
-    /// Write the next Noise message, carrying this side's proof.
-    fn send_proof(&mut self) -> Result<(), TunnelError> {
-        let proof = self.proof()?;
+        self.remote_static = noise
+            .get_remote_static()
+            .ok_or(TunnelError::Protocol("no static key"))?
+            .to_vec();
+        let proof = self.proof(self.noise_hash()?)?;
         let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
         let mut msg = [0u8; NOISE_BUF];
         let n = noise
             .write_message(&proof, &mut msg)
             .map_err(|_| TunnelError::Crypto)?;
-        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])
+        write_frame(&mut self.output, &[&[KIND_NOISE], &msg[..n]])?;
+        self.final_hash = noise.get_handshake_hash().to_vec();
+        self.transport = Some(self.split()?);
+        self.stage = Stage::AwaitAccept;
+        Ok(())
     }
 
-    /// This side's instance key and its signature over the handshake hash
-    /// so far, the role, and the Noise static key about to be sent.
-    fn proof(&self) -> Result<[u8; PROOF_LEN], TunnelError> {
-        let instance = self.instance.as_ref().ok_or(TunnelError::Failed)?;
-        let noise = self.noise.as_ref().ok_or(TunnelError::Failed)?;
-        let signed = signed_message(self.role, noise.get_handshake_hash(), &self.static_public);
-        let mut proof = [0u8; PROOF_LEN];
-        proof[..32].copy_from_slice(instance.to_remote_identity().as_bytes());
-        proof[32..].copy_from_slice(&instance.sign(&signed));
-        Ok(proof)
-    }
-
-    /// Read a Noise message carrying the other side's proof and check it:
-    /// the signature, then membership.
-    fn read_proof(
-        &mut self,
-        message: &[u8],
-        signer: Role,
-        keys: &dyn LibraryKeys,
-    ) -> Result<(), TunnelError> {
+    /// Message 3: check the initiator's proof, then refuse it if this side
+    /// decided so at the hello; else accept, with this side's proof as the
+    /// accept's plaintext.
+    fn on_message3(&mut self, message: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
         let noise = self.noise.as_mut().ok_or(TunnelError::Failed)?;
         let hash_before = noise.get_handshake_hash().to_vec();
         let mut payload = [0u8; NOISE_BUF];
         let n = noise
             .read_message(message, &mut payload)
             .map_err(|_| TunnelError::Decrypt)?;
-        let proof: &[u8; PROOF_LEN] = payload[..n]
-            .try_into()
-            .map_err(|_| TunnelError::Protocol("malformed instance proof"))?;
         let remote_static = noise
             .get_remote_static()
             .ok_or(TunnelError::Protocol("no static key"))?
             .to_vec();
-        let instance = match proof[..32].try_into().map(RemoteIdentity::from_bytes) {
-            Ok(Ok(instance)) => instance,
-            _ => return Err(TunnelError::BadSignature),
-        };
-        let mut signature = [0u8; SIGNATURE_LEN];
-        signature.copy_from_slice(&proof[32..]);
-        let signed = signed_message(signer, &hash_before, &remote_static);
-        if instance.verify(&signed, &signature).is_err() {
-            return Err(TunnelError::BadSignature);
+        self.final_hash = noise.get_handshake_hash().to_vec();
+        let instance =
+            check_signature(&payload[..n], Role::Initiator, &hash_before, &remote_static)?;
+        // A stranger is told "not a member" whether or not this node holds
+        // the library (UNKNOWN_LIBRARY maps to that code on the wire).
+        let library = self.library.ok_or(TunnelError::Failed)?;
+        if self.instance.is_none() {
+            return Err(TunnelError::UnknownLibrary);
         }
+        if !keys.is_member(&library, &instance) {
+            return Err(TunnelError::NotMember);
+        }
+        if let Some(refusal) = self.refusal.take() {
+            return Err(refusal);
+        }
+        self.remote_instance = Some(instance);
+        let proof = self.proof(self.final_hash.clone())?;
+        let mut transport = self.split()?;
+        let mut sealed = [0u8; 2 + PROOF_LEN + TAG_LEN];
+        let n = transport.seal(&proof, &mut sealed)?;
+        write_frame(&mut self.output, &[&[KIND_ACCEPT], &sealed[2..n]])?;
+        self.transport = Some(transport);
+        self.stage = Stage::Done;
+        Ok(())
+    }
+
+    /// The accept: the responder's proof, as its first transport message.
+    fn on_accept(&mut self, body: &[u8], keys: &dyn LibraryKeys) -> Result<(), TunnelError> {
+        if body.len() != PROOF_LEN + TAG_LEN {
+            return Err(TunnelError::Protocol("malformed accept"));
+        }
+        let transport = self.transport.as_mut().ok_or(TunnelError::Failed)?;
+        let mut proof = [0u8; PROOF_LEN];
+        transport.open(body, &mut proof)?;
+        let instance = check_signature(
+            &proof,
+            Role::Responder,
+            &self.final_hash,
+            &self.remote_static,
+        )?;
         let library = self.library.ok_or(TunnelError::Failed)?;
         if !keys.is_member(&library, &instance) {
             return Err(TunnelError::NotMember);
         }
         self.remote_instance = Some(instance);
+        self.stage = Stage::Done;
         Ok(())
+    }
+
+    /// The handshake hash so far.
+    fn noise_hash(&self) -> Result<Vec<u8>, TunnelError> {
+        let noise = self.noise.as_ref().ok_or(TunnelError::Failed)?;
+        Ok(noise.get_handshake_hash().to_vec())
+    }
+
+    /// The finished Noise state's cipher states.
+    fn split(&mut self) -> Result<TunnelTransport, TunnelError> {
+        let noise = self.noise.take().ok_or(TunnelError::Failed)?;
+        Ok(TunnelTransport::new(
+            noise
+                .into_transport_mode()
+                .map_err(|_| TunnelError::Crypto)?,
+        ))
+    }
+
+    /// This side's instance key and its signature over `hash`, the role,
+    /// and this side's Noise static key.
+    fn proof(&self, hash: Vec<u8>) -> Result<[u8; PROOF_LEN], TunnelError> {
+        let instance = self.instance.as_ref().ok_or(TunnelError::Failed)?;
+        let signed = signed_message(self.role, &hash, &self.static_public);
+        let mut proof = [0u8; PROOF_LEN];
+        proof[..32].copy_from_slice(instance.to_remote_identity().as_bytes());
+        proof[32..].copy_from_slice(&instance.sign(&signed));
+        Ok(proof)
     }
 
     /// The transport and what the handshake established.
@@ -446,6 +515,31 @@ pub(crate) fn prologue(nodes: &NodePair, hello: &[u8]) -> Vec<u8> {
     prologue
 }
 
+/// Check a proof (PROTOCOL.md §8.2): 96 bytes, a valid instance key, and its
+/// signature by `signer` over `hash` and the signer's Noise static key.
+/// Returns the proven instance.
+fn check_signature(
+    proof: &[u8],
+    signer: Role,
+    hash: &[u8],
+    signer_static: &[u8],
+) -> Result<RemoteIdentity, TunnelError> {
+    let proof: &[u8; PROOF_LEN] = proof
+        .try_into()
+        .map_err(|_| TunnelError::Protocol("malformed instance proof"))?;
+    let instance = match proof[..32].try_into().map(RemoteIdentity::from_bytes) {
+        Ok(Ok(instance)) => instance,
+        _ => return Err(TunnelError::BadSignature),
+    };
+    let mut signature = [0u8; SIGNATURE_LEN];
+    signature.copy_from_slice(&proof[32..]);
+    let signed = signed_message(signer, hash, signer_static);
+    instance
+        .verify(&signed, &signature)
+        .map_err(|_| TunnelError::BadSignature)?;
+    Ok(instance)
+}
+
 /// `LABEL || " sig " || role || handshake hash || Noise static key`.
 fn signed_message(signer: Role, hash: &[u8], static_key: &[u8]) -> Vec<u8> {
     let mut signed = Vec::with_capacity(LABEL.len() + 6 + hash.len() + static_key.len());
@@ -483,81 +577,82 @@ mod forgery_tests {
         out
     }
 
-    /// A Noise message from `h` (whose Noise state expects to write next)
-    /// carrying a proof that claims `claimed` and is signed by `signer`.
-    fn forged(h: &mut TunnelHandshake, claimed: [u8; 32], signer: &Identity) -> Vec<u8> {
-        let noise = h.noise.as_mut().expect("noise state");
-        let signed = signed_message(h.role, noise.get_handshake_hash(), &h.static_public);
-        let mut proof = [0u8; PROOF_LEN];
-        proof[..32].copy_from_slice(&claimed);
-        proof[32..].copy_from_slice(&signer.sign(&signed));
-        let mut msg = [0u8; NOISE_BUF];
-        let n = noise.write_message(&proof, &mut msg).expect("write");
+    fn output(h: &mut TunnelHandshake) -> Vec<u8> {
         let mut out = Vec::new();
-        write_frame(&mut out, &[&[KIND_NOISE], &msg[..n]]).expect("frame");
+        h.take_output(&mut out);
         out
     }
 
-    /// The initiator's rejection output after it failed.
-    fn rejection(h: &mut TunnelHandshake) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        h.take_output(&mut out);
-        frames(&out)
+    /// A proof that claims `claimed` and is signed by `signer` over `hash`
+    /// and `h`'s Noise static key, in `h`'s role.
+    fn forged_proof(
+        h: &TunnelHandshake,
+        hash: &[u8],
+        claimed: [u8; 32],
+        signer: &Identity,
+    ) -> [u8; PROOF_LEN] {
+        let signed = signed_message(h.role, hash, &h.static_public);
+        let mut proof = [0u8; PROOF_LEN];
+        proof[..32].copy_from_slice(&claimed);
+        proof[32..].copy_from_slice(&signer.sign(&signed));
+        proof
     }
 
-    /// A responder impostor: claims member 2, signs with `signer`.
-    fn impostor_responder(claimed: [u8; 32], signer: &Identity) -> (TunnelError, Vec<Vec<u8>>) {
-        let (a, b) = members();
+    /// An initiator and a responder (`responder_keys`) run to the point
+    /// where the responder has read message 3 and would accept; returns
+    /// both, the responder's Noise state split, and the final hash.
+    fn up_to_accept(responder_keys: &Keys) -> (TunnelHandshake, TunnelHandshake, Keys) {
+        let (a, _) = members();
         let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
-        let mut out = Vec::new();
-        initiator.take_output(&mut out);
-        let sent = frames(&out);
-        let mut impostor = TunnelHandshake::responder(nodes(), [6; 32]);
+        let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
+        responder
+            .handle_input(&output(&mut initiator), responder_keys)
+            .unwrap();
+        initiator.handle_input(&output(&mut responder), &a).unwrap();
+        let message3 = frames(&output(&mut initiator));
+        let noise = responder.noise.as_mut().unwrap();
+        let mut payload = [0u8; NOISE_BUF];
+        noise.read_message(&message3[0][1..], &mut payload).unwrap();
+        responder.final_hash = noise.get_handshake_hash().to_vec();
+        (initiator, responder, a)
+    }
+
+    /// A responder impostor's accept: claims `claimed`, signs with `signer`.
+    fn accept_from_impostor(
+        claimed: [u8; 32],
+        signer: &Identity,
+    ) -> (Result<usize, TunnelError>, Vec<Vec<u8>>) {
+        let (_, b) = members();
         let keys = Keys {
             me: Some(signer.clone()),
             ..b
         };
-        let mut hello = Vec::new();
-        write_frame(&mut hello, &[&sent[0]]).unwrap();
-        impostor.handle_input(&hello, &keys).unwrap();
-        let noise = impostor.noise.as_mut().unwrap();
-        let mut payload = [0u8; NOISE_BUF];
-        noise.read_message(&sent[1][1..], &mut payload).unwrap();
-        let message2 = forged(&mut impostor, claimed, signer);
-        let error = initiator.handle_input(&message2, &a).unwrap_err();
-        (error, rejection(&mut initiator))
+        let (mut initiator, mut impostor, a) = up_to_accept(&keys);
+        let proof = forged_proof(&impostor, &impostor.final_hash.clone(), claimed, signer);
+        let mut transport = impostor.split().unwrap();
+        let mut sealed = [0u8; 2 + PROOF_LEN + TAG_LEN];
+        let n = transport.seal(&proof, &mut sealed).unwrap();
+        let mut accept = Vec::new();
+        write_frame(&mut accept, &[&[KIND_ACCEPT], &sealed[2..n]]).unwrap();
+        let result = initiator.handle_input(&accept, &a);
+        (result, frames(&output(&mut initiator)))
     }
 
     #[test]
     fn a_responder_proof_signed_by_another_key_fails_with_bad_signature() {
         let claimed = *instance(2).to_remote_identity().as_bytes();
-        let (error, told) = impostor_responder(claimed, &instance(3));
-        assert_eq!(error, TunnelError::BadSignature);
+        let (result, told) = accept_from_impostor(claimed, &instance(3));
+        assert_eq!(result, Err(TunnelError::BadSignature));
         assert_eq!(
             told,
             vec![vec![KIND_REJECT, RejectCode::BadSignature.to_u8()]],
             "the impostor is told why"
         );
-        // The same exchange signed by the member's own key succeeds: the
+        // The same accept signed by the member's own key succeeds: the
         // signature is what made the difference.
-        let (a, b) = members();
-        let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
-        let mut out = Vec::new();
-        initiator.take_output(&mut out);
-        let sent = frames(&out);
-        let mut member = TunnelHandshake::responder(nodes(), [6; 32]);
-        let mut hello = Vec::new();
-        write_frame(&mut hello, &[&sent[0]]).unwrap();
-        member.handle_input(&hello, &b).unwrap();
-        let mut payload = [0u8; NOISE_BUF];
-        member
-            .noise
-            .as_mut()
-            .unwrap()
-            .read_message(&sent[1][1..], &mut payload)
-            .unwrap();
-        let message2 = forged(&mut member, claimed, &instance(2));
-        assert!(initiator.handle_input(&message2, &a).is_ok());
+        let (result, told) = accept_from_impostor(claimed, &instance(2));
+        assert!(result.is_ok());
+        assert!(told.is_empty());
     }
 
     #[test]
@@ -565,8 +660,8 @@ mod forgery_tests {
         // The identity point: small order, never a valid identity.
         let mut small_order = [0u8; 32];
         small_order[0] = 1;
-        let (error, _) = impostor_responder(small_order, &instance(3));
-        assert_eq!(error, TunnelError::BadSignature);
+        let (result, _) = accept_from_impostor(small_order, &instance(3));
+        assert_eq!(result, Err(TunnelError::BadSignature));
     }
 
     #[test]
@@ -579,29 +674,32 @@ mod forgery_tests {
         };
         let mut impostor =
             TunnelHandshake::initiator(nodes(), LIBRARY, &impostor_keys, [5; 32]).unwrap();
-        let mut out = Vec::new();
-        impostor.take_output(&mut out);
         let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
-        responder.handle_input(&out, &b).unwrap();
-        let mut answer = Vec::new();
-        responder.take_output(&mut answer);
-        let message2 = frames(&answer);
+        responder.handle_input(&output(&mut impostor), &b).unwrap();
+        let message2 = frames(&output(&mut responder));
+        let noise = impostor.noise.as_mut().unwrap();
         let mut payload = [0u8; NOISE_BUF];
-        impostor
-            .noise
-            .as_mut()
-            .unwrap()
-            .read_message(&message2[0][1..], &mut payload)
-            .unwrap();
-        let claimed = *instance(1).to_remote_identity().as_bytes();
-        let message3 = forged(&mut impostor, claimed, &instance(3));
+        noise.read_message(&message2[0][1..], &mut payload).unwrap();
+        let hash = noise.get_handshake_hash().to_vec();
+        let forge = |impostor: &mut TunnelHandshake, signer: &Identity| {
+            let claimed = *instance(1).to_remote_identity().as_bytes();
+            let proof = forged_proof(impostor, &hash, claimed, signer);
+            let mut msg = [0u8; NOISE_BUF];
+            let noise = impostor.noise.as_mut().unwrap();
+            let n = noise.write_message(&proof, &mut msg).unwrap();
+            let mut out = Vec::new();
+            write_frame(&mut out, &[&[KIND_NOISE], &msg[..n]]).unwrap();
+            out
+        };
+        let message3 = forge(&mut impostor, &instance(3));
         assert_eq!(
             responder.handle_input(&message3, &b).unwrap_err(),
             TunnelError::BadSignature
         );
         assert_eq!(
-            rejection(&mut responder),
-            vec![vec![KIND_REJECT, RejectCode::BadSignature.to_u8()]]
+            frames(&output(&mut responder)),
+            vec![vec![KIND_REJECT, RejectCode::BadSignature.to_u8()]],
+            "told why, and nothing else: no accept, no proof of the responder"
         );
     }
 }

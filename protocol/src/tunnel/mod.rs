@@ -12,13 +12,18 @@
 //!    `Noise_XXpsk3_...` with a library secret) runs with a prologue that
 //!    binds both *node* identities and the hello, so it cannot be relayed
 //!    onto another connection.
-//! 3. Each side's encrypted handshake payload is its instance key and an
-//!    ed25519 signature over the handshake hash and its Noise static key;
-//!    each side checks the signature and asks the application whether that
-//!    instance is a member of the library.
-//! 4. The responder confirms with an encrypted accept; then both sides have
-//!    a [`TunnelTransport`]: AES-256-GCM messages of at most 65,519 bytes,
-//!    each framed with a 2-byte big-endian length.
+//! 3. The initiator proves its instance first, in Noise message 3: its
+//!    instance key and an ed25519 signature over the handshake hash and its
+//!    Noise static key. The responder checks the signature and asks the
+//!    application whether that instance is a member of the library.
+//! 4. Only then does the responder prove its own instance, in the
+//!    encrypted accept, which the initiator checks the same way. A prober
+//!    that is no member learns neither the responder's instance nor
+//!    whether it holds the library: every stranger is refused alike.
+//! 5. Both sides have a [`TunnelTransport`]: AES-256-GCM messages of at
+//!    most 65,519 bytes, each framed with a 2-byte big-endian length, and
+//!    an authenticated end ([`TunnelTransport::seal_end`]) so that a
+//!    truncated stream is never mistaken for a complete one.
 //!
 //! Typestate: a [`TunnelHandshake`] becomes a [`TunnelTransport`] only once
 //! it is done. Buffers are the caller's. Errors are sticky and say *what*
@@ -150,13 +155,19 @@ pub struct TunnelInfo {
     pub nodes: NodePair,
 }
 
-/// Why the other side refused the tunnel, as it said on the wire.
+/// Why the other side refused the tunnel, as it said on the wire
+/// (PROTOCOL.md §8.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectCode {
-    /// It holds no instance of the library.
+    /// It failed for a reason of its own (code 0), not because of us.
+    Internal,
+    /// It holds no instance of the library (code 1). Tunnel version 1 sent
+    /// it; version 2 never does (a responder without the library answers
+    /// [`RejectCode::NotMember`], as for any stranger).
     UnknownLibrary,
-    /// Our instance is not a member of the library for it.
+    /// It does not accept our instance for the library: not a member, or
+    /// it holds no instance of the library itself.
     NotMember,
     /// Our proof of the instance key did not verify.
     BadSignature,
@@ -175,6 +186,7 @@ pub enum RejectCode {
 impl RejectCode {
     pub(crate) fn to_u8(self) -> u8 {
         match self {
+            Self::Internal => 0,
             Self::UnknownLibrary => 1,
             Self::NotMember => 2,
             Self::BadSignature => 3,
@@ -187,6 +199,7 @@ impl RejectCode {
 
     pub(crate) fn from_u8(code: u8) -> Self {
         match code {
+            0 => Self::Internal,
             1 => Self::UnknownLibrary,
             2 => Self::NotMember,
             3 => Self::BadSignature,
@@ -197,21 +210,24 @@ impl RejectCode {
         }
     }
 
-    /// What to tell the other side when this side fails with `error`.
+    /// What to tell the other side when this side's handshake fails with
+    /// `error`, if anything.
     pub(crate) fn for_error(error: &TunnelError) -> Option<Self> {
         Some(match error {
-            TunnelError::UnknownLibrary => Self::UnknownLibrary,
-            TunnelError::NotMember => Self::NotMember,
+            // The same answer with or without the library: a stranger
+            // learns nothing from it.
+            TunnelError::UnknownLibrary | TunnelError::NotMember => Self::NotMember,
             TunnelError::BadSignature => Self::BadSignature,
             TunnelError::Incompatible => Self::Incompatible,
             TunnelError::Decrypt => Self::AuthenticationFailed,
             TunnelError::Protocol(_) => Self::ProtocolViolation,
-            // Answering a rejection is harmless (the rejecting side has
-            // stopped) and tells a side that believes it is done, should
-            // the "rejection" have been its accept, tampered with.
-            TunnelError::Rejected(_) => Self::ProtocolViolation,
-            TunnelError::Failed => return None,
-            TunnelError::Buffer | TunnelError::Crypto => Self::Other(0),
+            TunnelError::Buffer | TunnelError::Crypto => Self::Internal,
+            // A rejection is never answered; the rest come after the
+            // handshake.
+            TunnelError::Rejected(_)
+            | TunnelError::Failed
+            | TunnelError::Truncated
+            | TunnelError::Ended => return None,
         })
     }
 }
@@ -250,6 +266,14 @@ pub enum TunnelError {
     /// buffer is too small.
     #[error("buffer too small or message too large")]
     Buffer,
+    /// The stream under the tunnel ended without the other side's
+    /// authenticated end: what arrived may be cut short.
+    #[error("the tunnel's stream ended without the tunnel's end: data may be missing")]
+    Truncated,
+    /// This side already ended the tunnel ([`TunnelTransport::seal_end`]),
+    /// or the other side sent a message after its end.
+    #[error("the tunnel was already ended")]
+    Ended,
     /// An earlier error ended the tunnel.
     #[error("the tunnel already failed")]
     Failed,

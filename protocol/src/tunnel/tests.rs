@@ -214,17 +214,25 @@ fn a_shared_library_secret_works_and_a_wrong_one_fails_both_sides() {
     let outcome = run(&a, &b, nodes(), |_, _| {});
     assert!(outcome.initiator.is_ok() && outcome.responder.is_ok());
 
-    b.psk = Some([10; 32]);
-    let outcome = run(&a, &b, nodes(), |_, _| {});
-    assert_eq!(
-        both_fail(&outcome),
-        (
-            TunnelError::Rejected(RejectCode::AuthenticationFailed),
-            TunnelError::Decrypt
-        )
-    );
+    // Another secret, or none where the initiator has one: message 3 fails
+    // authentication, and the responder has shown nothing of itself.
+    for other in [Some([10; 32]), None] {
+        b.psk = other;
+        let outcome = run(&a, &b, nodes(), |_, _| {});
+        assert_eq!(
+            both_fail(&outcome),
+            (
+                TunnelError::Rejected(RejectCode::AuthenticationFailed),
+                TunnelError::Decrypt
+            )
+        );
+    }
 
-    b.psk = None;
+    // A member without the secret the responder has: told so, after it
+    // proved its instance.
+    let (mut a, mut b) = members();
+    a.psk = None;
+    b.psk = Some([9; 32]);
     let outcome = run(&a, &b, nodes(), |_, _| {});
     assert_eq!(
         both_fail(&outcome),
@@ -235,15 +243,75 @@ fn a_shared_library_secret_works_and_a_wrong_one_fails_both_sides() {
     );
 }
 
+/// What a prober (instance 3, no member) sees of a responder: the kinds of
+/// the frames it received and the error it ended with.
+fn probe(responder: &Keys, flags_psk: Option<[u8; 32]>) -> (Vec<u8>, TunnelError) {
+    let prober = Keys {
+        library: LIBRARY,
+        me: Some(instance(3)),
+        members: vec![
+            instance(1).to_remote_identity(),
+            instance(2).to_remote_identity(),
+        ],
+        psk: flags_psk,
+    };
+    let outcome = run(&prober, responder, nodes(), |_, _| {});
+    let (error, _) = both_fail(&outcome);
+    let mut reader = FrameReader::new();
+    let mut kinds = Vec::new();
+    let mut rest = &outcome.r_to_i[..];
+    while !rest.is_empty() {
+        let (used, done) = reader.push(rest);
+        rest = &rest[used..];
+        if done {
+            kinds.push(reader.frame()[0]);
+            reader.clear();
+        }
+    }
+    (kinds, error)
+}
+
+#[test]
+fn a_stranger_learns_neither_the_responders_instance_nor_whether_it_holds_the_library() {
+    let (_, holder) = members();
+    let stranger_to_it = Keys {
+        library: LibraryId::from_bytes([0x22; 16]),
+        ..holder.clone()
+    };
+    let with_secret = Keys {
+        psk: Some([9; 32]),
+        ..holder.clone()
+    };
+    // Without a PSK flag: a Noise message without payload, then "not a
+    // member", from a node with the library, without it, or with a
+    // secret for it.
+    let expected = (vec![1, 2], TunnelError::Rejected(RejectCode::NotMember));
+    assert_eq!(probe(&holder, None), expected);
+    assert_eq!(probe(&stranger_to_it, None), expected);
+    // (A member would be told the secret is missing; a stranger is not.)
+    assert_eq!(probe(&with_secret, None), expected);
+    // With the PSK flag and a guessed secret: "authentication failed" from
+    // all three alike.
+    let expected = (
+        vec![1, 2],
+        TunnelError::Rejected(RejectCode::AuthenticationFailed),
+    );
+    assert_eq!(probe(&holder, Some([1; 32])), expected);
+    assert_eq!(probe(&stranger_to_it, Some([1; 32])), expected);
+    assert_eq!(probe(&with_secret, Some([1; 32])), expected);
+}
+
 #[test]
 fn an_unknown_library_fails_both_sides() {
     let (a, mut b) = members();
     b.library = LibraryId::from_bytes([0x22; 16]);
     let outcome = run(&a, &b, nodes(), |_, _| {});
+    // The responder knows why; the initiator is told what any stranger
+    // would be.
     assert_eq!(
         both_fail(&outcome),
         (
-            TunnelError::Rejected(RejectCode::UnknownLibrary),
+            TunnelError::Rejected(RejectCode::NotMember),
             TunnelError::UnknownLibrary
         )
     );
@@ -461,16 +529,24 @@ fn buffers_and_sizes_are_checked() {
     );
 }
 
-/// The transcript in docs/PROTOCOL.md §8.6: both byte streams of a handshake
-/// with fixed seeds and keys, checked against the document.
+/// The transcripts in docs/PROTOCOL.md §8.6: both byte streams of a
+/// handshake with fixed seeds and keys, without and with a pre-shared
+/// secret, checked against the document.
 #[test]
-fn the_documented_transcript_matches() {
+fn the_documented_transcripts_match() {
     let (a, b) = members();
     let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut a_psk, mut b_psk) = members();
+    a_psk.psk = Some([0x33; 32]);
+    b_psk.psk = Some([0x33; 32]);
+    let with_psk = run(&a_psk, &b_psk, nodes(), |_, _| {});
+    assert!(with_psk.initiator.is_ok() && with_psk.responder.is_ok());
     if std::env::var_os("POS_P2P_PRINT_TRANSCRIPT").is_some() {
         let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
         println!("I->R {}", hex(&outcome.i_to_r));
         println!("R->I {}", hex(&outcome.r_to_i));
+        println!("psk I->R {}", hex(&with_psk.i_to_r));
+        println!("psk R->I {}", hex(&with_psk.r_to_i));
     }
     let doc = include_str!("../../../docs/PROTOCOL.md");
     let section = |marker: &str| -> String {
@@ -494,6 +570,189 @@ fn the_documented_transcript_matches() {
         section("Responder to initiator:"),
         "responder's bytes"
     );
+    assert_eq!(
+        hex(&with_psk.i_to_r),
+        section("With the secret, initiator to responder:"),
+        "initiator's bytes, XXpsk3"
+    );
+    assert_eq!(
+        hex(&with_psk.r_to_i),
+        section("With the secret, responder to initiator:"),
+        "responder's bytes, XXpsk3"
+    );
+}
+
+#[test]
+fn each_direction_ends_with_an_authenticated_end() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    let mut frame = vec![0u8; sealed_len(100)];
+    let mut plain = [0u8; 100];
+    // An empty plaintext is reserved for the end.
+    assert_eq!(tx.seal(&[], &mut frame), Err(TunnelError::Buffer));
+    let n = tx.seal(b"last words", &mut frame).unwrap();
+    assert_eq!(rx.open(&frame[2..n], &mut plain), Ok(10));
+    // The stream ending here, before the end, is a truncation.
+    assert!(!rx.is_end_received());
+    let n = tx.seal_end(&mut frame).unwrap();
+    assert_eq!(n, sealed_len(0));
+    assert!(tx.is_end_sent());
+    assert_eq!(tx.seal(b"more", &mut frame), Err(TunnelError::Ended));
+    assert_eq!(tx.seal_end(&mut frame), Err(TunnelError::Ended));
+    let end = frame[2..n].to_vec();
+    assert_eq!(rx.open(&end, &mut plain), Ok(0));
+    assert!(rx.is_end_received());
+    assert_eq!(rx.handle_eof(), Ok(()));
+    // Nothing is read after the end.
+    assert_eq!(rx.open(&end, &mut plain), Err(TunnelError::Ended));
+    assert_eq!(rx.open(&end, &mut plain), Err(TunnelError::Failed));
+}
+
+#[test]
+fn a_stream_that_stops_without_the_end_is_truncated() {
+    let (a, b) = members();
+    // Before any message.
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut rx, _) = outcome.responder.unwrap();
+    assert_eq!(rx.handle_eof(), Err(TunnelError::Truncated));
+    // After data, at a message boundary.
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    let mut frame = vec![0u8; sealed_len(4)];
+    let mut plain = [0u8; 4];
+    let n = tx.seal(b"half", &mut frame).unwrap();
+    assert_eq!(rx.open(&frame[2..n], &mut plain), Ok(4));
+    assert_eq!(rx.handle_eof(), Err(TunnelError::Truncated));
+    // The transport is done for.
+    assert_eq!(rx.open(&frame[2..n], &mut plain), Err(TunnelError::Failed));
+}
+
+#[test]
+fn a_reject_counts_only_as_the_initiators_first_frame_after_the_handshake() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (_, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    let mut plain = [0u8; 16];
+    assert_eq!(
+        rx.open(&[2, 3], &mut plain),
+        Err(TunnelError::Rejected(RejectCode::BadSignature))
+    );
+    // After a message, the same two bytes are a message that fails.
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    let mut frame = vec![0u8; sealed_len(1)];
+    let n = tx.seal(b"x", &mut frame).unwrap();
+    assert_eq!(rx.open(&frame[2..n], &mut plain), Ok(1));
+    assert_eq!(rx.open(&[2, 3], &mut plain), Err(TunnelError::Decrypt));
+    // The initiator's transport opened the accept already: a responder's
+    // "reject" after it is no reject.
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut initiator, _) = outcome.initiator.unwrap();
+    assert_eq!(
+        initiator.open(&[2, 3], &mut plain),
+        Err(TunnelError::Decrypt)
+    );
+}
+
+#[test]
+fn a_rejection_is_never_answered() {
+    let (a, _) = members();
+    let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+    let mut sent = Vec::new();
+    initiator.take_output(&mut sent);
+    assert_eq!(
+        initiator.handle_input(&[0, 2, 2, 4], &a),
+        Err(TunnelError::Rejected(RejectCode::Incompatible))
+    );
+    let mut answer = Vec::new();
+    initiator.take_output(&mut answer);
+    assert!(answer.is_empty(), "{answer:?}");
+    // A code this version does not know is reported as it is.
+    let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+    assert_eq!(
+        initiator.handle_input(&[0, 2, 2, 200], &a),
+        Err(TunnelError::Rejected(RejectCode::Other(200)))
+    );
+    // A reject frame of another size is a malformed frame, and answered.
+    let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+    initiator.take_output(&mut sent);
+    assert_eq!(
+        initiator.handle_input(&[0, 3, 2, 4, 4], &a),
+        Err(TunnelError::Protocol("malformed reject"))
+    );
+    initiator.take_output(&mut answer);
+    assert_eq!(answer, [0, 2, 2, 6]);
+}
+
+#[test]
+fn the_hello_is_checked_in_the_documented_order() {
+    let (_, b) = members();
+    let hello = |version: u8, flags: u8, library: [u8; 16]| {
+        let mut frame = vec![0, 19, 0, version, flags];
+        frame.extend_from_slice(&library);
+        frame
+    };
+    let answer = |input: &[u8]| {
+        let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
+        let result = responder.handle_input(input, &b);
+        let mut out = Vec::new();
+        responder.take_output(&mut out);
+        (result.err(), out)
+    };
+    // Size first: a hello of 18 bytes is malformed, whatever it says.
+    assert_eq!(
+        answer(&[
+            0, 18, 0, 9, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+        ]),
+        (
+            Some(TunnelError::Protocol("malformed hello")),
+            vec![0, 2, 2, 6]
+        )
+    );
+    // Then the version, then reserved flag bits: both INCOMPATIBLE, for a
+    // library the responder holds or not.
+    for library in [*LIBRARY.as_bytes(), [0x99; 16]] {
+        for (version, flags) in [(1, 0), (3, 1), (2, 0x02), (2, 0x80)] {
+            assert_eq!(
+                answer(&hello(version, flags, library)),
+                (Some(TunnelError::Incompatible), vec![0, 2, 2, 4]),
+                "version {version} flags {flags:#x}"
+            );
+        }
+        // A valid hello for any library is answered alike: nothing yet.
+        assert_eq!(answer(&hello(2, 0, library)), (None, vec![]));
+        assert_eq!(answer(&hello(2, 1, library)), (None, vec![]));
+    }
+}
+
+#[test]
+fn an_accept_that_is_not_exactly_a_proof_is_a_protocol_violation() {
+    let (a, b) = members();
+    for extra in [-1i32, 1] {
+        let outcome = run(&a, &b, nodes(), |dir, bytes| {
+            // The accept is the responder's last frame: 2 + 1 + 96 + 16.
+            if !dir && bytes.len() >= 115 && bytes[bytes.len() - 113] == 3 {
+                let start = bytes.len() - 115;
+                let len = (113 + extra) as u16;
+                bytes[start..start + 2].copy_from_slice(&len.to_be_bytes());
+                if extra > 0 {
+                    bytes.push(0);
+                } else {
+                    bytes.pop();
+                }
+            }
+        });
+        assert_eq!(
+            outcome.initiator.as_ref().err(),
+            Some(&TunnelError::Protocol("malformed accept")),
+            "{extra}"
+        );
+    }
 }
 
 proptest! {
@@ -579,7 +838,8 @@ fn errors_are_sticky() {
     hello.extend_from_slice(&[0x99; 16]);
     assert_eq!(
         responder.handle_input(&hello, &b),
-        Err(TunnelError::UnknownLibrary)
+        Err(TunnelError::Incompatible),
+        "version 1"
     );
     assert_eq!(responder.handle_input(&[0], &b), Err(TunnelError::Failed));
 }

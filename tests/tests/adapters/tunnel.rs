@@ -140,3 +140,50 @@ async fn a_non_member_is_refused_on_both_sides() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_reads_to_its_end_and_a_cut_one_is_an_error() {
+    let a = start(85, RuntimeKind::Tokio);
+    let b = start(86, RuntimeKind::AsyncStd);
+    let (ka, kb) = (Arc::new(keys(1, &[1, 2])), Arc::new(keys(2, &[1, 2])));
+    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    let server = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let stream = b.accept().await.expect("stream");
+                let mut tunnel = Tunnel::responder(stream, &*kb).await.expect("responder");
+                let mut got = Vec::new();
+                results.push(tunnel.read_to_end(&mut got).await.map(|_| got));
+            }
+            results
+        })
+    };
+    let peer = a.peers()[&b.remote_identity()].clone();
+    // Closed through the tunnel: the end goes out, the transfer is whole.
+    let mut tunnel = Tunnel::initiator(peer.new_stream().await.unwrap(), LIBRARY, &*ka)
+        .await
+        .unwrap();
+    tunnel.write_all(b"all of it").await.unwrap();
+    tunnel.close().await.unwrap();
+    // The stream under it finished at a message boundary, without the end.
+    let mut cut = Tunnel::initiator(peer.new_stream().await.unwrap(), LIBRARY, &*ka)
+        .await
+        .unwrap();
+    cut.write_all(b"the first half").await.unwrap();
+    cut.flush().await.unwrap();
+    cut.get_mut().close().await.unwrap();
+    let results = server.await.unwrap();
+    assert_eq!(results[0].as_ref().unwrap(), b"all of it");
+    let error = results[1].as_ref().unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
+    assert_eq!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<TunnelError>()),
+        Some(&TunnelError::Truncated)
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -9,12 +9,15 @@
 //! - when the link is cut, or loses up to half its datagrams, data either
 //!   arrives complete and in order (within ten minutes: at such loss QUIC
 //!   crawls but keeps going), or both sides get a typed reason from the
-//!   documented few, within the idle timeout (plus slack) of the failure;
-//!   never a hang, never a panic.
+//!   documented few, within the idle timeout (plus slack) of the failure:
+//!   the connection's, or, when the stream's header took longer than
+//!   `Timeouts::header` to get through, the stream's (`HEADER_TIMEOUT`, the
+//!   sender told by STOP_SENDING) while the connection lives on; never a
+//!   hang, never a panic.
 
 use std::time::Duration;
 
-use pos_p2p_protocol::node::{DisconnectReason, Event};
+use pos_p2p_protocol::node::{DisconnectReason, Event, stream_code};
 use pos_p2p_tests::sim::{Link, ReadEnd, Sim, payload};
 use proptest::prelude::*;
 
@@ -132,6 +135,18 @@ proptest! {
         }
         match transfer(&mut sim, size, seed, Duration::from_secs(600)) {
             Ok(received) => prop_assert!(received == payload(seed, size), "complete and in order"),
+            Err(_) if sim.nodes[1].node.stats().headers_timed_out > 0 => {
+                // The header did not get through in time: the receiver
+                // refused the stream, and the sender is told why (or, if
+                // the link dies first, both lose the connection).
+                let told = sim.run_until(idle * 4, |sim| {
+                    sim.nodes[0].history.iter().any(|e| matches!(
+                        e,
+                        Event::StreamStopped { code: stream_code::HEADER_TIMEOUT, .. }
+                    )) || [0, 1].iter().all(|&i| !reasons(sim, i).is_empty())
+                });
+                prop_assert!(told, "the sender learns its stream was refused");
+            }
             Err(_) => {
                 let start = sim.now;
                 // Each side's idle timer runs on its own, and at heavy loss
