@@ -360,6 +360,17 @@ impl Discovery {
         self.peers.get(identity)?.reported.as_ref()
     }
 
+    /// How many entries the peer table holds, complete or not (at most
+    /// [`DiscoveryConfig::max_peers`]).
+    pub fn table_len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the peer table has an entry for `identity`, complete or not.
+    pub fn has_entry(&self, identity: &RemoteIdentity) -> bool {
+        self.peers.contains_key(identity)
+    }
+
     /// Set the addresses this node listens on (one port; unspecified,
     /// loopback, multicast and IPv6 link-local addresses are not
     /// advertised). A change is announced. An empty list stops answering.
@@ -434,9 +445,18 @@ impl Discovery {
                 if let Some(advert) = self.advert.clone() {
                     self.queue_response(advert, Answer::ALL, ttl_secs(self.config.ttl), None);
                 }
-                self.last_multicast = Some(now);
+                self.multicast_sent(now);
                 self.announce = Some((now + Duration::from_secs(1), ANNOUNCEMENTS - 1));
             }
+        }
+    }
+
+    /// A multicast response went out at `now`: the next, the pending answer
+    /// included, waits at least a second (RFC 6762 §6).
+    fn multicast_sent(&mut self, now: Instant) {
+        self.last_multicast = Some(now);
+        if let Some((at, _)) = &mut self.pending_response {
+            *at = (*at).max(now + MIN_MULTICAST_INTERVAL);
         }
     }
 
@@ -693,6 +713,9 @@ impl Discovery {
 
     fn handle_response(&mut self, now: Instant, source: IpAddr, message: Message) {
         let mut touched = Vec::new();
+        // Entries this message created: never evicted to make room for the
+        // message's other instances (those are refused instead).
+        let mut created = std::collections::BTreeSet::new();
         for (identity, records) in message.instances {
             if identity == self.config.identity {
                 continue;
@@ -714,7 +737,7 @@ impl Discovery {
                 }
                 let from_source = self.peers.values().filter(|c| c.source == source).count();
                 if from_source >= self.config.max_instances_per_source
-                    || (self.peers.len() >= self.config.max_peers && !self.evict(source))
+                    || (self.peers.len() >= self.config.max_peers && !self.evict(source, &created))
                 {
                     self.stats.peers_refused += 1;
                     continue;
@@ -734,6 +757,7 @@ impl Discovery {
                         verified: false,
                     },
                 );
+                created.insert(identity);
             }
             let Some(cached) = self.peers.get_mut(&identity) else {
                 continue;
@@ -805,13 +829,30 @@ impl Discovery {
                 })
                 .collect();
             fresh.truncate(MAX_ADDRS_PER_PEER);
-            if fresh.is_empty() {
-                // Only goodbyes (or unusable addresses): drop those named.
-                if let Some(known) = self.hosts.get_mut(&host) {
-                    known.retain(|(ip, _)| !addrs.iter().any(|(gone, _)| gone == ip));
-                }
+            let known = self.hosts.remove(&host).unwrap_or_default();
+            // Records with TTL > 0 replace what was known; without any,
+            // the known addresses stay.
+            let mut next = if fresh.is_empty() {
+                known.clone()
             } else {
-                self.hosts.insert(host, fresh);
+                fresh
+            };
+            // Goodbyes (RFC 6762 §10.1): a known address the message gives
+            // TTL 0 goes one second from now, unless it lapses sooner.
+            let goodbye_at = now + GOODBYE_DELAY;
+            for (ip, _) in addrs.iter().filter(|(_, ttl)| *ttl == 0) {
+                let Some(&(_, expires)) = known.iter().find(|(k, _)| k == ip) else {
+                    continue;
+                };
+                let room = next.len() < MAX_ADDRS_PER_PEER;
+                match next.iter_mut().find(|(k, _)| k == ip) {
+                    Some(entry) => entry.1 = entry.1.min(goodbye_at),
+                    None if room => next.push((*ip, expires.min(goodbye_at))),
+                    None => {}
+                }
+            }
+            if !next.is_empty() {
+                self.hosts.insert(host, next);
             }
             touched.extend(users);
         }
@@ -837,19 +878,23 @@ impl Discovery {
     /// one that no handshake ever verified: the new entry's own source's
     /// first (so a source that keeps announcing new instances only pushes
     /// out its own), else the one renewed longest ago. Verified peers are
-    /// never evicted. `false` if nothing could go.
-    fn evict(&mut self, source: IpAddr) -> bool {
-        let incomplete = self
-            .peers
-            .iter()
+    /// never evicted, nor entries the message being processed created
+    /// (`created`). Ties go to the smaller identity. `false` if nothing
+    /// could go.
+    fn evict(
+        &mut self,
+        source: IpAddr,
+        created: &std::collections::BTreeSet<RemoteIdentity>,
+    ) -> bool {
+        let candidates = || self.peers.iter().filter(|(id, _)| !created.contains(*id));
+        let incomplete = candidates()
             .filter(|(_, c)| c.reported.is_none())
-            .min_by_key(|(_, c)| c.renewed)
+            .min_by_key(|(id, c)| (c.renewed, **id))
             .map(|(id, _)| *id);
         let unverified = || {
-            self.peers
-                .iter()
+            candidates()
                 .filter(|(_, c)| !c.verified)
-                .min_by_key(|(_, c)| (c.source != source, c.renewed))
+                .min_by_key(|(id, c)| (c.source != source, c.renewed, **id))
                 .map(|(id, _)| *id)
         };
         let Some(victim) = incomplete.or_else(unverified) else {
@@ -949,8 +994,8 @@ impl Discovery {
             if let Some(advert) = self.advert.clone() {
                 let ttl = ttl_secs(self.config.ttl);
                 self.queue_response(advert, Answer::ALL, ttl, None);
-                self.last_multicast = Some(now);
                 self.drop_pending_covered_by_announcement();
+                self.multicast_sent(now);
             }
             let sent = ANNOUNCEMENTS - left + 1;
             self.announce =
@@ -965,7 +1010,7 @@ impl Discovery {
             if let Some(advert) = self.advert.clone() {
                 let ttl = ttl_secs(self.config.ttl);
                 self.queue_response(advert, answer, ttl, None);
-                self.last_multicast = Some(now);
+                self.multicast_sent(now);
             }
         }
 
