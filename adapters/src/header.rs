@@ -4,7 +4,7 @@ use std::any::Any;
 use std::future::poll_fn;
 use std::pin::Pin;
 
-use pos_p2p_protocol::codec::{DecodeError, Header};
+use pos_p2p_protocol::codec::Header;
 use pos_p2p_protocol::node::StreamRejection;
 
 use crate::error::HeaderError;
@@ -90,12 +90,8 @@ async fn read_header<H: Header, S: futures_io::AsyncRead + Unpin>(
 /// if the header itself was at fault (not the stream).
 pub(crate) fn rejection_for(error: &HeaderError) -> Option<StreamRejection> {
     match error {
-        HeaderError::Decode(DecodeError::UnknownTag { offset: 0, .. }) => {
-            Some(StreamRejection::UnknownOperation)
-        }
-        HeaderError::Decode(_) | HeaderError::Frame(_) | HeaderError::Truncated => {
-            Some(StreamRejection::MalformedHeader)
-        }
+        HeaderError::Decode(error) => Some(StreamRejection::for_decode_error(error)),
+        HeaderError::Frame(_) | HeaderError::Truncated => Some(StreamRejection::MalformedHeader),
         HeaderError::Io(_) | HeaderError::Eof => None,
     }
 }
@@ -138,7 +134,7 @@ impl<H: Header> HeaderExt for H {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pos_p2p_protocol::codec::{Reader, Writer};
+    use pos_p2p_protocol::codec::{DecodeError, Reader, Writer};
 
     #[derive(Debug, PartialEq)]
     struct Name(String);

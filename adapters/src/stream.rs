@@ -105,16 +105,7 @@ impl UnicastStream {
     /// decode.
     pub fn reject(&mut self, why: StreamRejection) {
         let mut state = self.shared.lock();
-        // A code that is no QUIC varint cannot be sent: refuse plainly.
-        let code = Some(why.code())
-            .filter(|code| *code < 1 << 62)
-            .unwrap_or(stream_code::REFUSED);
-        if !self.recv_done {
-            let _ = state.node.stop(self.id, code);
-        }
-        if !self.send_closed {
-            let _ = state.node.reset(self.id, code);
-        }
+        state.node.reject(self.id, why);
         self.recv_done = true;
         self.send_closed = true;
         state.wake_driver();

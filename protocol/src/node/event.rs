@@ -428,6 +428,16 @@ impl StreamRejection {
         }
     }
 
+    /// Why a receiver refuses a stream whose header (a frame body) did not
+    /// decode: an unknown tag as the header's first byte is an operation
+    /// this version does not know; anything else is a malformed header.
+    pub fn for_decode_error(error: &crate::codec::DecodeError) -> Self {
+        match error {
+            crate::codec::DecodeError::UnknownTag { offset: 0, .. } => Self::UnknownOperation,
+            _ => Self::MalformedHeader,
+        }
+    }
+
     /// The error code on the wire.
     pub fn code(&self) -> u64 {
         match self {

@@ -189,6 +189,18 @@ impl Node {
         result
     }
 
+    /// Refuse `stream` for a protocol reason (PROTOCOL.md §3.1): stop its
+    /// receiving half and reset its sending half, each if still open, with
+    /// `why`'s code (a code QUIC cannot carry becomes
+    /// [`stream_code::REFUSED`]). The peer's reads and writes fail with it.
+    pub fn reject(&mut self, stream: StreamId, why: super::StreamRejection) {
+        let code = Some(why.code())
+            .filter(|code| VarInt::from_u64(*code).is_ok())
+            .unwrap_or(stream_code::REFUSED);
+        let _ = self.stop(stream, code);
+        let _ = self.reset(stream, code);
+    }
+
     /// The application is done with `stream` (its handle is gone): finish
     /// the sending half if it is still open (written data is still
     /// delivered), and if the peer has not ended its side, throw away what

@@ -163,3 +163,39 @@ fn writes_are_bounded_by_flow_control() {
         "accepted {accepted}, window {window}, bound {bound}"
     );
 }
+
+#[test]
+fn a_rejected_stream_fails_both_ways_with_the_rejections_code() {
+    use pos_p2p_protocol::node::{StreamRejection, stream_code};
+    use pos_p2p_tests::sim::ReadEnd;
+    let (mut sim, a, b) = connected(61, Link::lan());
+    let sent = sim.open_stream(a, b).unwrap();
+    sim.nodes[a]
+        .node
+        .write(sent, b"an operation b does not know")
+        .unwrap();
+    let at_b = sim.accept_stream(b, Duration::from_secs(1)).unwrap();
+    sim.nodes[b]
+        .node
+        .reject(at_b, StreamRejection::UnknownOperation);
+    // a's read sees the reset, its writes the stop, both with code 1.
+    assert_eq!(
+        sim.read_to_end(a, sent, Duration::from_secs(1)),
+        Err(ReadEnd::Reset(stream_code::UNKNOWN_OPERATION))
+    );
+    let stopped = sim.take_event(a, Duration::from_secs(1), |e| match e {
+        Event::StreamStopped { stream, code } if *stream == sent => Some(*code),
+        _ => None,
+    });
+    assert_eq!(stopped, Some(stream_code::UNKNOWN_OPERATION));
+    // A code QUIC cannot carry is sent as REFUSED.
+    let sent = sim.open_stream(a, b).unwrap();
+    let at_b = sim.accept_stream(b, Duration::from_secs(1)).unwrap();
+    sim.nodes[b]
+        .node
+        .reject(at_b, StreamRejection::Application(1 << 62));
+    assert_eq!(
+        sim.read_to_end(a, sent, Duration::from_secs(1)),
+        Err(ReadEnd::Reset(stream_code::REFUSED))
+    );
+}
