@@ -2,7 +2,7 @@
 //! `node_datagrams` (whole dialer sessions recorded with deterministic
 //! crypto, framed as the target's opcodes), `tunnel_responder` (an
 //! initiator's side of a tunnel handshake) and `tunnel_transport` (sealed
-//! messages). Run it when the handshakes change (a test says so):
+//! messages), and `node_streams` (stream operations). Run it when the handshakes change (a test says so):
 //!
 //! `cargo run -p pos-p2p-tests --example make_seeds`
 
@@ -15,6 +15,11 @@ fn main() {
     for (name, bytes) in pos_p2p_tests::fuzzing::node_datagram_seeds() {
         std::fs::write(dir.join(name), &bytes).expect("write seed");
         println!("{name}: {} bytes", bytes.len());
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node_streams");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    for (name, bytes) in pos_p2p_tests::fuzzing::node_stream_seeds() {
+        std::fs::write(dir.join(name), &bytes).expect("write seed");
     }
     tunnel_seeds();
     mdns_seeds();

@@ -92,13 +92,38 @@ fn fuzz_peer(n: u8) -> std::net::SocketAddr {
 /// - `op % 4 == 2`: time advances by the next byte × 10 ms, then timers run;
 /// - `op % 4 == 3`: the node dials peer `op / 4 % 4`.
 ///
-/// The node is `Sim::config(1)` with deterministic crypto, so the recorded
+/// The node is [`fuzz_config`]`(1)`, with deterministic crypto, so the recorded
 /// handshakes of the seeds (`record_dialer_session`) replay: the fuzzer
 /// starts from a connected peer and explores the Hello, the control stream,
 /// stream headers and stream data. Nothing may panic, and the node must
 /// keep answering its polls.
 pub fn node_datagrams(data: &[u8]) {
     let _ = run_node_datagrams(data);
+}
+
+/// The configuration of node `n` in the node fuzz targets:
+/// [`Sim::config`](crate::sim::Sim::config) (deterministic crypto) with 16
+/// streams per connection, so that the fuzzer reaches the stream limit and
+/// a new connection does not pay for 1,024 stream slots. Made once per
+/// thread: deriving an identity's public key is a scalar multiplication.
+pub fn fuzz_config(n: u8) -> pos_p2p_protocol::node::NodeConfig {
+    use pos_p2p_protocol::node::NodeConfig;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    thread_local! {
+        static CONFIGS: RefCell<BTreeMap<u8, NodeConfig>> = const { RefCell::new(BTreeMap::new()) };
+    }
+    CONFIGS.with_borrow_mut(|configs| {
+        configs
+            .entry(n)
+            .or_insert_with(|| {
+                let mut config = crate::sim::Sim::config(n);
+                config.limits.max_streams_per_connection = 16;
+                config.cheap_key_exchange = true;
+                config
+            })
+            .clone()
+    })
 }
 
 /// [`node_datagrams`], returning every event the node reported.
@@ -109,7 +134,7 @@ pub fn run_node_datagrams(data: &[u8]) -> Vec<pos_p2p_protocol::node::Event> {
 
     let start = Instant::now();
     let mut now = start;
-    let mut node = Node::new(crate::sim::Sim::config(1), now).expect("valid config");
+    let mut node = Node::new(fuzz_config(1), now).expect("valid config");
     let mut events = Vec::new();
     let mut buf = Vec::new();
     let mut input = data;
@@ -230,8 +255,8 @@ pub fn record_dialer_session(header: &[u8], payload: &[u8], streams: usize) -> V
 
     let start = Instant::now();
     let mut now = start;
-    let mut fuzzed = Node::new(crate::sim::Sim::config(1), now).expect("valid config");
-    let mut dialer = Node::new(crate::sim::Sim::config(2), now).expect("valid config");
+    let mut fuzzed = Node::new(fuzz_config(1), now).expect("valid config");
+    let mut dialer = Node::new(fuzz_config(2), now).expect("valid config");
     let fuzzed_addr = crate::sim::Sim::sim_addr(0);
     let dialer_addr = fuzz_peer(0);
     assert_eq!(dialer_addr, crate::sim::Sim::sim_addr(1));
@@ -386,15 +411,20 @@ pub fn tunnel_responder(data: &[u8]) {
 /// nothing decrypts after the first failure or after the end. When the
 /// bytes run out, the stream ends: complete only after the end.
 pub fn tunnel_transport(data: &[u8]) {
-    use pos_p2p_protocol::tunnel::{FrameReader, MAX_PLAINTEXT_LEN};
-    let mut rx = crate::tunnel_pair(
-        fuzz_nodes(),
-        FUZZ_LIBRARY,
-        &TunnelKeys::instance(1),
-        &TunnelKeys::instance(2),
-        [[5; 32], [6; 32]],
-    )
-    .responder;
+    use pos_p2p_protocol::tunnel::{FrameReader, MAX_PLAINTEXT_LEN, TunnelTransport};
+    thread_local! {
+        // The handshake runs once per thread; each input starts from a copy
+        // of the established responder.
+        static RESPONDER: TunnelTransport = crate::tunnel_pair(
+            fuzz_nodes(),
+            FUZZ_LIBRARY,
+            &TunnelKeys::instance(1),
+            &TunnelKeys::instance(2),
+            [[5; 32], [6; 32]],
+        )
+        .responder;
+    }
+    let mut rx = RESPONDER.with(TunnelTransport::clone);
     let mut reader = FrameReader::new();
     let mut plain = vec![0u8; MAX_PLAINTEXT_LEN];
     let mut rest = data;
@@ -484,4 +514,265 @@ pub fn mdns_packets(data: &[u8]) {
     assert_eq!(discovery.peers().count(), 0);
     discovery.shutdown();
     check(&mut discovery, now);
+}
+
+/// What the receiving application of [`node_streams`] did with a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// The header decoded; the stream is read to its end and answered.
+    Accepted,
+    /// The header did not decode: refused with this code.
+    Rejected(u64),
+}
+
+/// Stream operations on a live connection between two nodes (structure
+/// aware: the fuzzer chooses plaintext, the nodes encrypt it), checking the
+/// stream error codes of PROTOCOL.md §3.1 end to end. Opcodes, each
+/// followed by its arguments:
+///
+/// - `0 len bytes…`: node 0 opens a stream to node 1 and writes `len`
+///   arbitrary bytes where the header frame belongs;
+/// - `1 len`: the same with a valid `Message` header of `len` bytes;
+/// - `2 index len`: `len` payload bytes on stream `index`;
+/// - `3 index`: finish it; `4 index code`: reset it (code `0x100 + code`);
+///   `5 index code`: stop reading it;
+/// - `6 ticks`: `ticks` × 10 ms pass;
+/// - `7 len bytes…`: node 0 changes its metadata (the control stream).
+///
+/// Node 1 reads each header, decodes it as [`crate::ExampleHeader`], and
+/// refuses one that does not decode with
+/// [`StreamRejection::for_decode_error`](pos_p2p_protocol::node::StreamRejection::for_decode_error);
+/// it answers every other stream with `ok` once the stream ends. Checked:
+/// every code node 0 reads is one of §3.1's protocol codes; a stream
+/// refused by node 1 fails at node 0 with exactly that code; a stream with
+/// a good header that node 0 finished and never reset or stopped is
+/// answered `ok`; nothing panics.
+pub fn node_streams(data: &[u8]) {
+    let _ = run_node_streams(data);
+}
+
+/// [`node_streams`], returning how each of node 0's streams ended as node 0
+/// read it (empty if the connection did not survive).
+pub fn run_node_streams(
+    data: &[u8],
+) -> Vec<Result<pos_p2p_protocol::node::ReadOutcome, pos_p2p_protocol::node::StreamError>> {
+    use crate::sim::{Link, Sim};
+    use pos_p2p_protocol::codec::{FrameError, Header};
+    use pos_p2p_protocol::node::{Event, ReadOutcome, StreamId, StreamRejection, stream_code};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    let mut sim = Sim::new(1, Link::lan());
+    let (a, b) = (sim.add_node(fuzz_config(1)), sim.add_node(fuzz_config(2)));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b), "a clean link connects");
+    let peer = sim.id(b);
+
+    // Node 0's streams: whether its header was good, finished, disturbed.
+    #[derive(Default)]
+    struct Sent {
+        good: bool,
+        finished: bool,
+        disturbed: bool,
+    }
+    let mut sent: Vec<(StreamId, Sent)> = Vec::new();
+    let mut received: BTreeMap<StreamId, Received> = BTreeMap::new();
+
+    // The receiving application: headers, refusals, answers.
+    let serve = |sim: &mut Sim, received: &mut BTreeMap<StreamId, Received>| {
+        while let Some(event) = sim.nodes[b].events.pop_front() {
+            let stream = match event {
+                Event::IncomingStream { stream, .. } => {
+                    let header = match sim.nodes[b].node.read(stream, usize::MAX) {
+                        Ok(ReadOutcome::Data(header)) => header,
+                        other => panic!("a stream is announced with its header, got {other:?}"),
+                    };
+                    let verdict = match crate::ExampleHeader::from_bytes(&header) {
+                        Ok(_) => Received::Accepted,
+                        Err(FrameError::Body(error)) => {
+                            let why = StreamRejection::for_decode_error(&error);
+                            sim.nodes[b].node.reject(stream, why);
+                            Received::Rejected(why.code())
+                        }
+                        Err(_) => {
+                            // The node checked the framing: the frame is whole.
+                            sim.nodes[b]
+                                .node
+                                .reject(stream, StreamRejection::MalformedHeader);
+                            Received::Rejected(stream_code::MALFORMED_HEADER)
+                        }
+                    };
+                    received.insert(stream, verdict);
+                    stream
+                }
+                Event::StreamReadable(stream) => stream,
+                _ => continue,
+            };
+            if received.get(&stream) != Some(&Received::Accepted) {
+                continue;
+            }
+            loop {
+                match sim.nodes[b].node.read(stream, 4096) {
+                    Ok(ReadOutcome::Data(_)) => {}
+                    Ok(ReadOutcome::Finished) => {
+                        let node = &mut sim.nodes[b].node;
+                        let _ = node.write(stream, b"ok");
+                        let _ = node.finish(stream);
+                        node.release(stream);
+                        break;
+                    }
+                    Ok(ReadOutcome::Blocked) => break,
+                    Ok(ReadOutcome::Reset(_)) | Err(_) => {
+                        sim.nodes[b].node.release(stream);
+                        break;
+                    }
+                }
+            }
+        }
+    };
+
+    let mut input = data;
+    let mut next = || -> Option<u8> {
+        let (&byte, rest) = input.split_first()?;
+        input = rest;
+        Some(byte)
+    };
+    while let Some(op) = next() {
+        let now = sim.now;
+        match op % 8 {
+            0 | 1 => {
+                let len = usize::from(next().unwrap_or(0));
+                let header: Vec<u8> = if op % 8 == 0 {
+                    (0..len).map_while(|_| next()).collect()
+                } else {
+                    crate::ExampleHeader::Message("m".repeat(len))
+                        .to_bytes()
+                        .to_vec()
+                };
+                if let Ok(stream) = sim.nodes[a].node.open_stream(now, &peer) {
+                    let good = crate::ExampleHeader::from_bytes(&header).is_ok();
+                    let whole = sim.nodes[a].node.write(stream, &header) == Ok(header.len());
+                    sent.push((
+                        stream,
+                        Sent {
+                            good: good && whole,
+                            finished: false,
+                            disturbed: !whole,
+                        },
+                    ));
+                }
+            }
+            2 => {
+                let (index, len) = (next().unwrap_or(0), next().unwrap_or(0));
+                let count = sent.len().max(1);
+                if let Some((stream, state)) = sent.get_mut(usize::from(index) % count) {
+                    let payload = vec![index; usize::from(len)];
+                    if sim.nodes[a].node.write(*stream, &payload) != Ok(payload.len()) {
+                        state.disturbed = true;
+                    }
+                }
+            }
+            3 => {
+                let index = next().unwrap_or(0);
+                let count = sent.len().max(1);
+                if let Some((stream, state)) = sent.get_mut(usize::from(index) % count) {
+                    state.finished |= sim.nodes[a].node.finish(*stream).is_ok();
+                }
+            }
+            4 | 5 => {
+                let (index, code) = (next().unwrap_or(0), next().unwrap_or(0));
+                let count = sent.len().max(1);
+                if let Some((stream, state)) = sent.get_mut(usize::from(index) % count) {
+                    let code = stream_code::FIRST_APPLICATION_CODE + u64::from(code);
+                    let node = &mut sim.nodes[a].node;
+                    let _ = if op % 8 == 4 {
+                        node.reset(*stream, code)
+                    } else {
+                        node.stop(*stream, code)
+                    };
+                    state.disturbed = true;
+                }
+            }
+            6 => {
+                let ticks = next().unwrap_or(1);
+                sim.run_for(Duration::from_millis(u64::from(ticks) * 10));
+            }
+            _ => {
+                let len = usize::from(next().unwrap_or(0));
+                let value: Vec<u8> = (0..len).map_while(|_| next()).collect();
+                let mut metadata = pos_p2p_protocol::Metadata::new();
+                if metadata
+                    .insert("name", String::from_utf8_lossy(&value))
+                    .is_ok()
+                {
+                    sim.nodes[a].node.set_metadata(metadata);
+                }
+            }
+        }
+        serve(&mut sim, &mut received);
+    }
+    // Long enough for every header deadline (5 s) and every answer.
+    for _ in 0..20 {
+        sim.run_for(Duration::from_millis(500));
+        serve(&mut sim, &mut received);
+    }
+    if sim.nodes[a].node.peer(&peer).is_none() {
+        // The fuzzer closed nothing, but a protocol violation may: then
+        // the streams' outcomes are the connection's.
+        return Vec::new();
+    }
+    let mut outcomes = Vec::new();
+    for (stream, state) in &sent {
+        let mut reply = Vec::new();
+        let outcome = loop {
+            match sim.nodes[a].node.read(*stream, usize::MAX) {
+                Ok(ReadOutcome::Data(bytes)) => reply.extend_from_slice(&bytes),
+                other => break other,
+            }
+        };
+        if let Ok(ReadOutcome::Reset(code)) = outcome {
+            assert!(
+                code < stream_code::FIRST_APPLICATION_CODE,
+                "node 1 only refuses with protocol codes, got {code:#x}"
+            );
+        }
+        if let Some(Received::Rejected(code)) = received.get(stream)
+            && !state.disturbed
+        {
+            assert_eq!(
+                &outcome,
+                &Ok(ReadOutcome::Reset(*code)),
+                "a refused stream fails with the refusal's code"
+            );
+        }
+        if state.good && state.finished && !state.disturbed {
+            assert_eq!(received.get(stream), Some(&Received::Accepted));
+            assert_eq!(
+                (&outcome, reply.as_slice()),
+                (&Ok(ReadOutcome::Finished), &b"ok"[..]),
+                "a good, finished stream is answered"
+            );
+        }
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// The committed seeds of the `node_streams` target: a good stream, an
+/// unknown operation, a malformed header, a header that never completes,
+/// and a mix with payloads, a reset, a stop and a metadata change.
+pub fn node_stream_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("seed-good", vec![1, 5, 2, 0, 40, 3, 0, 6, 10]),
+        ("seed-unknown-operation", vec![0, 2, 1, 0x20, 3, 0, 6, 10]),
+        ("seed-malformed", vec![0, 3, 2, 2, 0xff, 3, 0, 6, 10]),
+        ("seed-header-never-ends", vec![0, 1, 5, 6, 255]),
+        (
+            "seed-mixed",
+            vec![
+                1, 3, 0, 2, 1, 0xee, 2, 0, 100, 3, 0, 3, 1, 1, 0, 4, 2, 7, 7, 4, b'n', b'a', b'm',
+                b'e', 1, 1, 5, 3, 9, 6, 20, 3, 3,
+            ],
+        ),
+    ]
 }

@@ -54,6 +54,13 @@ pub struct NodeConfig {
     #[cfg(feature = "deterministic")]
     #[doc(hidden)]
     pub deterministic_crypto: bool,
+    /// Fuzzing only (feature `deterministic`, with `deterministic_crypto`):
+    /// replace X25519 by an insecure stand-in of the same wire shape, so a
+    /// fuzzer's time goes to the node rather than to curve arithmetic.
+    /// Both ends of a handshake must agree on it.
+    #[cfg(feature = "deterministic")]
+    #[doc(hidden)]
+    pub cheap_key_exchange: bool,
 }
 
 impl NodeConfig {
@@ -76,6 +83,8 @@ impl NodeConfig {
             rng_seed,
             #[cfg(feature = "deterministic")]
             deterministic_crypto: false,
+            #[cfg(feature = "deterministic")]
+            cheap_key_exchange: false,
         }
     }
 }

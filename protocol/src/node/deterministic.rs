@@ -32,6 +32,8 @@ use zeroize::Zeroizing;
 #[derive(Debug)]
 pub(super) struct SeededCrypto {
     rng: Mutex<ChaCha20Rng>,
+    /// The insecure stand-in for X25519 (see [`provider`]).
+    cheap: bool,
 }
 
 impl SeededCrypto {
@@ -47,15 +49,16 @@ impl SeededCrypto {
 /// running in parallel threads with the same seeds do not draw from each
 /// other's streams, and a thread that makes nodes over and over (a fuzzer)
 /// reuses what it made.
-fn seeded(seed: [u8; 32]) -> &'static SeededCrypto {
+fn seeded(seed: [u8; 32], cheap: bool) -> &'static SeededCrypto {
     thread_local! {
-        static STREAMS: RefCell<BTreeMap<[u8; 32], &'static SeededCrypto>> =
+        static STREAMS: RefCell<BTreeMap<([u8; 32], bool), &'static SeededCrypto>> =
             const { RefCell::new(BTreeMap::new()) };
     }
     let crypto = STREAMS.with_borrow_mut(|streams| {
-        *streams.entry(seed).or_insert_with(|| {
+        *streams.entry((seed, cheap)).or_insert_with(|| {
             Box::leak(Box::new(SeededCrypto {
                 rng: Mutex::new(ChaCha20Rng::from_seed(seed)),
+                cheap,
             }))
         })
     });
@@ -68,9 +71,12 @@ fn seeded(seed: [u8; 32]) -> &'static SeededCrypto {
 
 /// ring's provider with randomness and X25519 from `seed`, X25519 the only
 /// key exchange (a fallback to another group would bring back the system's
-/// randomness).
-pub(super) fn provider(seed: [u8; 32]) -> Arc<CryptoProvider> {
-    let crypto = seeded(seed);
+/// randomness). With `cheap` (fuzzing only), the X25519 group is an
+/// insecure stand-in with the same wire shape: a key share is 32 seeded
+/// bytes and the shared secret is the XOR of both shares, so a fuzzer
+/// spends its time in the node rather than in curve arithmetic.
+pub(super) fn provider(seed: [u8; 32], cheap: bool) -> Arc<CryptoProvider> {
+    let crypto = seeded(seed, cheap);
     Arc::new(CryptoProvider {
         secure_random: crypto,
         kx_groups: vec![crypto],
@@ -89,8 +95,16 @@ impl SupportedKxGroup for SeededCrypto {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
         let mut secret = Zeroizing::new([0u8; 32]);
         SeededCrypto::fill(self, secret.as_mut());
-        let public = MontgomeryPoint::mul_base_clamped(*secret).to_bytes();
-        Ok(Box::new(X25519Share { secret, public }))
+        let public = if self.cheap {
+            *secret
+        } else {
+            MontgomeryPoint::mul_base_clamped(*secret).to_bytes()
+        };
+        Ok(Box::new(X25519Share {
+            secret,
+            public,
+            cheap: self.cheap,
+        }))
     }
 
     fn name(&self) -> NamedGroup {
@@ -101,6 +115,7 @@ impl SupportedKxGroup for SeededCrypto {
 struct X25519Share {
     secret: Zeroizing<[u8; 32]>,
     public: [u8; 32],
+    cheap: bool,
 }
 
 impl ActiveKeyExchange for X25519Share {
@@ -108,7 +123,11 @@ impl ActiveKeyExchange for X25519Share {
         let peer: [u8; 32] = peer
             .try_into()
             .map_err(|_| rustls::Error::from(PeerMisbehaved::InvalidKeyShare))?;
-        let shared = Zeroizing::new(MontgomeryPoint(peer).mul_clamped(*self.secret).to_bytes());
+        let shared = Zeroizing::new(if self.cheap {
+            std::array::from_fn(|i| peer[i] ^ self.public[i])
+        } else {
+            MontgomeryPoint(peer).mul_clamped(*self.secret).to_bytes()
+        });
         // An all-zero secret means a small-order share (RFC 7748 §6.1).
         if shared.iter().all(|b| *b == 0) {
             return Err(PeerMisbehaved::InvalidKeyShare.into());
@@ -175,30 +194,63 @@ pub(super) fn initial_cids(
     })
 }
 
+/// The certificate of `identity`, made once per thread: a deterministic
+/// node's certificate is a function of its identity (ed25519 signatures
+/// are deterministic), and a fuzzer makes the same node over and over.
+pub(super) fn certified(
+    identity: &crate::Identity,
+) -> Result<Arc<rustls::sign::CertifiedKey>, super::tls::TlsSetupError> {
+    thread_local! {
+        static CERTIFIED: RefCell<BTreeMap<[u8; 32], Arc<rustls::sign::CertifiedKey>>> =
+            const { RefCell::new(BTreeMap::new()) };
+    }
+    let key = *identity.to_remote_identity().as_bytes();
+    if let Some(certified) = CERTIFIED.with_borrow(|map| map.get(&key).cloned()) {
+        return Ok(certified);
+    }
+    let certified = super::tls::NodeCertificate::certify(identity)?;
+    CERTIFIED.with_borrow_mut(|map| map.insert(key, certified.clone()));
+    Ok(certified)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_seeded_exchange_agrees_with_ring_and_refuses_small_order_shares() {
-        let ours = seeded([3; 32]).start().unwrap();
+        let ours = seeded([3; 32], false).start().unwrap();
         let ring_kx = rustls::crypto::ring::kx_group::X25519;
         let theirs = ring_kx.start_and_complete(ours.pub_key()).unwrap();
         let mine = ours.complete(&theirs.pub_key).unwrap();
         assert_eq!(mine.secret_bytes(), theirs.secret.secret_bytes());
-        let zero = seeded([4; 32]).start().unwrap();
+        let zero = seeded([4; 32], false).start().unwrap();
         assert!(zero.complete(&[0; 32]).is_err());
+    }
+
+    #[test]
+    fn the_cheap_exchange_agrees_and_refuses_an_echoed_share() {
+        let a = seeded([5; 32], true).start().unwrap();
+        let b = seeded([6; 32], true).start().unwrap();
+        let (a_pub, b_pub) = (a.pub_key().to_vec(), b.pub_key().to_vec());
+        assert_ne!(a_pub, b_pub);
+        let ab = a.complete(&b_pub).unwrap();
+        let ba = b.complete(&a_pub).unwrap();
+        assert_eq!(ab.secret_bytes(), ba.secret_bytes());
+        let c = seeded([7; 32], true).start().unwrap();
+        let echoed = c.pub_key().to_vec();
+        assert!(c.complete(&echoed).is_err());
     }
 
     #[test]
     fn the_same_seed_gives_the_same_stream_again() {
         let mut a = [0u8; 16];
         let mut b = [0u8; 16];
-        seeded([9; 32]).fill(&mut a);
-        seeded([9; 32]).fill(&mut b);
+        seeded([9; 32], false).fill(&mut a);
+        seeded([9; 32], false).fill(&mut b);
         assert_eq!(a, b);
         let mut c = [0u8; 16];
-        seeded([10; 32]).fill(&mut c);
+        seeded([10; 32], false).fill(&mut c);
         assert_ne!(a, c);
     }
 }

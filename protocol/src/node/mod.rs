@@ -225,6 +225,13 @@ impl Node {
                 "max_connections and max_incoming_handshakes must be at least 1",
             ));
         }
+        #[cfg(feature = "deterministic")]
+        let cert = if config.deterministic_crypto {
+            tls::NodeCertificate::from_certified(deterministic::certified(&config.identity)?)
+        } else {
+            tls::NodeCertificate::new(&config.identity)?
+        };
+        #[cfg(not(feature = "deterministic"))]
         let cert = tls::NodeCertificate::new(&config.identity)?;
         let transport = Arc::new(transport_config(&config)?);
 
@@ -236,7 +243,7 @@ impl Node {
         let mut provider = tls::provider();
         #[cfg(feature = "deterministic")]
         if config.deterministic_crypto {
-            provider = deterministic::provider(seeds.tls);
+            provider = deterministic::provider(seeds.tls, config.cheap_key_exchange);
             let cids = seeds.cids;
             endpoint_config.cid_generator(move || Box::new(deterministic::SeededCids::new(cids)));
         }

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, PeerIncompatible, SignatureScheme,
 };
@@ -65,8 +66,9 @@ pub enum TlsSetupError {
 /// The node's certificate and key in the forms rustls wants.
 #[derive(Debug)]
 pub(crate) struct NodeCertificate {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    /// The certificate and its signing key, parsed once and shared by the
+    /// server and both client configurations.
+    certified: Arc<CertifiedKey>,
     /// Handshake signatures the verifiers accepted (full handshakes; a
     /// resumed one has none).
     pub(crate) verified: Arc<AtomicU64>,
@@ -106,6 +108,20 @@ impl Mismatches {
 impl NodeCertificate {
     /// A self-signed certificate for `identity`, signed with it.
     pub(crate) fn new(identity: &Identity) -> Result<Self, TlsSetupError> {
+        Ok(Self::from_certified(Self::certify(identity)?))
+    }
+
+    /// A certificate from a certified key made by [`NodeCertificate::certify`].
+    pub(crate) fn from_certified(certified: Arc<CertifiedKey>) -> Self {
+        Self {
+            certified,
+            verified: Arc::new(AtomicU64::new(0)),
+            mismatches: Arc::default(),
+        }
+    }
+
+    /// The self-signed certificate of `identity` and its signing key.
+    pub(crate) fn certify(identity: &Identity) -> Result<Arc<CertifiedKey>, TlsSetupError> {
         let mut pkcs8 = Zeroizing::new(Vec::with_capacity(48));
         pkcs8.extend_from_slice(&ED25519_PKCS8_PREFIX);
         pkcs8.extend_from_slice(identity.to_bytes().as_ref());
@@ -121,12 +137,18 @@ impl NodeCertificate {
         let cert = params
             .self_signed(&key_pair)
             .map_err(|e| TlsSetupError::Certificate(e.to_string()))?;
-        Ok(Self {
-            chain: vec![cert.der().clone()],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec())),
-            verified: Arc::new(AtomicU64::new(0)),
-            mismatches: Arc::default(),
-        })
+        let key = PrivatePkcs8KeyDer::from(pkcs8.to_vec());
+        let signer = rustls::crypto::ring::sign::any_eddsa_type(&key)?;
+        Ok(Arc::new(CertifiedKey::new(
+            vec![cert.der().clone()],
+            signer,
+        )))
+    }
+
+    /// The certificate chain (one self-signed certificate).
+    #[cfg(test)]
+    fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.certified.cert
     }
 }
 
@@ -176,7 +198,7 @@ pub(crate) fn client_config(
             verified: cert.verified.clone(),
             mismatches: cert.mismatches.clone(),
         }))
-        .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())?;
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(cert.certified.clone())));
     config.alpn_protocols = vec![alpn.to_vec()];
     // A resumed TLS 1.3 session (PSK with a fresh X25519 exchange, no 0-RTT)
     // carries the identity proven in the full handshake it came from: only
@@ -212,7 +234,7 @@ pub(crate) fn server_config(
             verified: cert.verified.clone(),
             mismatches: cert.mismatches.clone(),
         }))
-        .with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(cert.certified.clone())));
     config.alpn_protocols = vec![alpn.to_vec()];
     // 0-RTT would let a replayed first flight reach the application.
     config.max_early_data_size = 0;
@@ -413,9 +435,9 @@ mod tests {
     fn certificate_carries_the_identity() {
         let identity = Identity::from_bytes(&[4; 32]);
         let cert = NodeCertificate::new(&identity).unwrap();
-        assert_eq!(cert.chain.len(), 1);
+        assert_eq!(cert.chain().len(), 1);
         assert_eq!(
-            identity_of(&cert.chain[0]).unwrap(),
+            identity_of(&cert.chain()[0]).unwrap(),
             identity.to_remote_identity()
         );
     }
@@ -439,7 +461,7 @@ mod tests {
         assert_eq!(identity_of(&der).unwrap(), identity.to_remote_identity());
         assert!(IdentityVerifier::verify_cert(&der, &[]).is_err());
         let ours = NodeCertificate::new(&identity).unwrap();
-        assert!(IdentityVerifier::verify_cert(&ours.chain[0], &[]).is_ok());
+        assert!(IdentityVerifier::verify_cert(&ours.chain()[0], &[]).is_ok());
     }
 
     #[test]
@@ -583,7 +605,7 @@ mod tests {
         let expected = Identity::from_bytes(&[12; 32]).to_remote_identity();
         let pinned_name = ServerName::try_from(server_name(&expected)).unwrap();
         let result = verifier.verify_server_cert(
-            &other.chain[0],
+            &other.chain()[0],
             &[],
             &pinned_name,
             &[],
@@ -604,7 +626,7 @@ mod tests {
         assert!(
             verifier
                 .verify_server_cert(
-                    &other.chain[0],
+                    &other.chain()[0],
                     &[],
                     &unpinned,
                     &[],

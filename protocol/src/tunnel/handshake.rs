@@ -454,12 +454,20 @@ impl TunnelHandshake {
 
     /// The finished Noise state's cipher states.
     fn split(&mut self) -> Result<TunnelTransport, TunnelError> {
-        let noise = self.noise.take().ok_or(TunnelError::Failed)?;
-        Ok(TunnelTransport::new(
-            noise
-                .into_transport_mode()
-                .map_err(|_| TunnelError::Crypto)?,
-        ))
+        let mut noise = self.noise.take().ok_or(TunnelError::Failed)?;
+        if !noise.is_handshake_finished() {
+            return Err(TunnelError::Crypto);
+        }
+        // Split(): the first key is the initiator's sending key.
+        let (first, second) = noise.dangerously_get_raw_split();
+        let (first, second) = (
+            zeroize::Zeroizing::new(first),
+            zeroize::Zeroizing::new(second),
+        );
+        match self.role {
+            Role::Initiator => TunnelTransport::new(&first, &second),
+            Role::Responder => TunnelTransport::new(&second, &first),
+        }
     }
 
     /// This side's instance key and its signature over `hash`, the role,

@@ -582,6 +582,51 @@ fn the_documented_transcripts_match() {
     );
 }
 
+/// The transport's own AES-GCM cipher states are Noise's: they interoperate
+/// with snow's transport in both directions, across rekeys, and a copy
+/// (`Clone`) opens what the original would.
+#[test]
+fn the_transport_is_noise_transport_including_rekey() {
+    let params: snow::params::NoiseParams = "Noise_NN_25519_AESGCM_SHA256".parse().unwrap();
+    let mut i = snow::Builder::new(params.clone())
+        .build_initiator()
+        .unwrap();
+    let mut r = snow::Builder::new(params).build_responder().unwrap();
+    let mut buf = [0u8; 256];
+    let mut scratch = [0u8; 256];
+    let n = i.write_message(&[], &mut buf).unwrap();
+    r.read_message(&buf[..n], &mut scratch).unwrap();
+    let n = r.write_message(&[], &mut buf).unwrap();
+    i.read_message(&buf[..n], &mut scratch).unwrap();
+    let (k1, k2) = i.dangerously_get_raw_split();
+    let mut ours = TunnelTransport::new(&k1, &k2).unwrap();
+    let mut theirs = r.into_transport_mode().unwrap();
+    ours.set_rekey_interval(3);
+    let mut frame = vec![0u8; sealed_len(64)];
+    let mut plain = [0u8; 64];
+    for round in 0..10u8 {
+        let message = [round; 40];
+        // Ours to snow.
+        let n = ours.seal(&message, &mut frame).unwrap();
+        let got = theirs.read_message(&frame[2..n], &mut plain).unwrap();
+        assert_eq!(&plain[..got], &message, "round {round}: snow opens ours");
+        // Snow to ours.
+        let n = theirs.write_message(&message, &mut buf).unwrap();
+        let mut copy = ours.clone();
+        assert_eq!(ours.open(&buf[..n], &mut plain), Ok(40), "round {round}");
+        assert_eq!(&plain[..40], &message);
+        assert_eq!(
+            copy.open(&buf[..n], &mut plain),
+            Ok(40),
+            "a copy opens it too"
+        );
+        if (round + 1) % 3 == 0 {
+            theirs.rekey_outgoing();
+            theirs.rekey_incoming();
+        }
+    }
+}
+
 #[test]
 fn each_direction_ends_with_an_authenticated_end() {
     let (a, b) = members();

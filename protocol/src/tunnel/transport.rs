@@ -1,5 +1,7 @@
 //! [`TunnelTransport`]: sealing and opening the tunnel's messages.
 
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+
 use super::TunnelError;
 use super::frame::MAX_FRAME_LEN;
 
@@ -19,16 +21,90 @@ pub const fn sealed_len(plaintext_len: usize) -> usize {
     2 + plaintext_len + TAG_LEN
 }
 
+/// One direction's Noise `CipherState` for `AESGCM` (Noise §5.1, §12.4):
+/// a key and a message counter `n`; each message is AES-256-GCM with the
+/// nonce `0u32 ‖ n` (big-endian) and no associated data. `REKEY` replaces
+/// the key with the first 32 bytes of the encryption of 32 zero bytes under
+/// the nonce 2^64 − 1; `n` goes on.
+#[derive(Clone)]
+struct CipherState {
+    key: LessSafeKey,
+    n: u64,
+}
+
+impl CipherState {
+    fn new(key: &[u8; 32]) -> Result<Self, TunnelError> {
+        let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| TunnelError::Crypto)?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            n: 0,
+        })
+    }
+
+    fn nonce(n: u64) -> Nonce {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        Nonce::assume_unique_for_key(nonce)
+    }
+
+    /// The next message's nonce; 2^64 − 1 is reserved for `REKEY`.
+    fn next_nonce(&mut self) -> Result<Nonce, TunnelError> {
+        if self.n == u64::MAX {
+            return Err(TunnelError::Crypto);
+        }
+        let nonce = Self::nonce(self.n);
+        self.n += 1;
+        Ok(nonce)
+    }
+
+    /// Encrypt `in_out` in place; returns the tag.
+    fn seal(&mut self, in_out: &mut [u8]) -> Result<Tag, TunnelError> {
+        let nonce = self.next_nonce()?;
+        self.key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), in_out)
+            .map_err(|_| TunnelError::Crypto)
+    }
+
+    /// Decrypt `in_out` in place against `tag`. A failure leaves the
+    /// counter advanced: the transport fails for good anyway.
+    fn open(&mut self, tag: &[u8], in_out: &mut [u8]) -> Result<(), TunnelError> {
+        let nonce = self.next_nonce()?;
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| TunnelError::Decrypt)?;
+        self.key
+            .open_in_place_separate_tag(nonce, Aad::empty(), Tag::from(tag), in_out, 0..)
+            .map(|_| ())
+            .map_err(|_| TunnelError::Decrypt)
+    }
+
+    fn rekey(&mut self) -> Result<(), TunnelError> {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        let _tag = self
+            .key
+            .seal_in_place_separate_tag(Self::nonce(u64::MAX), Aad::empty(), key.as_mut())
+            .map_err(|_| TunnelError::Crypto)?;
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| TunnelError::Crypto)?;
+        self.key = LessSafeKey::new(unbound);
+        Ok(())
+    }
+}
+
 /// An established tunnel's cipher states. Messages must be opened in the
 /// order they were sealed (the stream under the tunnel is ordered); any
 /// corruption, reordering, replay or loss fails authentication.
+///
+/// A transport is `Clone`: a copy continues from the same state (for
+/// example to replay or fuzz from an established tunnel); two copies must
+/// never both seal, as they would reuse nonces.
 ///
 /// Each direction ends with an authenticated **end**: a message with an
 /// empty plaintext ([`seal_end`](Self::seal_end)), which
 /// [`open`](Self::open) reports as `Ok(0)`. A stream that ends without it
 /// was cut short: [`handle_eof`](Self::handle_eof) says so.
+#[derive(Clone)]
 pub struct TunnelTransport {
-    noise: snow::TransportState,
+    send: CipherState,
+    recv: CipherState,
     sent: u64,
     received: u64,
     rekey_interval: u64,
@@ -50,16 +126,19 @@ impl core::fmt::Debug for TunnelTransport {
 }
 
 impl TunnelTransport {
-    pub(crate) fn new(noise: snow::TransportState) -> Self {
-        Self {
-            noise,
+    /// A transport from Noise's `Split()`: `send` encrypts this side's
+    /// messages, `recv` opens the other side's.
+    pub(crate) fn new(send: &[u8; 32], recv: &[u8; 32]) -> Result<Self, TunnelError> {
+        Ok(Self {
+            send: CipherState::new(send)?,
+            recv: CipherState::new(recv)?,
             sent: 0,
             received: 0,
             rekey_interval: REKEY_INTERVAL,
             failed: false,
             end_sent: false,
             end_received: false,
-        }
+        })
     }
 
     /// Rekey after every `interval` messages instead of [`REKEY_INTERVAL`];
@@ -122,17 +201,19 @@ impl TunnelTransport {
         if plaintext.len() > MAX_PLAINTEXT_LEN || out.len() < len {
             return Err(TunnelError::Buffer);
         }
-        let n = self
-            .noise
-            .write_message(plaintext, &mut out[2..len])
-            .map_err(|_| self.fail(TunnelError::Crypto))?;
+        let body = &mut out[2..len];
+        let (text, tag_out) = body.split_at_mut(plaintext.len());
+        text.copy_from_slice(plaintext);
+        let tag = self.send.seal(text).map_err(|e| self.fail(e))?;
+        tag_out.copy_from_slice(tag.as_ref());
+        let n = len - 2;
         // `n` is at most MAX_FRAME_LEN, checked above.
         out[..2].copy_from_slice(&(n as u16).to_be_bytes());
         self.sent += 1;
         if self.sent.is_multiple_of(self.rekey_interval) {
-            self.noise.rekey_outgoing();
+            self.send.rekey().map_err(|e| self.fail(e))?;
         }
-        Ok(2 + n)
+        Ok(len)
     }
 
     /// Decrypt one message's frame body (without its 2-byte length) into
@@ -162,13 +243,16 @@ impl TunnelTransport {
         if out.len() < frame.len() - TAG_LEN {
             return Err(TunnelError::Buffer);
         }
-        let n = self
-            .noise
-            .read_message(frame, out)
-            .map_err(|_| self.fail(TunnelError::Decrypt))?;
+        let n = frame.len() - TAG_LEN;
+        let (ciphertext, tag) = frame.split_at(n);
+        out[..n].copy_from_slice(ciphertext);
+        if let Err(error) = self.recv.open(tag, &mut out[..n]) {
+            out[..n].fill(0);
+            return Err(self.fail(error));
+        }
         self.received += 1;
         if self.received.is_multiple_of(self.rekey_interval) {
-            self.noise.rekey_incoming();
+            self.recv.rekey().map_err(|e| self.fail(e))?;
         }
         if n == 0 {
             self.end_received = true;

@@ -31,6 +31,36 @@ fn node_datagrams_corpus() {
 }
 
 #[test]
+fn node_streams_corpus() {
+    replay("node_streams", fuzzing::node_streams);
+}
+
+#[test]
+fn the_stream_seeds_reach_each_stream_error_code() {
+    use pos_p2p_protocol::node::{ReadOutcome, stream_code};
+    let seeds = fuzzing::node_stream_seeds();
+    let outcome = |name: &str| {
+        let (_, seed) = seeds.iter().find(|(n, _)| *n == name).expect("seed");
+        fuzzing::run_node_streams(seed)
+    };
+    assert_eq!(outcome("seed-good"), vec![Ok(ReadOutcome::Finished)]);
+    assert_eq!(
+        outcome("seed-unknown-operation"),
+        vec![Ok(ReadOutcome::Reset(stream_code::UNKNOWN_OPERATION))]
+    );
+    assert_eq!(
+        outcome("seed-malformed"),
+        vec![Ok(ReadOutcome::Reset(stream_code::MALFORMED_HEADER))]
+    );
+    assert_eq!(
+        outcome("seed-header-never-ends"),
+        vec![Ok(ReadOutcome::Reset(stream_code::HEADER_TIMEOUT))]
+    );
+    let mixed = outcome("seed-mixed");
+    assert!(mixed.len() >= 3, "{mixed:?}");
+}
+
+#[test]
 fn tunnel_responder_corpus() {
     replay("tunnel_responder", fuzzing::tunnel_responder);
 }
