@@ -54,6 +54,7 @@ mod manual;
 mod mdns;
 mod p2p;
 mod peer;
+mod routes;
 mod runtime;
 mod stream;
 mod tunnel_stream;

@@ -50,13 +50,18 @@ pub(crate) struct Mdns {
     /// The interfaces as last listed.
     ifaces: Vec<if_addrs::Interface>,
     next_scan: Instant,
+    /// Readable when a link or an address changes (Linux), with a second
+    /// handle for reading.
+    routes: Option<(Box<dyn UdpIo>, UdpSocket)>,
     /// Packets read, waiting to be handed to discovery.
     inbox: Vec<(SocketAddr, Vec<u8>)>,
     /// Packets discovery wants sent.
     outbox: Vec<DiscoveryTransmit>,
 }
 
-/// The interfaces worth using: up, with an address, not loopback. Called
+/// The interfaces worth using: with an address (IPv6 link-local ones
+/// included: an interface with nothing else is still on a link, and mDNS
+/// over IPv6 works there), not loopback. Called
 /// without the shared lock held: listing them can take a while.
 pub(crate) fn interfaces() -> Vec<if_addrs::Interface> {
     match if_addrs::get_if_addrs() {
@@ -127,7 +132,14 @@ impl Mdns {
             tracing::warn!("LAN discovery is unavailable: no mDNS socket could be opened");
             return None;
         }
+        let routes = crate::routes::watch()
+            .and_then(|socket| Ok((runtime.wrap_udp(socket.try_clone()?)?, socket)))
+            .map_err(|error| {
+                tracing::debug!(%error, "no address change notifications: interfaces are scanned every 30 s");
+            })
+            .ok();
         Some(Self {
+            routes,
             sockets,
             // One byte more than the limit, so that an oversized datagram
             // arrives whole enough to be refused for its size.
@@ -176,6 +188,17 @@ impl Mdns {
     ) {
         self.next_scan = now + RESCAN_INTERVAL;
         for socket in &mut self.sockets {
+            // Interfaces that went away first: multicasts no longer go
+            // there, and an interface whose IPv4 address changed is joined
+            // again with its new one. An interface keeps its IPv6 link-local
+            // address when its other addresses go, so it stays in the IPv6
+            // group and the goodbye for a last address goes out there.
+            socket
+                .ifaces
+                .retain(|(_, ip)| ifaces.iter().any(|i| i.ip() == IpAddr::V4(*ip)));
+            socket
+                .v6_ifaces
+                .retain(|index| ifaces.iter().any(|i| i.index == Some(*index)));
             let sock = SockRef::from(&socket.raw);
             for iface in &ifaces {
                 match (iface.ip(), socket.v6, iface.index) {
@@ -194,13 +217,6 @@ impl Mdns {
                     _ => {}
                 }
             }
-            // Interfaces that went away: multicasts no longer go there.
-            socket
-                .ifaces
-                .retain(|(_, ip)| ifaces.iter().any(|i| i.ip() == IpAddr::V4(*ip)));
-            socket
-                .v6_ifaces
-                .retain(|index| ifaces.iter().any(|i| i.index == Some(*index)));
         }
         self.ifaces = ifaces;
         discovery.set_addrs(now, self.advertised());
@@ -244,6 +260,7 @@ impl Mdns {
     /// packets from off the link are dropped here. `true` if the turn's
     /// budget ran out.
     pub(crate) fn receive(&mut self, cx: &mut Context<'_>) -> bool {
+        self.watch_routes(cx);
         let mut busy = false;
         for socket in &self.sockets {
             let mut count = 0;
@@ -287,6 +304,33 @@ impl Mdns {
             }
         }
         busy
+    }
+
+    /// Drain the change notifications; after any, the interfaces are
+    /// listed again at once (on the turn this wakes).
+    fn watch_routes(&mut self, cx: &mut Context<'_>) {
+        let Some((io, raw)) = &self.routes else {
+            return;
+        };
+        let mut changed = false;
+        for _ in 0..PACKETS_PER_TURN {
+            match io.try_io(Interest::Read, &mut || raw.recv(&mut self.buf)) {
+                Ok(_) => changed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match io.poll_ready(cx, Interest::Read) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) | Poll::Pending => break,
+                    }
+                }
+                // ENOBUFS: notifications were lost, so something changed.
+                Err(_) => changed = true,
+            }
+        }
+        if changed {
+            tracing::debug!("a link or an address changed: listing the interfaces");
+            self.next_scan = Instant::now();
+            cx.waker().wake_by_ref();
+        }
     }
 
     /// Hand the packets read to discovery, and take what it wants sent

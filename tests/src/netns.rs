@@ -222,6 +222,12 @@ impl Watched {
         }
     }
 
+    /// Drop the lines seen so far that start with `prefix`, so that
+    /// [`Watched::wait_line`] waits for a new one.
+    pub fn forget(&mut self, prefix: &str) {
+        self.seen.retain(|line| !line.starts_with(prefix));
+    }
+
     /// Wait for the child to end, killing it after `limit`.
     pub fn finish(mut self, limit: Duration) -> Finished {
         let deadline = Instant::now() + limit;

@@ -1195,3 +1195,35 @@ fn usable(ip: &IpAddr) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpolled_events_are_bounded_and_the_oldest_dropped_are_counted() {
+        let me = crate::Identity::from_bytes(&[1; 32]).to_remote_identity();
+        let mut discovery =
+            Discovery::new(DiscoveryConfig::new(me, "test", [1; 32]), Instant::now());
+        let peer = |n: u32| {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&n.to_be_bytes());
+            RemoteIdentity::from_validated(key)
+        };
+        let extra = 10;
+        for n in 0..(MAX_EVENTS as u32 + extra) {
+            discovery.push_event(DiscoveryEvent::Expired(peer(n)));
+        }
+        assert_eq!(discovery.stats().events_dropped, u64::from(extra));
+        let mut kept = Vec::new();
+        while let Some(event) = discovery.poll_event() {
+            kept.push(event);
+        }
+        assert_eq!(kept.len(), MAX_EVENTS);
+        assert_eq!(
+            kept[0],
+            DiscoveryEvent::Expired(peer(extra)),
+            "the oldest went"
+        );
+    }
+}

@@ -220,6 +220,8 @@ async fn run_for(p2p: Arc<P2P>, secs: u64) {
                 println!("discovered {peer}");
             } else if let P2PEvent::PeerExpired { peer } = event {
                 println!("expired {peer}");
+            } else if let P2PEvent::PeerChanged { peer, addrs, .. } = event {
+                println!("changed {peer} {addrs:?}");
             }
         }
     };

@@ -441,6 +441,100 @@ fn malformed_packets_are_counted() {
     assert_eq!(lan.nodes[a].discovery.stats().malformed, 2);
 }
 
+/// PROTOCOL.md §9.10, pinned: which drops count where, and what "not a
+/// valid DNS message" means.
+#[test]
+fn each_drop_goes_to_its_documented_counter() {
+    let mut lan = Lan::new(16);
+    let a = lan.add_node(1);
+    let from: SocketAddr = "192.168.1.67:5353".parse().unwrap();
+    // A response header with one answer, then that answer.
+    let response = |record: &[u8]| -> Vec<u8> {
+        let mut packet = vec![0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        packet.extend_from_slice(record);
+        packet
+    };
+    // name, type, class IN, TTL 120, RDLENGTH, RDATA.
+    let record = |name: &[u8], rtype: u16, rdata: &[u8]| -> Vec<u8> {
+        let mut out = name.to_vec();
+        out.extend_from_slice(&rtype.to_be_bytes());
+        out.extend_from_slice(&[0, 1, 0, 0, 0, 120]);
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(rdata);
+        out
+    };
+    let host = b"\x04host\x05local\x00";
+    let mut long_name = Vec::new();
+    for _ in 0..5 {
+        long_name.push(63);
+        long_name.extend_from_slice(&[b'a'; 63]);
+    }
+    long_name.push(0);
+    let stats = |lan: &Lan| lan.nodes[a].discovery.stats().clone();
+    let malformed = |lan: &mut Lan, packet: &[u8]| {
+        let before = stats(lan);
+        lan.inject_to(a, from, packet);
+        let after = stats(lan);
+        (
+            after.packets - before.packets,
+            after.malformed - before.malformed,
+        )
+    };
+    // Dropped as not valid DNS: each counts in `packets` and `malformed`.
+    for (what, packet) in [
+        ("over 9,000 bytes", vec![0u8; 9_001]),
+        ("shorter than a header", vec![0u8; 11]),
+        (
+            "counts its length cannot hold",
+            vec![0, 0, 0x84, 0, 0, 0, 0, 3, 0, 0, 0, 0],
+        ),
+        (
+            "a name over 255 bytes",
+            response(&record(&long_name, 1, &[10, 0, 0, 1])),
+        ),
+        (
+            "an A record of RDLENGTH 3",
+            response(&record(host, 1, &[10, 0, 0])),
+        ),
+        (
+            "an AAAA record of RDLENGTH 15",
+            response(&record(host, 28, &[0xfd; 15])),
+        ),
+        ("a record cut short", {
+            let whole = response(&record(host, 1, &[10, 0, 0, 1]));
+            whole[..whole.len() - 2].to_vec()
+        }),
+        (
+            "another opcode",
+            vec![0, 0, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+    ] {
+        assert_eq!(malformed(&mut lan, &packet), (1, 1), "{what}");
+    }
+    // Accepted: a TXT record of RDLENGTH 0, bytes after the last record.
+    let mut trailing = response(&record(host, 1, &[10, 0, 0, 1]));
+    trailing.extend_from_slice(&[0xde, 0xad]);
+    for (what, packet) in [
+        ("a TXT of RDLENGTH 0", response(&record(host, 16, &[]))),
+        ("bytes after the last record", trailing),
+    ] {
+        assert_eq!(malformed(&mut lan, &packet), (1, 0), "{what}");
+    }
+    // Over the source's allowance (50 at once): `rate_limited`, unparsed,
+    // still counted in `packets`.
+    let before = stats(&lan);
+    for _ in 0..60 {
+        lan.inject_to(a, from, b"not dns");
+    }
+    let after = stats(&lan);
+    assert_eq!(after.packets - before.packets, 60);
+    assert!(after.rate_limited > before.rate_limited);
+    assert_eq!(
+        (after.malformed - before.malformed) + (after.rate_limited - before.rate_limited),
+        60
+    );
+}
+
 #[test]
 fn different_apps_do_not_see_each_other() {
     let mut lan = Lan::new(15);

@@ -19,6 +19,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// with IPv6 only: fd77::1/64 and fd77::2/64.
 struct Pair {
     ns: [String; 2],
+    /// The veth ends, in namespace 0 and 1.
+    links: [String; 2],
 }
 
 impl Pair {
@@ -30,10 +32,11 @@ impl Pair {
         require("this namespace test")?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}x{n}", std::process::id());
+        let (va, vb) = (format!("pa{tag}"), format!("pb{tag}"));
         let pair = Pair {
             ns: [format!("posA{tag}"), format!("posB{tag}")],
+            links: [va.clone(), vb.clone()],
         };
-        let (va, vb) = (format!("pa{tag}"), format!("pb{tag}"));
         let [a, b] = &pair.ns;
         let steps: Vec<Vec<&str>> = vec![
             vec!["netns", "add", a],
@@ -68,6 +71,41 @@ impl Pair {
             );
         }
         Some(pair)
+    }
+
+    /// `ip args` in namespace `i`.
+    fn ip(&self, i: usize, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns[i]])
+            .args(args)
+            .output()
+            .expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait (up to 10 s) until both veth ends have an IPv6 link-local
+    /// address that finished duplicate address detection.
+    fn wait_link_local(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for i in 0..2 {
+            loop {
+                let link = &self.links[i];
+                let addrs = self.ip(i, &["-6", "addr", "show", "dev", link, "scope", "link"]);
+                if addrs.contains("fe80::") && !addrs.contains("tentative") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no usable IPv6 link-local address on {link}: {addrs}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     /// Start `lan_node` with `args` in namespace `i`.
@@ -187,6 +225,122 @@ fn a_goodbye_reaches_the_other_namespace() {
     assert!(text.contains(&format!("discovered {id}")), "{text}");
     // Expired by the goodbye, long before its 120 s TTL.
     assert!(text.contains(&format!("expired {id}")), "{text}");
+}
+
+/// A node whose only IPv4 address goes away notices at once (an rtnetlink
+/// notification, not the 30 s scan), and its goodbye for that last address
+/// still reaches the peer: over IPv6, on the link-local address that the
+/// interface keeps (the interface stays in the list, and in the IPv6
+/// group, by its link-local address). Without the notification the peer
+/// would learn of it 30 s later; without the goodbye, after the records'
+/// TTL (120 s).
+#[test]
+fn a_node_that_loses_its_address_says_goodbye_at_once() {
+    let Some(pair) = Pair::new() else { return };
+    pair.wait_link_local();
+    let mut watcher = pair.spawn(1, &["advertise", "lan-test", "9", "watcher", "40"]);
+    assert!(
+        watcher
+            .wait_line("ready", Duration::from_secs(10))
+            .is_some(),
+        "the watcher starts"
+    );
+    let leaver = pair.spawn(0, &["advertise", "lan-test", "10", "leaver", "40"]);
+    let id = Lan::identity(10);
+    assert!(
+        watcher
+            .wait_line(&format!("discovered {id}"), Duration::from_secs(15))
+            .is_some(),
+        "the watcher finds the leaver"
+    );
+    pair.ip(0, &["addr", "del", "10.77.0.1/24", "dev", &pair.links[0]]);
+    let removed = std::time::Instant::now();
+    let expired = watcher.wait_line(&format!("expired {id}"), Duration::from_secs(10));
+    let waited = removed.elapsed();
+    let (leaver, watcher) = (
+        finish(leaver, Duration::ZERO),
+        finish(watcher, Duration::ZERO),
+    );
+    assert!(
+        expired.is_some(),
+        "no goodbye within 10 s of the address going away\nwatcher: {}\nleaver: {}",
+        describe(&watcher),
+        describe(&leaver)
+    );
+    println!("expired {waited:?} after the address went away");
+}
+
+/// IPv4 alone (IPv6 off in both namespaces): a node whose address is
+/// replaced (as a DHCP lease can be) joins the group again with its new
+/// address at once and announces it; the peer sees the new address. (The
+/// rescan used to keep the interface as joined under its old address, then
+/// drop it: no IPv4 multicast left until the next scan.)
+#[test]
+fn a_replaced_ipv4_address_is_announced_at_once() {
+    let Some(pair) = Pair::new() else { return };
+    for i in 0..2 {
+        let ns = &pair.ns[i];
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                // IPv6 off; and the new address stays when the old
+                // (primary) one is deleted, as a lease change leaves it.
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv4.conf.all.promote_secondaries=1",
+            ])
+            .output()
+            .expect("sysctl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut watcher = pair.spawn(1, &["advertise", "lan-test", "11", "watcher", "40"]);
+    assert!(
+        watcher
+            .wait_line("ready", Duration::from_secs(10))
+            .is_some()
+    );
+    let mover = pair.spawn(0, &["advertise", "lan-test", "12", "mover", "40"]);
+    let id = Lan::identity(12);
+    assert!(
+        watcher
+            .wait_line(&format!("discovered {id}"), Duration::from_secs(15))
+            .is_some(),
+        "the watcher finds the mover"
+    );
+    pair.ip(0, &["addr", "add", "10.77.0.3/24", "dev", &pair.links[0]]);
+    pair.ip(0, &["addr", "del", "10.77.0.1/24", "dev", &pair.links[0]]);
+    let moved = std::time::Instant::now();
+    let mut changed = None;
+    while moved.elapsed() < Duration::from_secs(10) {
+        match watcher.wait_line(&format!("changed {id}"), Duration::from_secs(1)) {
+            Some(line) if line.contains("10.77.0.3:") && !line.contains("10.77.0.1:") => {
+                changed = Some(line);
+                break;
+            }
+            // An earlier change (the new address beside the old one).
+            Some(_) => watcher.forget(&format!("changed {id}")),
+            None => {}
+        }
+    }
+    let waited = moved.elapsed();
+    let (mover, watcher) = (
+        finish(mover, Duration::ZERO),
+        finish(watcher, Duration::ZERO),
+    );
+    assert!(
+        changed.is_some(),
+        "the new address was not announced within 10 s\nwatcher: {}\nmover: {}",
+        describe(&watcher),
+        describe(&mover)
+    );
+    println!("new address seen {waited:?} after the change");
 }
 
 #[test]
