@@ -273,16 +273,26 @@ async fn request_response(report: &mut Report, rounds: usize, sizes: Sizes) -> R
 
 async fn tunnel_handshakes(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()> {
     let pos = pos::Pair::start(pos::Windows::Ours).await?;
-    let mut rows = [Row::new(
-        "Tunnel handshakes on one connection",
-        "pos-p2p Tunnel",
-        "handshakes/s",
-        true,
-    )];
+    let mut rows = [
+        Row::new(
+            "Tunnel handshakes on one connection",
+            "pos-p2p Tunnel",
+            "handshakes/s",
+            true,
+        ),
+        Row::new(
+            "Tunnel handshakes, 8 at once, one connection",
+            "pos-p2p Tunnel",
+            "handshakes/s",
+            true,
+        ),
+    ];
     for _ in 0..rounds {
-        let t = Instant::now();
-        pos.tunnel_handshakes(sizes.handshakes).await?;
-        rows[0].push(sizes.handshakes as f64 / t.elapsed().as_secs_f64());
+        for (row, parallel) in rows.iter_mut().zip([1, 8]) {
+            let t = Instant::now();
+            pos.tunnel_handshakes(sizes.handshakes, parallel).await?;
+            row.push(sizes.handshakes as f64 / t.elapsed().as_secs_f64());
+        }
     }
     report.add(rows);
     pos.shutdown().await;

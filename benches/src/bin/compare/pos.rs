@@ -44,11 +44,19 @@ impl Header for Op {
 
 const LIBRARY: LibraryId = LibraryId::from_bytes([0xbe; 16]);
 
-struct Keys(u8);
+/// A library member's keys, as an application holds them: made once
+/// (deriving an ed25519 public key is a scalar multiplication).
+struct Keys(Identity);
+
+/// The keys of instance `n`, made once per process.
+fn keys(n: u8) -> &'static Keys {
+    static KEYS: std::sync::OnceLock<[Keys; 2]> = std::sync::OnceLock::new();
+    &KEYS.get_or_init(|| [1, 2].map(|n| Keys(Identity::from_bytes(&[n; 32]))))[usize::from(n - 1)]
+}
 
 impl LibraryKeys for Keys {
     fn local_instance(&self, _: &LibraryId) -> Option<Identity> {
-        Some(Identity::from_bytes(&[self.0; 32]))
+        Some(self.0.clone())
     }
 
     fn is_member(&self, library: &LibraryId, _: &RemoteIdentity) -> bool {
@@ -114,7 +122,7 @@ impl Pair {
         let chunk = vec![0x5au8; 1 << 20];
         let count = if tunnel {
             stream.write_all(&Op::TunnelSink.to_bytes()).await?;
-            let mut tunnel = Tunnel::initiator(stream, LIBRARY, &Keys(1)).await?;
+            let mut tunnel = Tunnel::initiator(stream, LIBRARY, keys(1)).await?;
             send(&mut tunnel, &chunk, len).await?
         } else {
             stream.write_all(&Op::Sink.to_bytes()).await?;
@@ -204,13 +212,36 @@ impl Pair {
         Ok(())
     }
 
-    /// `n` sequential tunnel handshakes over the established connection.
-    pub(crate) async fn tunnel_handshakes(&self, n: usize) -> Result<()> {
-        for _ in 0..n {
-            let mut stream = self.stream().await?;
-            stream.write_all(&Op::TunnelOnly.to_bytes()).await?;
-            let tunnel = Tunnel::initiator(stream, LIBRARY, &Keys(1)).await?;
-            drop(tunnel);
+    /// `n` tunnel handshakes over the established connection, `parallel`
+    /// at a time (1: one after another).
+    pub(crate) async fn tunnel_handshakes(&self, n: usize, parallel: usize) -> Result<()> {
+        let peer = self
+            .client
+            .peers()
+            .get(&self.server.remote_identity())
+            .cloned()
+            .ok_or("server unknown")?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..parallel {
+            let peer = peer.clone();
+            let share = n / parallel + usize::from(worker < n % parallel);
+            tasks.spawn(async move {
+                for _ in 0..share {
+                    let mut stream = peer.new_stream().await.map_err(|e| e.to_string())?;
+                    stream
+                        .write_all(&Op::TunnelOnly.to_bytes())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let tunnel = Tunnel::initiator(stream, LIBRARY, keys(1))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    drop(tunnel);
+                }
+                Ok::<(), String>(())
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result??;
         }
         Ok(())
     }
@@ -251,11 +282,11 @@ async fn handle(mut stream: UnicastStream) -> Result<()> {
             Ok(())
         }
         Op::TunnelSink => {
-            let mut tunnel = Tunnel::responder(stream, &Keys(2)).await?;
+            let mut tunnel = Tunnel::responder(stream, keys(2)).await?;
             sink(&mut tunnel).await
         }
         Op::TunnelOnly => {
-            let mut tunnel = Tunnel::responder(stream, &Keys(2)).await?;
+            let mut tunnel = Tunnel::responder(stream, keys(2)).await?;
             tunnel.close().await?;
             Ok(())
         }
