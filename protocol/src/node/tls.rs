@@ -465,6 +465,34 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_of_exactly_the_limit_is_accepted_and_one_byte_more_is_not() {
+        let identity = Identity::from_bytes(&[12; 32]);
+        let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
+        pkcs8.extend_from_slice(identity.to_bytes().as_ref());
+        let key_pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        // Ed25519 signatures are deterministic: a name of a given length
+        // always gives a certificate of the same size.
+        let cert_of = |name_len: usize| {
+            rcgen::CertificateParams::new(vec!["a".repeat(name_len)])
+                .unwrap()
+                .self_signed(&key_pair)
+                .unwrap()
+                .der()
+                .clone()
+        };
+        let sized = |target: usize| {
+            (1..1000)
+                .map(cert_of)
+                .find(|der| der.len() == target)
+                .expect("a name length that gives this size")
+        };
+        let at_limit = sized(MAX_CERTIFICATE_LEN);
+        assert!(IdentityVerifier::verify_cert(&at_limit, &[]).is_ok());
+        let over = sized(MAX_CERTIFICATE_LEN + 1);
+        assert!(IdentityVerifier::verify_cert(&over, &[]).is_err());
+    }
+
+    #[test]
     fn garbage_certificates_are_rejected() {
         for bytes in [&[][..], &[0x30, 0x00][..], &[0xff; 64][..]] {
             assert!(identity_of(&CertificateDer::from(bytes.to_vec())).is_err());
