@@ -317,7 +317,13 @@ where
 /// brings its own socket, driver task and buffers, which the figure
 /// includes).
 pub(crate) async fn idle_connections(n: usize, idle: Duration) -> Result<(usize, f64)> {
-    let server = P2P::with_runtime(config(200)?, RuntimeKind::Tokio)?;
+    let mut server_config = config(200)?;
+    // Every client is a stranger on 127.0.0.1: lift the per-address
+    // limits (32 connections, 8 handshakes) that protect a real node from
+    // one address opening many identities.
+    server_config.node.limits.max_connections_per_source = n + 1;
+    server_config.node.limits.max_handshakes_per_source = n + 1;
+    let server = P2P::with_runtime(server_config, RuntimeKind::Tokio)?;
     let before = rss();
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
