@@ -77,8 +77,8 @@ pub(super) struct Outcome {
 /// Run a handshake, passing each direction's bytes through `tamper`
 /// (direction, bytes) before delivery.
 pub(super) fn run(
-    a: &Keys,
-    b: &Keys,
+    a: &dyn LibraryKeys,
+    b: &dyn LibraryKeys,
     responder_nodes: NodePair,
     mut tamper: impl FnMut(bool, &mut Vec<u8>),
 ) -> Outcome {
@@ -625,6 +625,38 @@ fn the_transport_is_noise_transport_including_rekey() {
             theirs.rekey_incoming();
         }
     }
+}
+
+/// Keys that leave `psk` to the trait's default.
+struct DefaultPsk<'a>(&'a Keys);
+
+impl LibraryKeys for DefaultPsk<'_> {
+    fn local_instance(&self, library: &LibraryId) -> Option<Identity> {
+        self.0.local_instance(library)
+    }
+
+    fn is_member(&self, library: &LibraryId, instance: &RemoteIdentity) -> bool {
+        self.0.is_member(library, instance)
+    }
+}
+
+#[test]
+fn keys_without_a_secret_run_plain_xx() {
+    let (a, b) = members();
+    let plain = run(&a, &b, nodes(), |_, _| {});
+    let defaulted = run(&DefaultPsk(&a), &DefaultPsk(&b), nodes(), |_, _| {});
+    assert!(defaulted.initiator.is_ok() && defaulted.responder.is_ok());
+    assert_eq!(
+        defaulted.i_to_r, plain.i_to_r,
+        "the same bytes as without a secret"
+    );
+    assert_eq!(defaulted.r_to_i, plain.r_to_i);
+}
+
+#[test]
+fn a_library_id_shows_as_hex() {
+    let id = LibraryId::from_bytes([0xab; 16]);
+    assert_eq!(format!("{id:?}"), format!("LibraryId({})", "ab".repeat(16)));
 }
 
 #[test]
