@@ -17,6 +17,8 @@ use crate::runtime::{Interest, Runtime, UdpIo};
 
 /// How often the interfaces are looked at again, for new addresses.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+/// How long after a link or address change the interfaces are listed.
+const RESCAN_SETTLE: Duration = Duration::from_millis(250);
 /// How many packets one driver turn reads per socket.
 const PACKETS_PER_TURN: usize = 64;
 
@@ -193,9 +195,11 @@ impl Mdns {
             // again with its new one. An interface keeps its IPv6 link-local
             // address when its other addresses go, so it stays in the IPv6
             // group and the goodbye for a last address goes out there.
-            socket
-                .ifaces
-                .retain(|(_, ip)| ifaces.iter().any(|i| i.ip() == IpAddr::V4(*ip)));
+            socket.ifaces.retain(|(index, ip)| {
+                ifaces
+                    .iter()
+                    .any(|i| i.ip() == IpAddr::V4(*ip) && (index.is_none() || i.index == *index))
+            });
             socket
                 .v6_ifaces
                 .retain(|index| ifaces.iter().any(|i| i.index == Some(*index)));
@@ -307,12 +311,15 @@ impl Mdns {
     }
 
     /// Drain the change notifications; after any, the interfaces are
-    /// listed again at once (on the turn this wakes).
+    /// listed again [`RESCAN_SETTLE`] later (a change comes as a burst of
+    /// messages, and link events can be frequent: one scan for them all).
+    /// The driver's timer includes [`Mdns::next_scan`].
     fn watch_routes(&mut self, cx: &mut Context<'_>) {
         let Some((io, raw)) = &self.routes else {
             return;
         };
         let mut changed = false;
+        let mut broken = false;
         for _ in 0..PACKETS_PER_TURN {
             match io.try_io(Interest::Read, &mut || raw.recv(&mut self.buf)) {
                 Ok(_) => changed = true,
@@ -323,13 +330,23 @@ impl Mdns {
                     }
                 }
                 // ENOBUFS: notifications were lost, so something changed.
-                Err(_) => changed = true,
+                Err(e) if crate::routes::overflowed(&e) => changed = true,
+                Err(error) => {
+                    tracing::debug!(%error, "address change notifications failed: scanning every 30 s");
+                    broken = true;
+                    break;
+                }
             }
         }
+        if broken {
+            self.routes = None;
+        }
         if changed {
-            tracing::debug!("a link or an address changed: listing the interfaces");
-            self.next_scan = Instant::now();
-            cx.waker().wake_by_ref();
+            let soon = Instant::now() + RESCAN_SETTLE;
+            if soon < self.next_scan {
+                tracing::debug!("a link or an address changed: listing the interfaces");
+                self.next_scan = soon;
+            }
         }
     }
 

@@ -29,6 +29,19 @@ pub(crate) fn watch() -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
+/// Whether a read failed because notifications were lost (the socket's
+/// buffer overflowed): something changed, and the socket still works.
+#[cfg(target_os = "linux")]
+pub(crate) fn overflowed(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(nix::libc::ENOBUFS)
+}
+
+/// Whether a read failed because notifications were lost (never, here).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn overflowed(_: &io::Error) -> bool {
+    false
+}
+
 /// No change notifications on this platform.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn watch() -> io::Result<UdpSocket> {

@@ -220,6 +220,12 @@ impl Node {
                 "header_buffer must hold one whole header frame of max_header_len",
             ));
         }
+        #[cfg(feature = "deterministic")]
+        if config.cheap_key_exchange && !config.deterministic_crypto {
+            return Err(NodeError::InvalidConfig(
+                "cheap_key_exchange needs deterministic_crypto",
+            ));
+        }
         if config.limits.max_incoming_handshakes == 0 || config.limits.max_connections == 0 {
             return Err(NodeError::InvalidConfig(
                 "max_connections and max_incoming_handshakes must be at least 1",

@@ -612,7 +612,8 @@ fn the_transport_is_noise_transport_including_rekey() {
         assert_eq!(&plain[..got], &message, "round {round}: snow opens ours");
         // Snow to ours.
         let n = theirs.write_message(&message, &mut buf).unwrap();
-        let mut copy = ours.clone();
+        let mut copy = ours.receive_only_copy();
+        assert_eq!(copy.seal(b"x", &mut frame), Err(TunnelError::Ended));
         assert_eq!(ours.open(&buf[..n], &mut plain), Ok(40), "round {round}");
         assert_eq!(&plain[..40], &message);
         assert_eq!(

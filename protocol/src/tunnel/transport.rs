@@ -11,8 +11,9 @@ const TAG_LEN: usize = 16;
 /// tag.
 pub const MAX_PLAINTEXT_LEN: usize = MAX_FRAME_LEN - TAG_LEN;
 /// Both directions rekey (Noise `REKEY`) after every this many messages, so
-/// nonces never come near wrapping and no key protects more than 2^20
-/// messages (about 64 GiB at full size).
+/// that no key protects more than 2^20 messages (about 64 GiB at full
+/// size). `REKEY` keeps the message counter: a direction fails, rather
+/// than wrap, after 2^64 − 1 messages.
 pub const REKEY_INTERVAL: u64 = 1 << 20;
 
 /// The bytes [`TunnelTransport::seal`] writes for `plaintext_len` bytes:
@@ -93,15 +94,10 @@ impl CipherState {
 /// order they were sealed (the stream under the tunnel is ordered); any
 /// corruption, reordering, replay or loss fails authentication.
 ///
-/// A transport is `Clone`: a copy continues from the same state (for
-/// example to replay or fuzz from an established tunnel); two copies must
-/// never both seal, as they would reuse nonces.
-///
 /// Each direction ends with an authenticated **end**: a message with an
 /// empty plaintext ([`seal_end`](Self::seal_end)), which
 /// [`open`](Self::open) reports as `Ok(0)`. A stream that ends without it
 /// was cut short: [`handle_eof`](Self::handle_eof) says so.
-#[derive(Clone)]
 pub struct TunnelTransport {
     send: CipherState,
     recv: CipherState,
@@ -139,6 +135,25 @@ impl TunnelTransport {
             end_sent: false,
             end_received: false,
         })
+    }
+
+    /// A copy that can only open (tests and fuzzing, feature
+    /// `deterministic`): it continues from this transport's receive state,
+    /// and sealing fails ([`TunnelError::Ended`]), so that two copies can
+    /// never seal with the same nonces.
+    #[cfg(any(test, feature = "deterministic"))]
+    #[doc(hidden)]
+    pub fn receive_only_copy(&self) -> Self {
+        Self {
+            send: self.send.clone(),
+            recv: self.recv.clone(),
+            sent: self.sent,
+            received: self.received,
+            rekey_interval: self.rekey_interval,
+            failed: self.failed,
+            end_sent: true,
+            end_received: self.end_received,
+        }
     }
 
     /// Rekey after every `interval` messages instead of [`REKEY_INTERVAL`];

@@ -39,6 +39,10 @@ struct Args {
     /// Fresh connections per connect-latency sample.
     #[arg(long, default_value_t = 200)]
     connects: usize,
+    /// An untimed pause after each connect, in milliseconds, before the
+    /// next (0: back to back).
+    #[arg(long, default_value_t = 0)]
+    connect_pause_ms: u64,
     /// Requests per request/response sample.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
@@ -72,6 +76,7 @@ struct Args {
 pub(crate) struct Sizes {
     pub(crate) bulk: usize,
     pub(crate) connects: usize,
+    pub(crate) connect_pause: Duration,
     pub(crate) requests: usize,
     pub(crate) idle_connections: usize,
     pub(crate) idle: Duration,
@@ -86,6 +91,7 @@ fn main() -> Result<()> {
             Sizes {
                 bulk: 4 << 20,
                 connects: 5,
+                connect_pause: Duration::ZERO,
                 requests: 20,
                 idle_connections: 10,
                 idle: Duration::from_millis(500),
@@ -98,6 +104,7 @@ fn main() -> Result<()> {
             Sizes {
                 bulk: args.bulk_mib << 20,
                 connects: args.connects,
+                connect_pause: Duration::from_millis(args.connect_pause_ms),
                 requests: args.requests,
                 idle_connections: args.idle_connections,
                 idle: Duration::from_secs(args.idle_seconds),
@@ -231,10 +238,19 @@ async fn connect(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()>
         ),
     ];
     for _ in 0..rounds {
-        rows[0].push(median(pos.connect_latencies(sizes.connects).await?));
-        rows[1].push(median(quinn.connect_latencies(sizes.connects).await?));
+        rows[0].push(median(
+            pos.connect_latencies(sizes.connects, sizes.connect_pause)
+                .await?,
+        ));
+        rows[1].push(median(
+            quinn
+                .connect_latencies(sizes.connects, sizes.connect_pause)
+                .await?,
+        ));
         rows[2].push(median(
-            quinn_mutual.connect_latencies(sizes.connects).await?,
+            quinn_mutual
+                .connect_latencies(sizes.connects, sizes.connect_pause)
+                .await?,
         ));
     }
     report.add(rows);

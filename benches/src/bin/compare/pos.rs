@@ -135,7 +135,9 @@ impl Pair {
     }
 
     /// Connect latencies of `n` fresh connections, in µs.
-    pub(crate) async fn connect_latencies(&self, n: usize) -> Result<Vec<f64>> {
+    /// `n` dials, each timed from the dial to ready; `pause` (untimed)
+    /// after each, before the disconnect.
+    pub(crate) async fn connect_latencies(&self, n: usize, pause: Duration) -> Result<Vec<f64>> {
         let server_id = self.server.remote_identity();
         let addr = self.server.listen_addrs()[0];
         let mut samples = Vec::with_capacity(n);
@@ -168,6 +170,9 @@ impl Pair {
             let t = Instant::now();
             self.client.connect(addr, Some(server_id)).await?;
             samples.push(t.elapsed().as_secs_f64() * 1e6);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
         }
         Ok(samples)
     }

@@ -126,12 +126,21 @@ impl Pair {
         Ok(())
     }
 
-    pub(crate) async fn connect_latencies(&self, n: usize) -> Result<Vec<f64>> {
+    /// `n` dials, each timed from the dial to ready; `pause` (untimed)
+    /// after each, before the close.
+    pub(crate) async fn connect_latencies(
+        &self,
+        n: usize,
+        pause: std::time::Duration,
+    ) -> Result<Vec<f64>> {
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
             let conn = self.client.connect(self.addr, "localhost")?.await?;
             samples.push(t.elapsed().as_secs_f64() * 1e6);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             conn.close(VarInt::from_u32(0), b"next");
         }
         Ok(samples)
