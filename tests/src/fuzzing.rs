@@ -431,6 +431,7 @@ pub fn tunnel_transport(data: &[u8]) {
     let (mut failed, mut ended) = (false, false);
     while !rest.is_empty() {
         let (used, done) = reader.push(rest);
+        assert!(used > 0 || done, "a reader given bytes makes progress");
         assert!(used <= rest.len());
         rest = &rest[used..];
         if done {

@@ -119,11 +119,13 @@ mod tests {
                 let mut slice = &stream[pos..end];
                 while !slice.is_empty() {
                     let (used, done) = reader.push(slice);
+                    assert!(used > 0 || done, "a reader given bytes makes progress");
                     slice = &slice[used..];
                     pos += used;
                     if done {
                         got.push(reader.frame().to_vec());
                         reader.clear();
+                        prop_assert!(got.len() <= bodies.len(), "no more frames than were sent");
                     }
                 }
             }

@@ -153,6 +153,7 @@ pub(super) fn run(
             let mut rest = &after_done[..];
             while !rest.is_empty() {
                 let (used, done) = reader.push(rest);
+                assert!(used > 0 || done, "a reader given bytes makes progress");
                 rest = &rest[used..];
                 if done {
                     t.open(reader.frame(), &mut plain)?;
@@ -262,6 +263,7 @@ fn probe(responder: &Keys, flags_psk: Option<[u8; 32]>) -> (Vec<u8>, TunnelError
     let mut rest = &outcome.r_to_i[..];
     while !rest.is_empty() {
         let (used, done) = reader.push(rest);
+        assert!(used > 0 || done, "a reader given bytes makes progress");
         rest = &rest[used..];
         if done {
             kinds.push(reader.frame()[0]);
@@ -876,6 +878,7 @@ proptest! {
         while pos < stream.len() {
             let end = (pos + next()).min(stream.len());
             let (used, done) = reader.push(&stream[pos..end]);
+            assert!(used > 0 || done, "a reader given bytes makes progress");
             pos += used;
             if done {
                 let m = rx.open(reader.frame(), &mut plain).unwrap();
