@@ -101,6 +101,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A stream that ends between frames is whole; one that ends inside a
+    /// frame's length or body is cut (the tunnel's reader tells the two
+    /// apart by this).
+    #[test]
+    fn mid_frame_is_any_consumed_part_of_an_incomplete_frame() {
+        let mut reader = FrameReader::new();
+        assert!(!reader.is_mid_frame(), "nothing consumed");
+        assert_eq!(reader.push(&[0]), (1, false));
+        assert!(reader.is_mid_frame(), "half a length");
+        assert_eq!(reader.push(&[3, 7]), (2, false));
+        assert!(reader.is_mid_frame(), "a length and part of the body");
+        assert_eq!(reader.push(&[8, 9, 10]), (2, true));
+        assert!(!reader.is_mid_frame(), "a whole frame");
+        reader.clear();
+        assert!(!reader.is_mid_frame(), "between frames");
+        // An empty frame is whole as soon as its length is.
+        assert_eq!(reader.push(&[0, 0]), (2, true));
+        assert!(!reader.is_mid_frame());
+    }
+
     proptest! {
         #[test]
         fn frames_survive_any_chunking(
