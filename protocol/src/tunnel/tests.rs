@@ -656,6 +656,51 @@ fn keys_without_a_secret_run_plain_xx() {
     assert_eq!(defaulted.r_to_i, plain.r_to_i);
 }
 
+/// The responder's accept and its first transport message can arrive in
+/// one read: the handshake takes its own bytes and leaves the rest for the
+/// transport.
+#[test]
+fn the_handshake_leaves_what_follows_it_to_the_transport() {
+    let (a, b) = members();
+    let mut initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+    let mut responder = TunnelHandshake::responder(nodes(), [6; 32]);
+    let mut to_r = Vec::new();
+    let mut to_i = Vec::new();
+    while !responder.is_done() {
+        initiator.take_output(&mut to_r);
+        let used = responder.handle_input(&to_r, &b).unwrap();
+        to_r.drain(..used);
+        responder.take_output(&mut to_i);
+        if !responder.is_done() {
+            let used = initiator.handle_input(&to_i, &a).unwrap();
+            to_i.drain(..used);
+        }
+    }
+    // to_i holds the accept; the responder's first message follows it.
+    let accept_len = to_i.len();
+    let (mut r_transport, _) = responder.into_transport().unwrap();
+    let mut frame = vec![0u8; sealed_len(5)];
+    let n = r_transport.seal(b"first", &mut frame).unwrap();
+    to_i.extend_from_slice(&frame[..n]);
+    let used = initiator.handle_input(&to_i, &a).unwrap();
+    assert!(initiator.is_done());
+    assert_eq!(used, accept_len, "only the handshake's bytes are taken");
+    let (mut i_transport, _) = initiator.into_transport().unwrap();
+    let mut plain = [0u8; 5];
+    assert_eq!(i_transport.open(&to_i[used + 2..], &mut plain), Ok(5));
+    assert_eq!(&plain, b"first");
+}
+
+#[test]
+fn a_handshake_shows_its_role_and_stage_but_no_keys() {
+    let (a, _) = members();
+    let initiator = TunnelHandshake::initiator(nodes(), LIBRARY, &a, [5; 32]).unwrap();
+    let shown = format!("{initiator:?}");
+    assert!(shown.starts_with("TunnelHandshake {"), "{shown}");
+    assert!(shown.contains("role: Initiator"), "{shown}");
+    assert!(shown.contains("library:"), "{shown}");
+}
+
 #[test]
 fn a_library_id_shows_as_hex() {
     let id = LibraryId::from_bytes([0xab; 16]);
