@@ -305,8 +305,9 @@ impl TunnelHandshake {
             .and_then(|_| keys.psk(&library))
             .map(Zeroizing::new);
         let wants_psk = flags & FLAG_PSK != 0;
+        // Decided now, told after the initiator's proof (message 3); a
+        // library this node does not hold is refused there too.
         self.refusal = match (&instance, &secret) {
-            (None, _) => Some(TunnelError::UnknownLibrary),
             (Some(_), secret) if secret.is_some() != wants_psk => Some(TunnelError::Incompatible),
             _ => None,
         };
