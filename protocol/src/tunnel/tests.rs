@@ -298,9 +298,13 @@ fn a_stranger_learns_neither_the_responders_instance_nor_whether_it_holds_the_li
         vec![1, 2],
         TunnelError::Rejected(RejectCode::AuthenticationFailed),
     );
-    assert_eq!(probe(&holder, Some([1; 32])), expected);
-    assert_eq!(probe(&stranger_to_it, Some([1; 32])), expected);
-    assert_eq!(probe(&with_secret, Some([1; 32])), expected);
+    // Guesses include the obvious ones: a node without a secret stands in
+    // a random one, not a fixed value a prober could guess.
+    for guess in [[1; 32], [0; 32], [0xff; 32]] {
+        assert_eq!(probe(&holder, Some(guess)), expected);
+        assert_eq!(probe(&stranger_to_it, Some(guess)), expected);
+        assert_eq!(probe(&with_secret, Some(guess)), expected);
+    }
 }
 
 #[test]
