@@ -706,6 +706,45 @@ fn a_handshake_shows_its_role_and_stage_but_no_keys() {
 }
 
 #[test]
+fn a_buffer_too_small_is_not_a_failure_and_the_message_still_opens() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (mut tx, _) = outcome.initiator.unwrap();
+    let (mut rx, _) = outcome.responder.unwrap();
+    let mut frame = vec![0u8; sealed_len(100)];
+    let n = tx.seal(&[7; 100], &mut frame).unwrap();
+    let mut small = [0u8; 99];
+    assert_eq!(rx.open(&frame[2..n], &mut small), Err(TunnelError::Buffer));
+    let mut plain = [0u8; 100];
+    assert_eq!(rx.open(&frame[2..n], &mut plain), Ok(100));
+    assert_eq!(plain, [7; 100]);
+    // Sealing into too small a buffer is refused the same way.
+    assert_eq!(
+        tx.seal(&[7; 100], &mut frame[..n - 1]),
+        Err(TunnelError::Buffer)
+    );
+}
+
+#[test]
+fn the_rekey_interval_is_the_documented_one() {
+    // A peer that rekeys at another interval cannot read us after it.
+    assert_eq!(super::transport::REKEY_INTERVAL, 1 << 20);
+    let doc = include_str!("../../../docs/PROTOCOL.md");
+    assert!(doc.contains("after every 2^20 messages"));
+}
+
+#[test]
+fn a_transport_shows_its_counters_but_no_keys() {
+    let (a, b) = members();
+    let outcome = run(&a, &b, nodes(), |_, _| {});
+    let (tx, _) = outcome.initiator.unwrap();
+    let shown = format!("{tx:?}");
+    assert!(shown.starts_with("TunnelTransport {"), "{shown}");
+    assert!(shown.contains("sent: 0"), "{shown}");
+    assert!(!shown.contains("key"), "{shown}");
+}
+
+#[test]
 fn a_library_id_shows_as_hex() {
     let id = LibraryId::from_bytes([0xab; 16]);
     assert_eq!(format!("{id:?}"), format!("LibraryId({})", "ab".repeat(16)));
@@ -725,7 +764,9 @@ fn each_direction_ends_with_an_authenticated_end() {
     assert_eq!(rx.open(&frame[2..n], &mut plain), Ok(10));
     // The stream ending here, before the end, is a truncation.
     assert!(!rx.is_end_received());
+    assert!(!tx.is_end_sent());
     let n = tx.seal_end(&mut frame).unwrap();
+    assert!(tx.is_end_sent());
     assert_eq!(n, sealed_len(0));
     assert!(tx.is_end_sent());
     assert_eq!(tx.seal(b"more", &mut frame), Err(TunnelError::Ended));
