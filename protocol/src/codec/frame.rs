@@ -259,6 +259,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_body_of_exactly_the_limit_is_a_frame_and_one_byte_more_is_not() {
+        let at_limit = encode_frame(8, |w| w.raw(&[7; 8])).unwrap();
+        assert_eq!(&at_limit[..], &[8, 7, 7, 7, 7, 7, 7, 7, 7]);
+        assert_eq!(decode_frame(&at_limit, 8), Ok((&[7u8; 8][..], 9)));
+        assert_eq!(
+            encode_frame(8, |w| w.raw(&[7; 9])),
+            Err(EncodeError::FrameTooLarge { len: 9, max: 8 })
+        );
+        let over = [9, 7, 7, 7, 7, 7, 7, 7, 7, 7];
+        assert_eq!(
+            decode_frame(&over, 8),
+            Err(FrameError::TooLarge { len: 9, max: 8 })
+        );
+    }
+
+    #[test]
     fn encode_frame_prefixes_the_body() {
         let frame = encode_frame(1000, |w| w.raw(&[7; 200])).unwrap();
         assert_eq!(&frame[..2], [0xc8, 0x01]);
