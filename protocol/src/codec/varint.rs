@@ -60,6 +60,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_cut_varint_needs_at_least_one_more_byte() {
+        let mut reader = super::super::Reader::new(&[0x01, 0x80]);
+        assert_eq!(reader.varint(), Ok(1));
+        assert_eq!(
+            reader.varint(),
+            Err(super::super::DecodeError::Truncated {
+                offset: 1,
+                needed: 2,
+                available: 1,
+            })
+        );
+    }
+
     fn encode(value: u64) -> Vec<u8> {
         let mut out = Vec::new();
         put_varint(&mut out, value);
