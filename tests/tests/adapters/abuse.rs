@@ -171,3 +171,32 @@ async fn a_sender_waiting_for_stream_credit_is_woken_when_a_stream_ends() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// A task blocked reading a stream is woken when its own node shuts down,
+/// and the read fails rather than waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_read_is_woken_when_its_node_shuts_down() {
+    let server = P2P::new(config(67)).unwrap();
+    let client = P2P::new(config(68)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let mut stream = peer.new_stream().await.unwrap();
+    // The echo server waits for data: nothing comes back yet.
+    stream
+        .write_all(&TestHeader::Echo.to_bytes())
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        stream.read(&mut buf).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!reader.is_finished(), "the read waits for data");
+    client.shutdown().await;
+    let read = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the blocked read is woken")
+        .unwrap();
+    assert!(!matches!(read, Ok(n) if n > 0), "{read:?}");
+    server.shutdown().await;
+}
