@@ -73,8 +73,6 @@ pub struct Tunnel<S> {
     write_buf: Box<[u8]>,
     write_pos: usize,
     write_len: usize,
-    /// The other side's end arrived: reads return 0 from now on.
-    read_eof: bool,
 }
 
 impl Tunnel<UnicastStream> {
@@ -184,7 +182,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Tunnel<S> {
             write_buf: vec![0u8; sealed_len(MAX_PLAINTEXT_LEN)].into_boxed_slice(),
             write_pos: 0,
             write_len: 0,
-            read_eof: false,
         })
     }
 }
@@ -263,7 +260,7 @@ fn tunnel_io(error: TunnelError) -> io::Error {
 impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
     fn poll_read_plain(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         loop {
-            if self.read_eof && self.plain_pos == self.plain_len {
+            if self.transport.is_end_received() && self.plain_pos == self.plain_len {
                 // After the other side's end nothing more is read.
                 return Poll::Ready(Ok(0));
             }
@@ -286,10 +283,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                         if buf.len() >= plaintext_len {
                             let n = self.transport.open(frame, buf).map_err(tunnel_io)?;
                             self.read_pos += 2 + len;
-                            if n == 0 {
-                                // The other side's end.
-                                self.read_eof = true;
-                            }
+                            // 0: the other side's end (the transport
+                            // remembers it).
                             return Poll::Ready(Ok(n));
                         } else {
                             let n = self
@@ -313,7 +308,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                         .map_err(tunnel_io)?;
                     self.reader.clear();
                     if n == 0 {
-                        self.read_eof = true;
                         return Poll::Ready(Ok(0));
                     }
                     (self.plain_pos, self.plain_len) = (0, n);
@@ -329,7 +323,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                 }
                 // Finished without the other side's end: cut short.
                 self.transport.handle_eof().map_err(tunnel_io)?;
-                self.read_eof = true;
                 return Poll::Ready(Ok(0));
             }
             (self.read_pos, self.read_len) = (0, n);
