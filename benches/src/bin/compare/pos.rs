@@ -9,7 +9,7 @@ use pos_p2p::codec::{DecodeError, Reader, Writer};
 use pos_p2p::prelude::*;
 use pos_p2p::semver::Version;
 use pos_p2p::tunnel::{LibraryId, LibraryKeys};
-use pos_p2p::{Identity, P2P, P2PConfig, RemoteIdentity, RuntimeKind, Tunnel, UnicastStream};
+use pos_p2p::{Identity, P2P, P2PConfig, Peer, RemoteIdentity, RuntimeKind, Tunnel, UnicastStream};
 
 use crate::{Result, idle_cpu, rss};
 
@@ -105,13 +105,18 @@ impl Pair {
         self.server.shutdown().await;
     }
 
-    async fn stream(&self) -> Result<UnicastStream> {
-        let peer = self
+    /// The server, as the client's peer.
+    fn server_peer(&self) -> Result<Arc<Peer>> {
+        Ok(self
             .client
             .peers()
             .get(&self.server.remote_identity())
             .cloned()
-            .ok_or("server unknown")?;
+            .ok_or("server unknown")?)
+    }
+
+    async fn stream(&self) -> Result<UnicastStream> {
+        let peer = self.server_peer()?;
         Ok(peer.new_stream().await?)
     }
 
@@ -179,12 +184,7 @@ impl Pair {
 
     /// `n` request/response exchanges, `parallel` at a time.
     pub(crate) async fn requests(&self, n: usize, parallel: usize) -> Result<()> {
-        let peer = self
-            .client
-            .peers()
-            .get(&self.server.remote_identity())
-            .cloned()
-            .ok_or("server unknown")?;
+        let peer = self.server_peer()?;
         let mut tasks = tokio::task::JoinSet::new();
         for worker in 0..parallel {
             let peer = peer.clone();
@@ -220,12 +220,7 @@ impl Pair {
     /// `n` tunnel handshakes over the established connection, `parallel`
     /// at a time (1: one after another).
     pub(crate) async fn tunnel_handshakes(&self, n: usize, parallel: usize) -> Result<()> {
-        let peer = self
-            .client
-            .peers()
-            .get(&self.server.remote_identity())
-            .cloned()
-            .ok_or("server unknown")?;
+        let peer = self.server_peer()?;
         let mut tasks = tokio::task::JoinSet::new();
         for worker in 0..parallel {
             let peer = peer.clone();
