@@ -157,11 +157,6 @@ impl State {
         }
     }
 
-    fn wake_all_streams(&mut self) {
-        self.woken.extend(self.readers.drain().map(|(_, w)| w));
-        self.woken.extend(self.writers.drain().map(|(_, w)| w));
-    }
-
     fn wake_dial_waiters(&mut self) {
         self.woken.append(&mut self.dial_waiters);
     }
@@ -492,8 +487,10 @@ impl Driver {
                     });
                 }
                 Event::Disconnected { peer, reason } => {
+                    // The streams of the connection that ended were woken by
+                    // the Node's own StreamReadable/StreamWritable events
+                    // (it reports every stream the application knows).
                     state.wake_peer(&peer);
-                    state.wake_all_streams();
                     state.publish(P2PEvent::PeerDisconnected { peer, reason });
                 }
                 Event::ConnectFailed {
@@ -520,7 +517,6 @@ impl Driver {
                     for peer in waiting {
                         state.wake_peer(&peer);
                     }
-                    state.wake_all_streams();
                     state.publish(P2PEvent::ConnectFailed { addr, peer, reason });
                 }
                 Event::IncomingRefused { addr, reason } => {
@@ -616,7 +612,8 @@ impl Future for Driver {
                     mdns.send();
                 }
                 state.stopped = true;
-                state.wake_all_streams();
+                // Streams need no wake-up here: shutting down ended every
+                // connection, and the Node woke each of their streams then.
                 let stopped = std::mem::take(&mut state.stopped_waiters);
                 state.woken.extend(stopped);
                 let waiting: Vec<RemoteIdentity> = state.peer_waiters.keys().copied().collect();

@@ -216,6 +216,19 @@ pub struct Timeouts {
     /// `Superseded` and for every stream it counted there. After that the
     /// connection is closed with `DUPLICATE`, whatever still runs on it.
     pub superseded: Duration,
+    /// The round-trip time QUIC assumes for a path before it has measured
+    /// one. It decides how soon a lost handshake packet is sent again:
+    /// three times this, doubling on each further loss. RFC 9002 suggests
+    /// 333 ms for paths nothing is known about (a lost first packet then
+    /// costs a second); pos-p2p's peers are mostly on the same LAN, so the
+    /// default is 100 ms (Chromium's QUIC uses the same): a dial whose
+    /// first packet is lost on a busy Wi-Fi, or to a node under a datagram
+    /// flood, retries after 300 ms. Raise it for paths known to be slow
+    /// (a spurious retransmission costs one packet); it is replaced by the
+    /// measured round-trip time as soon as there is one. At least 1 ms and
+    /// shorter than `handshake`, or [`Node::new`](super::Node::new) refuses
+    /// the configuration.
+    pub initial_rtt: Duration,
 }
 
 impl Default for Timeouts {
@@ -227,6 +240,7 @@ impl Default for Timeouts {
             handshake_under_load: Duration::from_secs(2),
             header: Duration::from_secs(5),
             superseded: Duration::from_secs(10),
+            initial_rtt: Duration::from_millis(100),
         }
     }
 }

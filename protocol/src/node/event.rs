@@ -207,8 +207,15 @@ pub enum Event {
         peer: RemoteIdentity,
     },
     /// A stream has data, its end, or a reset waiting to be read.
+    ///
+    /// Also reported, with [`Event::StreamWritable`], for every stream the
+    /// application knows when its connection ends (for whatever reason,
+    /// [`Node::shutdown`](super::Node::shutdown) included), so a task
+    /// blocked on it looks again and finds it gone: a driver needs no
+    /// wake-up of its own for streams at disconnection.
     StreamReadable(StreamId),
-    /// A stream that refused a write can take more.
+    /// A stream that refused a write can take more (and see
+    /// [`Event::StreamReadable`] about connections that end).
     StreamWritable(StreamId),
     /// Everything written on a finished stream was acknowledged.
     StreamFinished(StreamId),

@@ -79,7 +79,7 @@ mod tls;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, VarInt};
@@ -224,6 +224,15 @@ impl Node {
         if config.cheap_key_exchange && !config.deterministic_crypto {
             return Err(NodeError::InvalidConfig(
                 "cheap_key_exchange needs deterministic_crypto",
+            ));
+        }
+        // Below a millisecond a lost packet would be resent as fast as the
+        // timer fires; at or above the handshake timeout, never.
+        if config.timeouts.initial_rtt < Duration::from_millis(1)
+            || config.timeouts.initial_rtt >= config.timeouts.handshake
+        {
+            return Err(NodeError::InvalidConfig(
+                "initial_rtt must be at least 1 ms and shorter than the handshake timeout",
             ));
         }
         if config.limits.max_incoming_handshakes == 0 || config.limits.max_connections == 0 {

@@ -30,6 +30,7 @@ pub(super) fn transport_config(
         .send_window(limits.send_window)
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(config.timeouts.keep_alive))
+        .initial_rtt(config.timeouts.initial_rtt)
         .datagram_receive_buffer_size(None);
     Ok(transport)
 }

@@ -10,7 +10,9 @@
 //!     `discovered <identity> <ms>` as peers are found; runs until killed.
 //! flood honest <victim-identity> <victim-addr> <secs>
 //!     pings the victim every 10 ms (a stream per ping, 1 s to answer) and,
-//!     every 250 ms, dials it from a fresh identity (2 s to connect);
+//!     every 250 ms, dials it from a fresh identity (2 s to connect; a dial
+//!     does not wait for the one before it, so a run of <secs> makes
+//!     4 × <secs> of them);
 //!     prints `result pings=<n> pings_ok=<n> new=<n> new_ok=<n>`.
 //! flood lan-peer <seed> <secs>
 //!     a discoverable node of app "flood", for the discovery scenarios.
@@ -187,23 +189,34 @@ async fn honest(victim: RemoteIdentity, addr: SocketAddr, secs: u64) -> Result<(
             }
         })
     };
-    let (mut new, mut new_ok, mut seed) = (0u64, 0u64, 1_000_000u64);
+    // A newcomer every 250 ms, each on a task of its own: a slow one does
+    // not delay the next, so every run has the same number of samples
+    // (16 in the 4 s short form) whatever the victim's load.
+    let new_ok = Arc::new(AtomicU64::new(0));
+    let mut newcomers = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seed = 1_000_000u64;
     while Instant::now() < end {
+        tick.tick().await;
         seed += 1;
-        new += 1;
         let newcomer = P2P::new(config(seed, any_port(addr), false)?)?;
-        let started = Instant::now();
-        let connected =
-            tokio::time::timeout(Duration::from_secs(2), newcomer.connect(addr, Some(victim)))
-                .await;
-        if matches!(connected, Ok(Ok(_))) {
-            new_ok += 1;
-        }
-        // Close it in the background; the next one starts 250 ms after this
-        // one started.
-        tokio::spawn(async move { newcomer.shutdown().await });
-        tokio::time::sleep(Duration::from_millis(250).saturating_sub(started.elapsed())).await;
+        let new_ok = new_ok.clone();
+        newcomers.push(tokio::spawn(async move {
+            let connected =
+                tokio::time::timeout(Duration::from_secs(2), newcomer.connect(addr, Some(victim)))
+                    .await;
+            if matches!(connected, Ok(Ok(_))) {
+                new_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            newcomer.shutdown().await;
+        }));
     }
+    let new = newcomers.len();
+    for newcomer in newcomers {
+        newcomer.await?;
+    }
+    let new_ok = new_ok.load(Ordering::Relaxed);
     pinger.await?;
     // Pings still in flight get their second.
     tokio::time::sleep(Duration::from_millis(1100)).await;

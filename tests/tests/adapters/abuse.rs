@@ -200,3 +200,33 @@ async fn a_blocked_read_is_woken_when_its_node_shuts_down() {
     assert!(!matches!(read, Ok(n) if n > 0), "{read:?}");
     server.shutdown().await;
 }
+
+/// A task blocked reading a stream is woken when the peer goes away (here:
+/// the peer's node shuts down and closes the connection), and the read
+/// fails rather than waiting for ever. The wake-up comes from the Node's
+/// per-stream events at disconnection; the driver adds none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_read_is_woken_when_its_peer_goes_away() {
+    let server = P2P::new(config(69)).unwrap();
+    let client = P2P::new(config(70)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let mut stream = peer.new_stream().await.unwrap();
+    stream
+        .write_all(&TestHeader::Echo.to_bytes())
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        stream.read(&mut buf).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!reader.is_finished(), "the read waits for data");
+    server.shutdown().await;
+    let read = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the blocked read is woken")
+        .unwrap();
+    assert!(!matches!(read, Ok(n) if n > 0), "{read:?}");
+    client.shutdown().await;
+}
