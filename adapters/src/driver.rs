@@ -15,9 +15,7 @@ use bytes::BytesMut;
 use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::book::AddressBook;
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryEvent};
-use pos_p2p_protocol::node::{
-    ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, Node, StreamId,
-};
+use pos_p2p_protocol::node::{DialId, DisconnectReason, Ecn, Event, Node, StreamId};
 
 use crate::event::P2PEvent;
 use crate::mdns::Mdns;
@@ -43,19 +41,18 @@ const INBOX_KEPT: usize = 256;
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Events buffered for a slow subscriber before it loses some.
 pub(crate) const EVENT_QUEUE: usize = 1024;
-/// How long a finished dial's record is kept for its waiter.
-const DIAL_RECORD_TTL: Duration = Duration::from_secs(60);
 /// How long `shutdown` waits for the peers to acknowledge the close.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// What a dial is waiting for.
-#[derive(Debug)]
-pub(crate) struct Dial {
-    /// When the dial started; records are pruned only long after.
-    pub(crate) started: Instant,
-    pub(crate) failure: Option<DisconnectReason>,
-    /// The peer, once the dial's connection was seen established.
-    pub(crate) established: Option<RemoteIdentity>,
+/// A dial someone waits for: its outcome once the Node reported it
+/// (`Event::DialFinished`), and who to wake then.
+#[derive(Debug, Default)]
+pub(crate) struct DialSlot {
+    pub(crate) result: Option<Result<RemoteIdentity, DisconnectReason>>,
+    pub(crate) waiters: Vec<Waker>,
+    /// How many wait for it (tasks and manual peers); the slot goes when
+    /// the last one lets go.
+    pub(crate) watchers: usize,
 }
 
 /// Everything the driver and the application's handles share, behind one
@@ -73,16 +70,12 @@ pub(crate) struct State {
     /// Tasks waiting for something to happen to a peer (connected, failed,
     /// more streams allowed).
     pub(crate) peer_waiters: HashMap<RemoteIdentity, Vec<Waker>>,
-    pub(crate) dials: BTreeMap<ConnectionId, Dial>,
-    /// Dials under way to a known peer, shared by every `new_stream` that
-    /// waits for that peer.
-    pub(crate) peer_dials: HashMap<RemoteIdentity, Vec<ConnectionId>>,
-    pub(crate) dial_waiters: Vec<Waker>,
+    /// Dials someone waits for. The Node shares a dial to a peer between
+    /// everyone who asks for one, so several tasks may watch one slot.
+    pub(crate) dials: HashMap<DialId, DialSlot>,
     /// Tasks the driver woke during its turn, woken once it let go of the
     /// lock.
     pub(crate) woken: Vec<Waker>,
-    /// The node's `connection_changes` when dial waiters last looked.
-    pub(crate) seen_connection_changes: u64,
     /// Peers added by address with their identity, and the addresses seen
     /// for connected peers: where `new_stream` dials. Bounded: strangers
     /// that connected are forgotten least recently used first.
@@ -127,24 +120,58 @@ impl State {
         }
     }
 
-    /// Dial `addr` (pinned to `expected` if given) and keep a record for
-    /// the waiters of the dial.
+    /// Dial `addrs` (pinned to `expected` if given; joining a dial to
+    /// that peer already under way) and watch the dial: its outcome is
+    /// kept until [`State::unwatch_dial`].
     pub(crate) fn dial(
         &mut self,
         now: Instant,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         expected: Option<RemoteIdentity>,
-    ) -> Result<ConnectionId, pos_p2p_protocol::node::ConnectError> {
-        let id = self.node.connect(now, addr, expected)?;
-        self.dials.insert(
-            id,
-            Dial {
-                started: now,
-                failure: None,
-                established: None,
-            },
-        );
+    ) -> Result<DialId, pos_p2p_protocol::node::ConnectError> {
+        let id = self.node.dial(now, addrs, expected)?;
+        self.dials.entry(id).or_default().watchers += 1;
+        self.wake_driver();
         Ok(id)
+    }
+
+    /// The outcome of a watched dial, or `Pending` (and `cx` is woken when
+    /// it comes).
+    pub(crate) fn poll_dial(
+        &mut self,
+        id: DialId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<RemoteIdentity, DisconnectReason>> {
+        let Some(slot) = self.dials.get_mut(&id) else {
+            // Not watched: a caller bug, but not a reason to hang.
+            debug_assert!(false, "polled a dial nobody watches");
+            return Poll::Ready(Err(DisconnectReason::ClosedLocally));
+        };
+        match &slot.result {
+            Some(result) => Poll::Ready(result.clone()),
+            None => {
+                register(&mut slot.waiters, cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The outcome of a watched dial, if it came.
+    pub(crate) fn dial_result(
+        &self,
+        id: DialId,
+    ) -> Option<&Result<RemoteIdentity, DisconnectReason>> {
+        self.dials.get(&id).and_then(|slot| slot.result.as_ref())
+    }
+
+    /// One watcher of dial `id` no longer waits for it.
+    pub(crate) fn unwatch_dial(&mut self, id: DialId) {
+        if let Some(slot) = self.dials.get_mut(&id) {
+            slot.watchers -= 1;
+            if slot.watchers == 0 {
+                self.dials.remove(&id);
+            }
+        }
     }
 
     // The driver holds the lock for a whole turn; the tasks it wakes would
@@ -155,10 +182,6 @@ impl State {
         if let Some(waiters) = self.peer_waiters.remove(peer) {
             self.woken.extend(waiters);
         }
-    }
-
-    fn wake_dial_waiters(&mut self) {
-        self.woken.append(&mut self.dial_waiters);
     }
 
     fn wake_accept_waiters(&mut self) {
@@ -480,7 +503,6 @@ impl Driver {
                         discovery.handle_verified(&info.identity, info.addr);
                     }
                     state.wake_peer(&info.identity);
-                    state.wake_dial_waiters();
                     state.publish(P2PEvent::PeerConnected {
                         peer: info.identity,
                         addr: info.addr,
@@ -494,14 +516,8 @@ impl Driver {
                     state.publish(P2PEvent::PeerDisconnected { peer, reason });
                 }
                 Event::ConnectFailed {
-                    connection,
-                    addr,
-                    peer,
-                    reason,
+                    addr, peer, reason, ..
                 } => {
-                    if let Some(dial) = state.dials.get_mut(&connection) {
-                        dial.failure = Some(reason.clone());
-                    }
                     // A peer advertised on the LAN that could not prove its
                     // identity at its advertised address: a forgery.
                     if let DisconnectReason::IdentityMismatch { expected, .. } = &reason
@@ -512,12 +528,16 @@ impl Driver {
                     {
                         discovery.handle_forged(Instant::now(), expected);
                     }
-                    state.wake_dial_waiters();
-                    let waiting: Vec<RemoteIdentity> = state.peer_waiters.keys().copied().collect();
-                    for peer in waiting {
-                        state.wake_peer(&peer);
-                    }
                     state.publish(P2PEvent::ConnectFailed { addr, peer, reason });
+                }
+                Event::DialFinished { dial, result } => {
+                    // Kept for whoever watches the dial; a dial nobody
+                    // watches any more (a cancelled `connect`) is over.
+                    if let Some(slot) = state.dials.get_mut(&dial) {
+                        slot.result = Some(result);
+                        let waiters = std::mem::take(&mut slot.waiters);
+                        state.woken.extend(waiters);
+                    }
                 }
                 Event::IncomingRefused { addr, reason } => {
                     state.publish(P2PEvent::IncomingRefused { addr, reason });
@@ -620,7 +640,6 @@ impl Future for Driver {
                 for peer in waiting {
                     state.wake_peer(&peer);
                 }
-                state.wake_dial_waiters();
                 state.subscribers.clear();
                 state.wake_accept_waiters();
                 let woken = std::mem::take(&mut state.woken);
@@ -628,41 +647,6 @@ impl Future for Driver {
                 woken.into_iter().for_each(Waker::wake);
                 return Poll::Ready(());
             }
-        }
-        // A dial can complete without an event (a second connection to a
-        // connected peer): let waiting dials look again whenever a
-        // connection changed, and only then (each look takes the lock).
-        let changes = state.node.connection_changes();
-        if changes != state.seen_connection_changes {
-            state.seen_connection_changes = changes;
-            state.wake_dial_waiters();
-        }
-        // Forget dials whose connection QUIC has dropped entirely; their
-        // waiters saw the outcome long before (closing takes a few RTTs).
-        if !state.dials.is_empty() {
-            let State {
-                dials,
-                node,
-                peer_dials,
-                ..
-            } = &mut *state;
-            for (id, dial) in dials.iter_mut() {
-                match node.connection_state(*id) {
-                    Some(ConnectionState::Established(peer))
-                    | Some(ConnectionState::Closed {
-                        established_with: Some(peer),
-                    }) => dial.established = Some(peer),
-                    _ => {}
-                }
-            }
-            // The waiter of a dial removes its record; records left behind
-            // (a cancelled `connect`) go once their connection is gone and
-            // no waiter can still care.
-            dials.retain(|id, dial| {
-                node.connection_state(*id).is_some()
-                    || now.saturating_duration_since(dial.started) < DIAL_RECORD_TTL
-            });
-            peer_dials.retain(|_, ids| ids.iter().any(|id| dials.contains_key(id)));
         }
         let discovery_at = state.discovery.as_ref().and_then(Discovery::poll_timeout);
         let scan_at = this.mdns.as_ref().map(Mdns::next_scan);
@@ -726,6 +710,48 @@ fn ecn_to_udp(ecn: Ecn) -> quinn_udp::EcnCodepoint {
 
 /// Add a waiting task, once: a task polled again before being woken must
 /// not grow the list.
+/// A task's interest in a dial it started or joined (through
+/// [`State::dial`]): released under the lock when the task has the
+/// outcome, or when dropped (a cancelled `connect` or `new_stream`), so a
+/// dial's slot never outlives everyone who waited for it.
+#[derive(Debug)]
+pub(crate) struct DialWatch {
+    shared: Arc<Shared>,
+    id: Option<DialId>,
+}
+
+impl DialWatch {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared, id: None }
+    }
+
+    /// The dial watched, if any.
+    pub(crate) fn id(&self) -> Option<DialId> {
+        self.id
+    }
+
+    /// Watch `id`, which [`State::dial`] just counted for this watcher.
+    pub(crate) fn set(&mut self, id: DialId) {
+        debug_assert!(self.id.is_none(), "one dial at a time");
+        self.id = Some(id);
+    }
+
+    /// Let go of the dial, under the lock the caller holds.
+    pub(crate) fn release(&mut self, state: &mut State) {
+        if let Some(id) = self.id.take() {
+            state.unwatch_dial(id);
+        }
+    }
+}
+
+impl Drop for DialWatch {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.shared.lock().unwatch_dial(id);
+        }
+    }
+}
+
 pub(crate) fn register(waiters: &mut Vec<Waker>, waker: &Waker) {
     if !waiters.iter().any(|w| w.will_wake(waker)) {
         waiters.push(waker.clone());

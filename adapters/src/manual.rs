@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::discovery::Backoff;
-use pos_p2p_protocol::node::{ConnectionId, ConnectionState, DisconnectReason};
+use pos_p2p_protocol::node::DialId;
 
 use crate::driver::{Shared, State};
 
@@ -143,7 +143,8 @@ enum Phase {
     Resolving(Instant, u64),
     /// The resolver thread's answer, to dial on the next turn.
     Resolved(Result<Vec<SocketAddr>, String>),
-    Dialing(Vec<ConnectionId>),
+    /// Dialing: the dial it watches (see `State::dial`).
+    Dialing(DialId),
     Connected(Instant),
 }
 
@@ -159,6 +160,14 @@ pub(crate) struct Manual {
 }
 
 impl Manual {
+    /// Let go of what it holds in the shared state (a dial it watches),
+    /// once it is removed.
+    pub(crate) fn release(&self, state: &mut State) {
+        if let Phase::Dialing(dial) = self.phase {
+            state.unwatch_dial(dial);
+        }
+    }
+
     pub(crate) fn new(expected: Option<RemoteIdentity>, now: Instant) -> Self {
         Self {
             expected,
@@ -311,78 +320,56 @@ fn step(
             }
             Phase::Resolved(result) => {
                 let result = std::mem::replace(result, Ok(Vec::new()));
-                let dials = match result {
-                    Ok(addrs) => dial(state, &addrs, manual.expected, now),
+                let addrs = match result {
+                    Ok(addrs) => addrs,
                     Err(error) => {
                         manual.last_error = error;
                         retry_later(manual, now);
                         continue;
                     }
                 };
-                if dials.is_empty() {
-                    manual.last_error = "no address could be dialed".into();
-                    retry_later(manual, now);
-                } else {
-                    // A `Peer::new_stream` meanwhile joins these dials
-                    // instead of opening its own.
-                    if let Some(peer) = manual.expected {
-                        let busy = state.peer_dials.get(&peer).is_some_and(|ids| {
-                            ids.iter().any(|id| {
-                                matches!(
-                                    state.node.connection_state(*id),
-                                    Some(ConnectionState::Handshaking)
-                                )
-                            })
-                        });
-                        if !busy {
-                            state.peer_dials.insert(peer, dials.clone());
-                        }
+                // A dial to this peer under way (a `Peer::new_stream`) is
+                // joined rather than doubled, and vice versa.
+                let dialed = &addrs[..addrs.len().min(MAX_RESOLVED)];
+                match state.dial(now, dialed, manual.expected) {
+                    Ok(dial) => {
+                        manual.phase = Phase::Dialing(dial);
+                        return None;
                     }
-                    manual.phase = Phase::Dialing(dials);
-                    return None;
+                    Err(error) => {
+                        tracing::debug!(%error, %addr, "cannot dial a manual peer");
+                        manual.last_error = format!("cannot dial: {error}");
+                        retry_later(manual, now);
+                    }
                 }
             }
-            Phase::Dialing(dials) => {
-                let mut in_flight = false;
-                let mut established = None;
-                for id in dials.iter() {
-                    match state.node.connection_state(*id) {
-                        Some(ConnectionState::Handshaking) => in_flight = true,
-                        Some(ConnectionState::Established(peer))
-                        | Some(ConnectionState::Closed {
-                            established_with: Some(peer),
-                        }) => established = Some(peer),
-                        _ => {}
+            Phase::Dialing(dial) => {
+                let dial = *dial;
+                // Connected by other means meanwhile (the peer dialed us).
+                let other = manual.expected.filter(|id| state.node.peer(id).is_some());
+                let result = match (state.dial_result(dial), other) {
+                    (Some(result), _) => result.clone(),
+                    (None, Some(peer)) => Ok(peer),
+                    (None, None) => return None,
+                };
+                state.unwatch_dial(dial);
+                match result {
+                    Ok(peer) if state.node.peer(&peer).is_some() => {
+                        manual.identity = Some(peer);
+                        // The application keeps this peer: never evicted,
+                        // nor forgotten by the address book.
+                        state.node.protect(peer);
+                        if let PeerAddr::Addr(socket) = addr {
+                            state.book.pin(peer, *socket);
+                        }
+                        manual.last_error.clear();
+                        manual.phase = Phase::Connected(now);
+                        return None;
                     }
+                    // Connected and gone again already.
+                    Ok(_) => manual.last_error = "disconnected".into(),
+                    Err(reason) => manual.last_error = reason.to_string(),
                 }
-                // Already connected by other means (the peer dialed us).
-                let connected = established
-                    .or(manual.expected)
-                    .filter(|id| state.node.peer(id).is_some());
-                if let Some(peer) = connected {
-                    manual.identity = Some(peer);
-                    // The application keeps this peer: never evicted, nor
-                    // forgotten by the address book.
-                    state.node.protect(peer);
-                    if let PeerAddr::Addr(socket) = addr {
-                        state.book.pin(peer, *socket);
-                    }
-                    manual.last_error.clear();
-                    manual.phase = Phase::Connected(now);
-                    return None;
-                }
-                if in_flight {
-                    return None;
-                }
-                let reason = dials
-                    .iter()
-                    .rev()
-                    .find_map(|id| state.dials.get(id).and_then(|d| d.failure.clone()))
-                    .unwrap_or(DisconnectReason::ClosedLocally);
-                for id in dials.iter() {
-                    state.dials.remove(id);
-                }
-                manual.last_error = reason.to_string();
                 retry_later(manual, now);
             }
         }
@@ -391,22 +378,6 @@ fn step(
 
 fn retry_later(manual: &mut Manual, now: Instant) {
     manual.phase = Phase::Waiting(now + manual.backoff.next_delay(&mut OsRng));
-}
-
-fn dial(
-    state: &mut State,
-    addrs: &[SocketAddr],
-    expected: Option<RemoteIdentity>,
-    now: Instant,
-) -> Vec<ConnectionId> {
-    let mut dials = Vec::new();
-    for addr in addrs.iter().take(MAX_RESOLVED) {
-        match state.dial(now, *addr, expected) {
-            Ok(id) => dials.push(id),
-            Err(error) => tracing::debug!(%error, %addr, "cannot dial a manual peer"),
-        }
-    }
-    dials
 }
 
 /// Resolve on a thread of its own and hand the answer to the driver;

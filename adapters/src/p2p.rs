@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use pos_p2p_protocol::book::AddressBook;
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
-use pos_p2p_protocol::node::{ConnectionState, DisconnectReason, Node, NodeConfig};
+use pos_p2p_protocol::node::{Node, NodeConfig};
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
 
-use crate::driver::{Driver, EVENT_QUEUE, Shared, State, register};
+use crate::driver::{DialWatch, Driver, EVENT_QUEUE, Shared, State, register};
 use crate::error::{ConnectError, StartError};
 use crate::event::Events;
 use crate::manual::{Manual, ManualPeer, PeerAddr};
@@ -208,11 +208,8 @@ impl P2P {
             readers: HashMap::new(),
             writers: HashMap::new(),
             peer_waiters: HashMap::new(),
-            dials: Default::default(),
-            peer_dials: HashMap::new(),
-            dial_waiters: Vec::new(),
+            dials: HashMap::new(),
             woken: Vec::new(),
-            seen_connection_changes: 0,
             book: AddressBook::new(config.max_remembered_peers),
             added: Default::default(),
             subscribers: Vec::new(),
@@ -332,6 +329,7 @@ impl P2P {
         let Some(manual) = state.manual.remove(addr) else {
             return false;
         };
+        manual.release(&mut state);
         // Unless the application added it by identity too.
         if let Some(identity) = manual.identity().filter(|id| !state.added.contains(id)) {
             state.node.unprotect(&identity);
@@ -354,57 +352,32 @@ impl P2P {
         addr: SocketAddr,
         expected: Option<RemoteIdentity>,
     ) -> Result<RemoteIdentity, ConnectError> {
-        let id = {
+        let mut watch = DialWatch::new(self.shared.clone());
+        {
             let mut state = self.shared.lock();
             if state.closing.is_some() {
                 return Err(ConnectError::Shutdown);
             }
-            let now = Instant::now();
-            let id = state.dial(now, addr, expected)?;
-            state.wake_driver();
-            id
-        };
+            watch.set(state.dial(Instant::now(), &[addr], expected)?);
+        }
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            let result = match state.node.connection_state(id) {
-                Some(ConnectionState::Established(peer)) => Some(Ok(peer)),
-                Some(ConnectionState::Handshaking) if !state.stopped => None,
-                // The dial made it, then gave way to another connection to
-                // the same peer (both sides dialed): the peer is connected.
-                Some(ConnectionState::Closed {
-                    established_with: Some(peer),
-                }) if state.node.peer(&peer).is_some() => Some(Ok(peer)),
-                None if state
-                    .dials
-                    .get(&id)
-                    .and_then(|d| d.established)
-                    .is_some_and(|peer| state.node.peer(&peer).is_some()) =>
-                {
-                    state.dials.get(&id).and_then(|d| d.established).map(Ok)
-                }
-                _ if state.stopped => Some(Err(ConnectError::Shutdown)),
-                _ => Some(Err(ConnectError::Failed(
-                    state
-                        .dials
-                        .get_mut(&id)
-                        .and_then(|d| d.failure.take())
-                        .unwrap_or(DisconnectReason::ClosedLocally),
-                ))),
+            let Some(id) = watch.id() else {
+                return Poll::Ready(Err(ConnectError::Shutdown));
             };
-            match result {
-                Some(result) => {
-                    state.dials.remove(&id);
+            let Poll::Ready(result) = state.poll_dial(id, cx) else {
+                return Poll::Pending;
+            };
+            watch.release(&mut state);
+            Poll::Ready(match result {
+                Ok(peer) => {
                     // Dialed by address on the application's request: kept.
-                    if let Ok(peer) = result {
-                        state.book.pin(peer, addr);
-                    }
-                    Poll::Ready(result)
+                    state.book.pin(peer, addr);
+                    Ok(peer)
                 }
-                None => {
-                    register(&mut state.dial_waiters, cx.waker());
-                    Poll::Pending
-                }
-            }
+                Err(_) if state.closing.is_some() => Err(ConnectError::Shutdown),
+                Err(reason) => Err(ConnectError::Failed(reason)),
+            })
         })
         .await
     }

@@ -8,10 +8,10 @@ use std::task::Poll;
 use std::time::Instant;
 
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::node::{ConnectionId, ConnectionState, DisconnectReason, StreamError};
+use pos_p2p_protocol::node::{DisconnectReason, StreamError};
 use pos_p2p_protocol::semver::Version;
 
-use crate::driver::{Shared, State, register};
+use crate::driver::{DialWatch, Shared, State, register};
 use crate::error::NewStreamError;
 use crate::stream::UnicastStream;
 
@@ -97,94 +97,65 @@ impl Peer {
     /// connection to the peer. A peer that cannot be reached fails within
     /// the handshake timeout with [`NewStreamError::Unreachable`].
     pub async fn new_stream(&self) -> Result<UnicastStream, NewStreamError> {
-        let mut dials: Vec<ConnectionId> = Vec::new();
+        // The dial this call waits for, if the peer is not connected: the
+        // Node joins every caller to one dial per peer.
+        let mut watch = DialWatch::new(self.shared.clone());
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if state.closing.is_some() || state.stopped {
                 return Poll::Ready(Err(NewStreamError::Shutdown));
             }
             let now = Instant::now();
-            if state.node.peer(&self.identity).is_some() {
-                return match state.node.open_stream(now, &self.identity) {
-                    Ok(id) => {
-                        state.wake_driver();
-                        state.book.touch(&self.identity);
-                        forget_dials(&mut state, &self.identity, &dials);
-                        Poll::Ready(Ok(UnicastStream::new(
-                            self.shared.clone(),
-                            id,
-                            state.node.local_identity(),
-                            self.identity,
-                        )))
-                    }
-                    Err(StreamError::StreamsExhausted) => {
-                        register(
-                            state.peer_waiters.entry(self.identity).or_default(),
-                            cx.waker(),
-                        );
-                        Poll::Pending
-                    }
-                    Err(error) => Poll::Ready(Err(error.into())),
-                };
-            }
-            if dials.is_empty() {
-                // Join a dial to this peer that is already under way rather
-                // than opening a connection per waiting caller.
-                let in_flight: Vec<ConnectionId> = state
-                    .peer_dials
-                    .get(&self.identity)
-                    .into_iter()
-                    .flatten()
-                    .copied()
-                    .filter(|id| {
-                        matches!(
-                            state.node.connection_state(*id),
-                            Some(ConnectionState::Handshaking)
-                        )
-                    })
-                    .collect();
-                if in_flight.is_empty() {
+            loop {
+                if state.node.peer(&self.identity).is_some() {
+                    watch.release(&mut state);
+                    return match state.node.open_stream(now, &self.identity) {
+                        Ok(id) => {
+                            state.wake_driver();
+                            state.book.touch(&self.identity);
+                            Poll::Ready(Ok(UnicastStream::new(
+                                self.shared.clone(),
+                                id,
+                                state.node.local_identity(),
+                                self.identity,
+                            )))
+                        }
+                        Err(StreamError::StreamsExhausted) => {
+                            register(
+                                state.peer_waiters.entry(self.identity).or_default(),
+                                cx.waker(),
+                            );
+                            Poll::Pending
+                        }
+                        Err(error) => Poll::Ready(Err(error.into())),
+                    };
+                }
+                let Some(id) = watch.id() else {
                     let addrs = dial_addrs(&state, &self.identity);
                     if addrs.is_empty() {
                         return Poll::Ready(Err(NewStreamError::NoAddress));
                     }
-                    for addr in addrs {
-                        if let Ok(id) = state.dial(now, addr, Some(self.identity)) {
-                            dials.push(id);
+                    match state.dial(now, &addrs, Some(self.identity)) {
+                        Ok(id) => watch.set(id),
+                        Err(_) => {
+                            return Poll::Ready(Err(NewStreamError::Unreachable(
+                                DisconnectReason::Refused,
+                            )));
                         }
                     }
-                    if dials.is_empty() {
-                        return Poll::Ready(Err(NewStreamError::Unreachable(
-                            DisconnectReason::Refused,
-                        )));
+                    continue;
+                };
+                match state.poll_dial(id, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(reason)) => {
+                        watch.release(&mut state);
+                        return Poll::Ready(Err(NewStreamError::Unreachable(reason)));
                     }
-                    state.peer_dials.insert(self.identity, dials.clone());
-                    state.wake_driver();
-                } else {
-                    dials = in_flight;
-                }
-            } else {
-                let all_failed = dials.iter().all(|id| {
-                    !matches!(
-                        state.node.connection_state(*id),
-                        Some(ConnectionState::Handshaking | ConnectionState::Established(_))
-                    )
-                });
-                if all_failed {
-                    let reason = dials
-                        .iter()
-                        .rev()
-                        .find_map(|id| state.dials.get(id).and_then(|d| d.failure.clone()))
-                        .unwrap_or(DisconnectReason::ClosedLocally);
-                    forget_dials(&mut state, &self.identity, &dials);
-                    return Poll::Ready(Err(NewStreamError::Unreachable(reason)));
+                    // Connected: open the stream (above). A peer that went
+                    // again at once is dialed again.
+                    Poll::Ready(Ok(_)) => watch.release(&mut state),
                 }
             }
-            register(
-                state.peer_waiters.entry(self.identity).or_default(),
-                cx.waker(),
-            );
-            Poll::Pending
         })
         .await
     }
@@ -201,24 +172,4 @@ fn dial_addrs(state: &State, peer: &RemoteIdentity) -> Vec<SocketAddr> {
         }
     }
     addrs
-}
-
-/// Drop the records of a finished dial once, whoever sees it finish first;
-/// later waiters of the same dial still find the reason until then.
-fn forget_dials(state: &mut State, peer: &RemoteIdentity, dials: &[ConnectionId]) {
-    if dials.is_empty() {
-        return;
-    }
-    let finished = dials.iter().all(|id| {
-        !matches!(
-            state.node.connection_state(*id),
-            Some(ConnectionState::Handshaking)
-        )
-    });
-    if finished && state.peer_dials.get(peer).is_some_and(|d| d == dials) {
-        state.peer_dials.remove(peer);
-        for id in dials {
-            state.dials.remove(id);
-        }
-    }
 }

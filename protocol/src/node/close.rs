@@ -61,7 +61,6 @@ impl Node {
         }
         let was_established = conn.phase == Phase::Established;
         conn.phase = Phase::Closed;
-        self.connection_changes += 1;
         // Tasks blocked on this connection's streams must look again (and
         // find it gone), whether or not the peer stays connected.
         for (stream, _) in conn
@@ -80,12 +79,14 @@ impl Node {
         let remote = conn.remote;
         let addr = conn.addr;
         if !was_established {
+            let failed = reason.clone();
             self.events.push_back(Event::ConnectFailed {
                 connection: id,
                 addr,
                 peer: remote,
                 reason,
             });
+            self.dial_attempt_failed(id, &failed);
             return;
         }
         let Some(remote) = remote else {

@@ -115,8 +115,6 @@ pub(super) struct Conn {
     /// When `handle_timeout` is next due for this connection, as of the
     /// last time it rested (see `Node::active`).
     pub(super) deadline: Option<Instant>,
-    /// Whether the Hello exchange ever completed.
-    pub(super) was_established: bool,
 }
 
 impl Conn {
@@ -161,7 +159,6 @@ impl Conn {
             pending_close: None,
             peer_goodbye: None,
             deadline: None,
-            was_established: false,
         }
     }
 

@@ -27,22 +27,6 @@ impl StreamId {
     }
 }
 
-/// Where a connection stands, for callers waiting on a dial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionState {
-    /// TLS or the Hello exchange is under way.
-    Handshaking,
-    /// Established with this peer (possibly a duplicate being drained).
-    Established(RemoteIdentity),
-    /// Closed or lost; an event said why. `established_with` is the peer
-    /// if the connection had been established (a duplicate that was closed
-    /// in favour of another connection to the same peer, for instance).
-    Closed {
-        /// The peer it had been established with, if it had been.
-        established_with: Option<RemoteIdentity>,
-    },
-}
-
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -177,6 +161,17 @@ pub enum Event {
         /// Why.
         reason: DisconnectReason,
     },
+    /// A dial ([`Node::dial`](super::Node::dial)) is over: connected to
+    /// this peer, or every attempt failed, with the reason the last one
+    /// gave. Reported exactly once per [`DialId`](super::DialId), after
+    /// the [`Event::ConnectFailed`] of its last attempt or the
+    /// [`Event::Connected`] of the peer, if there was one.
+    DialFinished {
+        /// The dial.
+        dial: super::DialId,
+        /// The peer reached, or why none was.
+        result: Result<RemoteIdentity, DisconnectReason>,
+    },
     /// An incoming connection was refused or failed before it started:
     /// too many connections, an incompatible ALPN, a malformed handshake.
     IncomingRefused {
@@ -296,6 +291,9 @@ pub enum ConnectError {
     /// QUIC refused to start the connection.
     #[error("cannot start the connection: {0}")]
     Quic(String),
+    /// A dial was given no address to try.
+    #[error("no address to dial")]
+    NoAddress,
 }
 
 /// Explicit congestion notification codepoints.
@@ -466,6 +464,9 @@ impl StreamRejection {
 pub struct NodeStats {
     /// Datagrams handed to `handle_datagram`.
     pub datagrams: u64,
+    /// Connections that completed the Hello exchange, in either direction,
+    /// duplicates of a connected peer's connection included.
+    pub connections_established: u64,
     /// Datagrams dropped before QUIC looked at them: version negotiation
     /// requests over the rate limit of stateless answers, and first flights
     /// over their source's allowance.

@@ -38,12 +38,19 @@
 //!
 //! Methods come in four groups: getters (`local_identity`, `peer`, `peers`,
 //! `stats`), inputs (`handle_datagram`, `handle_timeout`), commands
-//! (`connect`, `open_stream`, `write`, `read`, `finish`, `reset`, `stop`,
-//! `release`, `close`, `protect`, `set_metadata`, `shutdown`) and outputs
-//! (`poll_transmit`, `poll_event`, `poll_timeout`). Commands may create
-//! transmits and events too, so drain after them as after inputs.
+//! (`dial`, `connect`, `open_stream`, `write`, `read`, `finish`, `reset`,
+//! `stop`, `release`, `close`, `protect`, `set_metadata`, `shutdown`) and
+//! outputs (`poll_transmit`, `poll_event`, `poll_timeout`). Commands may
+//! create transmits and events too, so drain after them as after inputs.
 //!
-//! The code is split along the protocol's seams: `admission` (which
+//! To reach a peer, [`Node::dial`] it: one dial per peer, shared by every
+//! caller that asks while it is under way, trying each address given, and
+//! ending in exactly one [`Event::DialFinished`] with the peer or a typed
+//! reason. [`Node::connect`] is the single connection attempt underneath,
+//! reported only by [`Event::Connected`] / [`Event::ConnectFailed`].
+//!
+//! The code is split along the protocol's seams: `dial` (dials and their
+//! outcomes), `admission` (which
 //! handshakes and connections are kept under load), `control` (the control
 //! stream and the Hello), `header` (receiving the header frame of
 //! peer-opened streams), `stream` (stream commands and events),
@@ -67,6 +74,7 @@ mod conn;
 mod control;
 #[cfg(feature = "deterministic")]
 mod deterministic;
+mod dial;
 mod duplicate;
 mod event;
 mod header;
@@ -85,9 +93,10 @@ use bytes::{Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, VarInt};
 
 pub use config::{Limits, NodeConfig, Timeouts};
+pub use dial::{DialId, MAX_DIAL_ADDRS};
 pub use event::{
-    ConnectError, ConnectionId, ConnectionState, DisconnectReason, Ecn, Event, NodeStats, PeerInfo,
-    ReadOutcome, StreamError, StreamId, StreamRejection, TimeoutReason, Transmit, stream_code,
+    ConnectError, ConnectionId, DisconnectReason, Ecn, Event, NodeStats, PeerInfo, ReadOutcome,
+    StreamError, StreamId, StreamRejection, TimeoutReason, Transmit, stream_code,
 };
 pub use hello::MAX_APP_NAME_LEN;
 pub use tls::TlsSetupError;
@@ -168,8 +177,8 @@ pub struct Node {
     signatures_verified: Arc<std::sync::atomic::AtomicU64>,
     /// Pinned dials the TLS verifier refused, and who answered them.
     mismatches: Arc<tls::Mismatches>,
-    /// Moves whenever a connection changes phase or goes away.
-    connection_changes: u64,
+    /// Dials the application asked for, until each is finished.
+    dials: dial::Dials,
     conns: BTreeMap<ConnectionId, Conn>,
     by_handle: HashMap<ConnectionHandle, ConnectionId>,
     peers: BTreeMap<RemoteIdentity, Peer>,
@@ -326,7 +335,7 @@ impl Node {
             pinned_client_config,
             signatures_verified: cert.verified.clone(),
             mismatches: cert.mismatches.clone(),
-            connection_changes: 0,
+            dials: dial::Dials::default(),
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
             peers: BTreeMap::new(),
@@ -392,12 +401,9 @@ impl Node {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A counter that moves whenever a connection is established, closes
-    /// or goes away: what [`Node::connection_state`] reports may have
-    /// changed. Adapters use it to wake tasks waiting on dials only when
-    /// there is news.
-    pub fn connection_changes(&self) -> u64 {
-        self.connection_changes
+    /// Dials under way (see [`Node::dial`]).
+    pub fn dial_count(&self) -> usize {
+        self.dials.len()
     }
 
     /// Connections in any phase, including closing ones not yet drained.
@@ -431,18 +437,6 @@ impl Node {
         self.conns
             .values()
             .all(|c| c.phase == Phase::Closed && c.pending_close.is_none())
-    }
-
-    /// Where connection `id` stands; `None` once it is gone entirely.
-    pub fn connection_state(&self, id: ConnectionId) -> Option<ConnectionState> {
-        let conn = self.conns.get(&id)?;
-        Some(match (conn.phase, conn.remote) {
-            (Phase::Established, Some(peer)) => ConnectionState::Established(peer),
-            (Phase::Closed, remote) => ConnectionState::Closed {
-                established_with: remote.filter(|_| conn.was_established),
-            },
-            _ => ConnectionState::Handshaking,
-        })
     }
 
     // ----- inputs -----
@@ -721,7 +715,6 @@ impl Node {
             // Drained without a lost event (not expected): report it closed.
             self.end_conn(id, DisconnectReason::ClosedLocally);
             if let Some(conn) = self.conns.remove(&id) {
-                self.connection_changes += 1;
                 self.by_handle.remove(&conn.handle);
             }
             self.active.remove(&id);
@@ -828,8 +821,7 @@ impl Node {
             return;
         };
         conn.phase = Phase::Established;
-        self.connection_changes += 1;
-        conn.was_established = true;
+        self.stats.connections_established += 1;
         conn.quic.set_receive_window(VarInt::from_u32(
             self.config.limits.connection_receive_window,
         ));
@@ -872,6 +864,8 @@ impl Node {
                 self.supersede(loser);
             }
         }
+        // After `Connected`: whoever waited for the dial finds the peer.
+        self.dial_established(id, remote);
         for stream in early {
             self.start_header(now, id, stream);
         }

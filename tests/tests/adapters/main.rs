@@ -2,6 +2,7 @@
 
 mod abuse;
 mod common;
+mod dial;
 mod failures;
 mod load;
 mod manual;

@@ -4,6 +4,7 @@
 mod abuse;
 mod admission;
 mod connect;
+mod dial;
 mod faults;
 mod lifecycle;
 mod streams;

@@ -1,0 +1,102 @@
+//! Dials through the async API: the Node's one dial per peer, shared by
+//! every task that waits for the peer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use pos_p2p::{DisconnectReason, Identity, NewStreamError, P2P};
+
+use crate::common::{config, handle};
+
+async fn serve(p2p: Arc<P2P>) {
+    while let Some(stream) = p2p.accept().await {
+        tokio::spawn(handle(stream));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_that_open_streams_to_one_peer_at_once_share_one_connection() {
+    let server = P2P::new(config(80)).unwrap();
+    let client = P2P::new(config(81)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let opened = tokio::time::timeout(
+        Duration::from_secs(10),
+        join_all((0..20).map(|_| peer.new_stream())),
+    )
+    .await
+    .expect("in time");
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    assert_eq!(client.stats().connections_established, 1);
+    // The listener counts it once the dialer's last flight arrives.
+    for _ in 0..200 {
+        if server.stats().connections_established > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.stats().connections_established, 1);
+    // And `connect` to the connected peer joins it rather than dialing.
+    let id = client
+        .connect(server.listen_addrs()[0], Some(server.remote_identity()))
+        .await
+        .unwrap();
+    assert_eq!(id, server.remote_identity());
+    assert_eq!(client.stats().connections_established, 1);
+    drop(opened);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_waiting_for_a_dial_that_fails_gets_its_reason() {
+    let server = P2P::new(config(82)).unwrap();
+    let client = P2P::new(config(83)).unwrap();
+    // The peer the client looks for is not the node at that address.
+    let absent = Identity::from_bytes(&[84; 32]).to_remote_identity();
+    let peer = client.add_peer(absent, server.listen_addrs()[0]);
+    let failed = tokio::time::timeout(
+        Duration::from_secs(10),
+        join_all((0..8).map(|_| peer.new_stream())),
+    )
+    .await
+    .expect("in time");
+    for result in &failed {
+        assert!(
+            matches!(
+                result,
+                Err(NewStreamError::Unreachable(DisconnectReason::IdentityMismatch { expected, .. }))
+                    if *expected == absent
+            ),
+            "{result:?}"
+        );
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_waits_out_a_cancelled_caller_and_serves_the_next() {
+    let server = P2P::new(config(85)).unwrap();
+    let client = P2P::new(config(86)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let addr = server.listen_addrs()[0];
+    let expected = Some(server.remote_identity());
+    // A caller that gives up after starting the dial: polled once (the
+    // dial starts), then dropped.
+    let cancelled = client.connect(addr, expected).now_or_never();
+    assert!(
+        cancelled.is_none(),
+        "a dial does not finish in its first poll"
+    );
+    // The next caller gets the peer.
+    let id = tokio::time::timeout(Duration::from_secs(10), client.connect(addr, expected))
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(id, server.remote_identity());
+    client.shutdown().await;
+    server.shutdown().await;
+}
