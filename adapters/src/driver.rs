@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::book::AddressBook;
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryEvent};
 use pos_p2p_protocol::node::{DialId, DisconnectReason, Ecn, Event, Node, StreamId};
 
@@ -76,10 +75,6 @@ pub(crate) struct State {
     /// Tasks the driver woke during its turn, woken once it let go of the
     /// lock.
     pub(crate) woken: Vec<Waker>,
-    /// Peers added by address with their identity, and the addresses seen
-    /// for connected peers: where `new_stream` dials. Bounded: strangers
-    /// that connected are forgotten least recently used first.
-    pub(crate) book: AddressBook,
     /// Peers the application added with `P2P::add_peer`.
     pub(crate) added: std::collections::BTreeSet<RemoteIdentity>,
     pub(crate) subscribers: Vec<async_channel::Sender<P2PEvent>>,
@@ -494,7 +489,6 @@ impl Driver {
         while let Some(event) = state.node.poll_event() {
             match event {
                 Event::Connected(info) => {
-                    state.book.remember(info.identity, info.addr);
                     // A dial to an advertised address that the peer answered:
                     // its advertisement is genuine.
                     if info.direction == pos_p2p_protocol::node::Direction::Outbound

@@ -360,7 +360,7 @@ fn step(
                         // nor forgotten by the address book.
                         state.node.protect(peer);
                         if let PeerAddr::Addr(socket) = addr {
-                            state.book.pin(peer, *socket);
+                            state.node.book_mut().pin(peer, *socket);
                         }
                         manual.last_error.clear();
                         manual.phase = Phase::Connected(now);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use pos_p2p_protocol::book::AddressBook;
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
 use pos_p2p_protocol::node::{Node, NodeConfig};
 use pos_p2p_protocol::semver::Version;
@@ -45,11 +44,6 @@ pub struct P2PConfig {
     /// Find peers on the LAN and be found, over mDNS (default: on). Off,
     /// the node opens no mDNS socket and sends no multicast at all.
     pub discovery: bool,
-    /// How many peers that connected (or were reached) are remembered by
-    /// address for a later [`Peer::new_stream`] besides the ones the
-    /// application added: the least recently used are forgotten first, so
-    /// strangers cannot grow the table (default: 1,024).
-    pub max_remembered_peers: usize,
     explicit_listen: bool,
 }
 
@@ -69,7 +63,6 @@ impl P2PConfig {
                 SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
             ],
             discovery: true,
-            max_remembered_peers: 1024,
             explicit_listen: false,
         })
     }
@@ -210,7 +203,6 @@ impl P2P {
             peer_waiters: HashMap::new(),
             dials: HashMap::new(),
             woken: Vec::new(),
-            book: AddressBook::new(config.max_remembered_peers),
             added: Default::default(),
             subscribers: Vec::new(),
             incoming: Default::default(),
@@ -258,7 +250,7 @@ impl P2P {
             .map(|p| p.identity);
         let manual = state.manual.values().filter_map(Manual::identity);
         for identity in connected
-            .chain(state.book.peers().copied())
+            .chain(state.node.book().peers().copied())
             .chain(discovered)
             .chain(manual)
         {
@@ -289,7 +281,7 @@ impl P2P {
     /// `"[::1]:4433".parse()`.
     pub fn add_peer(&self, identity: RemoteIdentity, addr: SocketAddr) -> Arc<Peer> {
         let mut state = self.shared.lock();
-        state.book.pin(identity, addr);
+        state.node.book_mut().pin(identity, addr);
         state.added.insert(identity);
         // The application asked for this peer: its connections are never
         // evicted to make room for strangers.
@@ -333,7 +325,7 @@ impl P2P {
         // Unless the application added it by identity too.
         if let Some(identity) = manual.identity().filter(|id| !state.added.contains(id)) {
             state.node.unprotect(&identity);
-            state.book.unpin(&identity);
+            state.node.book_mut().unpin(&identity);
         }
         true
     }
@@ -372,7 +364,7 @@ impl P2P {
             Poll::Ready(match result {
                 Ok(peer) => {
                     // Dialed by address on the application's request: kept.
-                    state.book.pin(peer, addr);
+                    state.node.book_mut().pin(peer, addr);
                     Ok(peer)
                 }
                 Err(_) if state.closing.is_some() => Err(ConnectError::Shutdown),

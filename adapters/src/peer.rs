@@ -112,7 +112,7 @@ impl Peer {
                     return match state.node.open_stream(now, &self.identity) {
                         Ok(id) => {
                             state.wake_driver();
-                            state.book.touch(&self.identity);
+                            state.node.book_mut().touch(&self.identity);
                             Poll::Ready(Ok(UnicastStream::new(
                                 self.shared.clone(),
                                 id,
@@ -164,7 +164,13 @@ impl Peer {
 /// Where to dial a peer: the addresses it was added or reached at, then
 /// those it advertises on the LAN.
 fn dial_addrs(state: &State, peer: &RemoteIdentity) -> Vec<SocketAddr> {
-    let mut addrs: Vec<SocketAddr> = state.book.addrs(peer).into_iter().flatten().collect();
+    let mut addrs: Vec<SocketAddr> = state
+        .node
+        .book()
+        .addrs(peer)
+        .into_iter()
+        .flatten()
+        .collect();
     let advertised = state.discovery.as_ref().and_then(|d| d.peer(peer));
     for addr in advertised.into_iter().flat_map(|p| &p.addrs) {
         if !addrs.contains(addr) {

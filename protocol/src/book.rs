@@ -4,10 +4,14 @@
 //! Every peer that connects is remembered at the address it came from, so
 //! that a later stream to it can dial it again; a peer that makes up a
 //! fresh identity per connection would grow such a table without bound.
-//! The book holds at most `capacity` peers the application did not add:
-//! when it is full, the one used least recently is forgotten. Peers the
-//! application added (pinned) are kept until it removes them, and do not
-//! count against the capacity.
+//! The book holds at most `capacity` peers the application did not add.
+//! When it is full, a *stranger* goes first (a peer that only ever
+//! connected to us, and that the application never used), the one seen
+//! least recently; only when there are none does the least recently used
+//! of the others. So a flood of made-up identities pushes out nothing but
+//! other strangers, never a peer the application dialed or streamed to.
+//! Peers the application added (pinned) are kept until it removes them,
+//! and do not count against the capacity.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +29,9 @@ struct Entry {
     used: u64,
     /// Added by the application: never evicted.
     pinned: bool,
+    /// Used by the application (dialed, or a stream opened to it): not a
+    /// stranger, so strangers are evicted before it.
+    vouched: bool,
 }
 
 /// Peers and the addresses they were reached at. See the [module
@@ -68,16 +75,25 @@ impl AddressBook {
     }
 
     /// Remember that `peer` was reached at `addr` (it connected from
-    /// there, or was dialed there): most recent first when dialing.
+    /// there, or was dialed there): most recent first when dialing. Until
+    /// [`touch`](AddressBook::touch)ed, it is a stranger.
     pub fn remember(&mut self, peer: RemoteIdentity, addr: SocketAddr) {
-        self.insert(peer, addr, false);
+        self.insert(peer, addr, false, false);
+    }
+
+    /// Remember that the application reached `peer` at `addr` (it dialed
+    /// it): no stranger. Unlike [`remember`](AddressBook::remember) and
+    /// then [`touch`](AddressBook::touch), it cannot be evicted in between
+    /// when the book is full of peers the application used.
+    pub fn remember_used(&mut self, peer: RemoteIdentity, addr: SocketAddr) {
+        self.insert(peer, addr, false, true);
     }
 
     /// The application added `peer` at `addr`: kept until [`unpin`]ned.
     ///
     /// [`unpin`]: AddressBook::unpin
     pub fn pin(&mut self, peer: RemoteIdentity, addr: SocketAddr) {
-        self.insert(peer, addr, true);
+        self.insert(peer, addr, true, true);
     }
 
     /// The application no longer needs `peer` kept; it may be forgotten
@@ -92,13 +108,23 @@ impl AddressBook {
         }
     }
 
-    /// Mark `peer` used now (it connected, or a stream went to it), so it
-    /// is among the last to be forgotten.
+    /// The application used `peer` now (dialed it, or opened a stream to
+    /// it): it is no stranger any more, and among the last to be
+    /// forgotten.
     pub fn touch(&mut self, peer: &RemoteIdentity) {
         self.clock += 1;
         if let Some(entry) = self.entries.get_mut(peer) {
             entry.used = self.clock;
+            entry.vouched = true;
         }
+    }
+
+    /// Whether `peer` is in the book as a stranger (see the [module
+    /// docs](self)).
+    pub fn is_stranger(&self, peer: &RemoteIdentity) -> bool {
+        self.entries
+            .get(peer)
+            .is_some_and(|e| !e.pinned && !e.vouched)
     }
 
     /// Where `peer` was reached, most recent first.
@@ -123,18 +149,20 @@ impl AddressBook {
         self.entries.is_empty()
     }
 
-    fn insert(&mut self, peer: RemoteIdentity, addr: SocketAddr, pin: bool) {
+    fn insert(&mut self, peer: RemoteIdentity, addr: SocketAddr, pin: bool, used: bool) {
         self.clock += 1;
-        let used = self.clock;
+        let now = self.clock;
         let entry = self.entries.entry(peer).or_insert_with(|| {
             self.unpinned += 1;
             Entry {
                 addrs: Vec::new(),
-                used,
+                used: now,
                 pinned: false,
+                vouched: false,
             }
         });
-        entry.used = used;
+        entry.used = now;
+        entry.vouched |= used;
         entry.addrs.retain(|a| *a != addr);
         entry.addrs.push(addr);
         if entry.addrs.len() > MAX_ADDRS_PER_PEER {
@@ -147,14 +175,15 @@ impl AddressBook {
         self.evict();
     }
 
-    /// Forget the least recently used unpinned peers beyond the capacity.
+    /// Forget unpinned peers beyond the capacity: strangers first, the
+    /// least recently seen; then the least recently used of the others.
     fn evict(&mut self) {
         while self.unpinned > self.capacity {
             let oldest = self
                 .entries
                 .iter()
                 .filter(|(_, e)| !e.pinned)
-                .min_by_key(|(_, e)| e.used)
+                .min_by_key(|(_, e)| (e.vouched, e.used))
                 .map(|(peer, _)| *peer);
             let Some(oldest) = oldest else {
                 return;
@@ -192,6 +221,39 @@ mod tests {
         assert!(book.addrs(&peer(0)).is_some(), "pinned peers stay");
         assert!(book.addrs(&peer(9_999)).is_some());
         assert!(book.addrs(&peer(9_935)).is_none());
+    }
+
+    #[test]
+    fn a_flood_of_strangers_pushes_out_only_strangers() {
+        let mut book = AddressBook::new(64);
+        // Peers the application used, and one stranger seen after them.
+        for n in 1..=8 {
+            book.remember(peer(n), addr(1));
+            book.touch(&peer(n));
+        }
+        book.remember(peer(100), addr(1));
+        assert!(book.is_stranger(&peer(100)));
+        assert!(!book.is_stranger(&peer(1)));
+        for n in 1_000..11_000 {
+            book.remember(peer(n), addr(2));
+            assert!(book.len() <= 64);
+        }
+        for n in 1..=8 {
+            assert!(book.addrs(&peer(n)).is_some(), "used peer {n} kept");
+        }
+        assert!(book.addrs(&peer(100)).is_none());
+        assert!(book.addrs(&peer(10_999)).is_some());
+        // A stranger cannot displace used peers, even just arrived.
+        let mut book = AddressBook::new(2);
+        for n in 1..=2 {
+            book.remember_used(peer(n), addr(1));
+        }
+        book.remember(peer(3), addr(1));
+        assert!(book.addrs(&peer(3)).is_none());
+        // With only used peers left, the least recently used goes.
+        book.remember_used(peer(3), addr(1));
+        assert!(book.addrs(&peer(1)).is_none());
+        assert_eq!(book.len(), 2);
     }
 
     #[test]

@@ -165,6 +165,12 @@ pub struct Limits {
     /// spoofed address. Up to 256 addresses are limited separately; the
     /// others share one such limit.
     pub stateless_responses_per_second: u32,
+    /// Peers the address book ([`Node::book`](super::Node::book))
+    /// remembers besides those the application added: where a connected
+    /// peer was reached, for a later dial. Strangers (peers that only
+    /// connected to us) are forgotten first, so they cannot push out the
+    /// peers the application used.
+    pub max_remembered_peers: usize,
 }
 
 impl Default for Limits {
@@ -185,6 +191,7 @@ impl Default for Limits {
             max_header_len: crate::codec::DEFAULT_MAX_FRAME_LEN,
             header_buffer: 256 * 1024,
             stateless_responses_per_second: 100,
+            max_remembered_peers: 1024,
         }
     }
 }

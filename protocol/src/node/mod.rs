@@ -102,6 +102,7 @@ pub use hello::MAX_APP_NAME_LEN;
 pub use tls::TlsSetupError;
 
 use crate::RemoteIdentity;
+use crate::book::AddressBook;
 use crate::metadata::Metadata;
 use crate::rate::SourceLimits;
 use conn::{Conn, Phase, flush_control, send_hello};
@@ -179,6 +180,8 @@ pub struct Node {
     mismatches: Arc<tls::Mismatches>,
     /// Dials the application asked for, until each is finished.
     dials: dial::Dials,
+    /// Where peers were reached; bounded (see [`AddressBook`]).
+    book: AddressBook,
     conns: BTreeMap<ConnectionId, Conn>,
     by_handle: HashMap<ConnectionHandle, ConnectionId>,
     peers: BTreeMap<RemoteIdentity, Peer>,
@@ -327,6 +330,7 @@ impl Node {
             None,
         );
         let responses_per_second = config.limits.stateless_responses_per_second;
+        let book = AddressBook::new(config.limits.max_remembered_peers);
         Ok(Self {
             local: config.identity.to_remote_identity(),
             config,
@@ -336,6 +340,7 @@ impl Node {
             signatures_verified: cert.verified.clone(),
             mismatches: cert.mismatches.clone(),
             dials: dial::Dials::default(),
+            book,
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
             peers: BTreeMap::new(),
@@ -399,6 +404,19 @@ impl Node {
     pub fn signatures_verified(&self) -> u64 {
         self.signatures_verified
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The address book: where peers were reached, and the peers the
+    /// application added (pinned). Bounded by
+    /// [`Limits::max_remembered_peers`].
+    pub fn book(&self) -> &AddressBook {
+        &self.book
+    }
+
+    /// The address book, to pin peers the application adds (or unpin
+    /// them) and to mark peers it uses.
+    pub fn book_mut(&mut self) -> &mut AddressBook {
+        &mut self.book
     }
 
     /// Dials under way (see [`Node::dial`]).
@@ -837,6 +855,12 @@ impl Node {
         };
         let early = std::mem::take(&mut conn.early_streams);
         let direction = conn.direction;
+        // Where to dial it again. A peer we dialed is one the application
+        // asked for; one that dialed us is a stranger until it is used.
+        match direction {
+            Direction::Outbound => self.book.remember_used(remote, info.addr),
+            Direction::Inbound => self.book.remember(remote, info.addr),
+        }
         match self.peers.get(&remote).map(|p| p.info.direction) {
             None => {
                 self.peers.insert(

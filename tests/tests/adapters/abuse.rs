@@ -106,7 +106,7 @@ async fn a_malformed_header_is_refused_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_makes_up_identities_cannot_grow_the_peer_table() {
     let mut victim_config = config(64);
-    victim_config.max_remembered_peers = 8;
+    victim_config.node.limits.max_remembered_peers = 8;
     let victim = P2P::new(victim_config).unwrap();
     let addr = victim.listen_addrs()[0];
     for n in 0..40u8 {

@@ -274,3 +274,57 @@ proptest! {
         prop_assert_eq!(sim.nodes[a].node.dial_count(), 0);
     }
 }
+
+/// How many made-up identities connect in the address-book test.
+const STRANGERS: u32 = 10_000;
+
+#[test]
+fn ten_thousand_strangers_leave_the_address_book_within_its_bound() {
+    use pos_p2p_protocol::Identity;
+    use pos_p2p_protocol::node::NodeConfig;
+    use pos_p2p_protocol::semver::Version;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    let mut sim = Sim::new(43, Link::lan());
+    let mut config = Sim::config(1);
+    config.limits.max_remembered_peers = 64;
+    let a = sim.add_node(config);
+    let b = sim.add_node(Sim::config(2));
+    // A peer the application dialed, before the flood.
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let idb = sim.id(b);
+    let stranger = sim.add_node(Sim::config(3));
+    for n in 0..STRANGERS {
+        let mut seed = [0x77; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        let mut config = NodeConfig::new(
+            Identity::from_bytes(&seed),
+            "sim",
+            Version::new(1, 0, 0),
+            seed,
+        );
+        config.deterministic_crypto = true;
+        // Each from an address of its own: the per-address limits are
+        // tested elsewhere.
+        let [_, x, y, z] = n.to_be_bytes();
+        sim.nodes[stranger].addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, x, y, z.max(1))),
+            4433 + u16::from(z == 0),
+        );
+        sim.restart(stranger, config);
+        sim.connect(stranger, a);
+        assert!(sim.run_until_connected(stranger, a), "stranger {n}");
+        let now = sim.now;
+        sim.nodes[stranger].node.shutdown(now);
+        sim.run_for(Duration::from_millis(5));
+        assert!(sim.nodes[a].node.book().len() <= 64);
+    }
+    let book = sim.nodes[a].node.book();
+    assert_eq!(book.len(), 64);
+    assert!(
+        book.addrs(&idb).is_some(),
+        "the peer the application dialed stays"
+    );
+    assert!(!book.is_stranger(&idb));
+}
