@@ -496,7 +496,6 @@ impl Driver {
                     {
                         discovery.handle_verified(&info.identity, info.addr);
                     }
-                    state.wake_peer(&info.identity);
                     state.publish(P2PEvent::PeerConnected {
                         peer: info.identity,
                         addr: info.addr,

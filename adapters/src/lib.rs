@@ -63,6 +63,8 @@ pub use error::{ConnectError, HeaderError, NewStreamError, StartError};
 pub use event::{Events, P2PEvent};
 pub use header::HeaderExt;
 pub use manual::{ManualPeer, ManualStatus, PeerAddr, PeerAddrError};
+#[doc(hidden)]
+pub use p2p::TableSizes;
 pub use p2p::{P2P, P2PConfig, generate_identity};
 pub use peer::Peer;
 pub use runtime::RuntimeKind;

@@ -479,6 +479,37 @@ impl P2P {
     pub fn is_stopped(&self) -> bool {
         self.shared.lock().stopped
     }
+
+    /// How many entries the adapter's own tables hold: for tests that
+    /// check nothing is left behind (not a stable API).
+    #[doc(hidden)]
+    pub fn table_sizes(&self) -> TableSizes {
+        let state = self.shared.lock();
+        TableSizes {
+            dials: state.dials.len(),
+            node_dials: state.node.dial_count(),
+            readers: state.readers.len(),
+            writers: state.writers.len(),
+            peer_waiters: state.peer_waiters.len(),
+        }
+    }
+}
+
+/// The sizes [`P2P::table_sizes`] reports (not a stable API).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TableSizes {
+    /// Dials someone waits for.
+    pub dials: usize,
+    /// Dials under way in the Node.
+    pub node_dials: usize,
+    /// Tasks waiting to read a stream.
+    pub readers: usize,
+    /// Tasks waiting to write a stream.
+    pub writers: usize,
+    /// Peers with tasks waiting for stream credit.
+    pub peer_waiters: usize,
 }
 
 impl Drop for P2P {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use pos_p2p::{DisconnectReason, Identity, NewStreamError, P2P};
+use std::net::SocketAddr;
+
+use pos_p2p::{DisconnectReason, Identity, NewStreamError, P2P, RemoteIdentity};
 
 use crate::common::{config, handle};
 
@@ -97,6 +99,72 @@ async fn a_dial_waits_out_a_cancelled_caller_and_serves_the_next() {
         .expect("in time")
         .unwrap();
     assert_eq!(id, server.remote_identity());
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Every way a wait for a dial can end lets go of it: nothing is left in
+/// the adapter's or the Node's tables afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_dials_leave_nothing_behind() {
+    let server = P2P::new(config(87)).unwrap();
+    let client = P2P::new(config(88)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let addr = server.listen_addrs()[0];
+    let expected = Some(server.remote_identity());
+    let empty = |p2p: &P2P| {
+        let sizes = p2p.table_sizes();
+        sizes.dials == 0 && sizes.node_dials == 0
+    };
+    // A cancelled `connect`, then one that succeeds, several joined.
+    assert!(client.connect(addr, expected).now_or_never().is_none());
+    let joined = join_all((0..4).map(|_| client.connect(addr, expected))).await;
+    assert!(joined.iter().all(Result::is_ok), "{joined:?}");
+    assert!(empty(&client), "{:?}", client.table_sizes());
+    // `new_stream`s that dial, after the peer went away.
+    client.disconnect(&server.remote_identity(), "again");
+    for _ in 0..200 {
+        if client.peers().values().all(|p| !p.is_connected()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let peer = client.peers()[&server.remote_identity()].clone();
+    let opened = join_all((0..4).map(|_| peer.new_stream())).await;
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    drop(opened);
+    assert!(empty(&client), "{:?}", client.table_sizes());
+    // Dials that fail.
+    let wrong = Some(Identity::from_bytes(&[89; 32]).to_remote_identity());
+    let failed = join_all((0..4).map(|_| client.connect(addr, wrong))).await;
+    assert!(failed.iter().all(Result::is_err), "{failed:?}");
+    assert!(empty(&client), "{:?}", client.table_sizes());
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+async fn connected(events: &mut pos_p2p::Events) -> (RemoteIdentity, SocketAddr) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+            Ok(Some(pos_p2p::P2PEvent::PeerConnected { peer, addr })) => return (peer, addr),
+            Ok(Some(_)) => {}
+            other => panic!("no PeerConnected: {other:?}"),
+        }
+    }
+}
+
+/// Both sides hear `PeerConnected` with the peer and its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_hear_that_the_peer_connected() {
+    let server = P2P::new(config(90)).unwrap();
+    let client = P2P::new(config(91)).unwrap();
+    let (mut server_events, mut client_events) = (server.events(), client.events());
+    let addr = server.listen_addrs()[0];
+    client.connect(addr, None).await.unwrap();
+    let (peer, at) = connected(&mut client_events).await;
+    assert_eq!((peer, at), (server.remote_identity(), addr));
+    let (peer, _) = connected(&mut server_events).await;
+    assert_eq!(peer, client.remote_identity());
     client.shutdown().await;
     server.shutdown().await;
 }
