@@ -2,7 +2,7 @@
 //! and timeouts to the sans-IO [`Node`], sends what it polls, and wakes the
 //! tasks waiting on streams, dials and events. It holds no protocol logic.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub(crate) struct DialSlot {
     pub(crate) result: Option<Result<RemoteIdentity, DisconnectReason>>,
     pub(crate) waiters: Vec<Waker>,
-    /// How many wait for it (tasks and manual peers); the slot goes when
+    /// How many tasks wait for it; the slot goes when
     /// the last one lets go.
     pub(crate) watchers: usize,
 }
@@ -61,8 +61,8 @@ pub(crate) struct State {
     pub(crate) node: Node,
     /// LAN discovery, unless turned off (or no mDNS socket could be opened).
     pub(crate) discovery: Option<Discovery>,
-    /// Peers added by address, kept connected.
-    pub(crate) manual: BTreeMap<crate::manual::PeerAddr, crate::manual::Manual>,
+    /// Host names of manual peers to resolve, from this turn's events.
+    pub(crate) resolves: Vec<(pos_p2p_protocol::node::PeerAddr, u64)>,
     pub(crate) driver: Option<Waker>,
     pub(crate) readers: HashMap<StreamId, Waker>,
     pub(crate) writers: HashMap<StreamId, Waker>,
@@ -149,14 +149,6 @@ impl State {
                 Poll::Pending
             }
         }
-    }
-
-    /// The outcome of a watched dial, if it came.
-    pub(crate) fn dial_result(
-        &self,
-        id: DialId,
-    ) -> Option<&Result<RemoteIdentity, DisconnectReason>> {
-        self.dials.get(&id).and_then(|slot| slot.result.as_ref())
     }
 
     /// One watcher of dial `id` no longer waits for it.
@@ -523,6 +515,9 @@ impl Driver {
                     }
                     state.publish(P2PEvent::ConnectFailed { addr, peer, reason });
                 }
+                Event::ResolveHost { addr, generation } => {
+                    state.resolves.push((addr, generation));
+                }
                 Event::DialFinished { dial, result } => {
                     // Kept for whoever watches the dial; a dial nobody
                     // watches any more (a cancelled `connect`) is over.
@@ -609,9 +604,11 @@ impl Future for Driver {
             }
         }
         Self::dispatch(&mut state);
-        // After the events (which record why dials failed), before the
-        // transmits (so that a dial it starts goes out this turn).
-        let manual_at = crate::manual::drive(&shared, &mut state, now);
+        // Host names of manual peers the node asked to resolve.
+        let resolves = std::mem::take(&mut state.resolves);
+        for (addr, generation) in resolves {
+            crate::manual::resolve(&shared, &mut state.node, addr, generation);
+        }
         this.poll_transmits(&mut state, now);
         if let Some(since) = state.closing {
             // Every close has been sent in an earlier turn (or the grace
@@ -647,7 +644,6 @@ impl Future for Driver {
             state.node.poll_timeout().map(|(at, _)| at),
             discovery_at,
             scan_at,
-            manual_at,
         ]
         .into_iter()
         .flatten()

@@ -62,7 +62,7 @@ mod tunnel_stream;
 pub use error::{ConnectError, HeaderError, NewStreamError, StartError};
 pub use event::{Events, P2PEvent};
 pub use header::HeaderExt;
-pub use manual::{ManualPeer, ManualStatus, PeerAddr, PeerAddrError};
+pub use manual::{ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError, ResolveError};
 #[doc(hidden)]
 pub use p2p::TableSizes;
 pub use p2p::{P2P, P2PConfig, generate_identity};

@@ -15,7 +15,7 @@ use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
 use crate::driver::{DialWatch, Driver, EVENT_QUEUE, Shared, State, register};
 use crate::error::{ConnectError, StartError};
 use crate::event::Events;
-use crate::manual::{Manual, ManualPeer, PeerAddr};
+use crate::manual::{ManualPeer, PeerAddr};
 use crate::mdns::Mdns;
 use crate::peer::Peer;
 use crate::runtime::{Runtime, RuntimeKind};
@@ -196,7 +196,7 @@ impl P2P {
         let shared = Shared::new(State {
             node,
             discovery,
-            manual: Default::default(),
+            resolves: Vec::new(),
             driver: None,
             readers: HashMap::new(),
             writers: HashMap::new(),
@@ -248,7 +248,12 @@ impl P2P {
             .iter()
             .flat_map(|d| d.peers())
             .map(|p| p.identity);
-        let manual = state.manual.values().filter_map(Manual::identity);
+        let manual: Vec<RemoteIdentity> = state
+            .node
+            .manual_peers()
+            .into_iter()
+            .filter_map(|m| m.identity)
+            .collect();
         for identity in connected
             .chain(state.node.book().peers().copied())
             .chain(discovered)
@@ -300,17 +305,9 @@ impl P2P {
     /// replaces its expected identity and keeps its progress.
     pub fn add_manual_peer(&self, addr: impl Into<PeerAddr>, expected: Option<RemoteIdentity>) {
         let mut state = self.shared.lock();
-        if let Some(identity) = expected {
-            state.node.protect(identity);
-        }
-        match state.manual.entry(addr.into()) {
-            std::collections::btree_map::Entry::Occupied(mut known) => {
-                known.get_mut().set_expected(expected)
-            }
-            std::collections::btree_map::Entry::Vacant(new) => {
-                new.insert(Manual::new(expected, Instant::now()));
-            }
-        }
+        state
+            .node
+            .add_manual_peer(Instant::now(), addr.into(), expected);
         state.wake_driver();
     }
 
@@ -318,12 +315,11 @@ impl P2P {
     /// until closed). Returns whether it was there.
     pub fn remove_manual_peer(&self, addr: &PeerAddr) -> bool {
         let mut state = self.shared.lock();
-        let Some(manual) = state.manual.remove(addr) else {
+        let Some(identity) = state.node.remove_manual_peer(addr) else {
             return false;
         };
-        manual.release(&mut state);
         // Unless the application added it by identity too.
-        if let Some(identity) = manual.identity().filter(|id| !state.added.contains(id)) {
+        if let Some(identity) = identity.filter(|id| !state.added.contains(id)) {
             state.node.unprotect(&identity);
             state.node.book_mut().unpin(&identity);
         }
@@ -332,8 +328,7 @@ impl P2P {
 
     /// The manual peers and where each stands.
     pub fn manual_peers(&self) -> Vec<ManualPeer> {
-        let state = self.shared.lock();
-        crate::manual::reports(&state.manual, Instant::now())
+        self.shared.lock().node.manual_peers()
     }
 
     /// Dial `addr` and wait until the peer is connected; with `expected`,

@@ -114,6 +114,7 @@ impl Node {
             peer: remote,
             reason,
         });
+        self.manual.wake();
     }
 
     /// What the peer's close code and reason (from its Goodbye or its

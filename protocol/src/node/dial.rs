@@ -58,6 +58,11 @@ impl Dials {
     pub(super) fn len(&self) -> usize {
         self.dials.len()
     }
+
+    /// Whether dial `id` has not finished yet.
+    pub(super) fn is_under_way(&self, id: DialId) -> bool {
+        self.dials.contains_key(&id)
+    }
 }
 
 impl Node {
@@ -150,10 +155,10 @@ impl Node {
             return;
         };
         self.dials.finish(id);
-        self.events.push_back(Event::DialFinished {
-            dial: id,
-            result: Ok(peer),
-        });
+        let result = Ok(peer);
+        self.manual_dial_finished(id, &result);
+        self.events
+            .push_back(Event::DialFinished { dial: id, result });
     }
 
     /// Connection `conn` ended before it was established.
@@ -170,9 +175,9 @@ impl Node {
             return;
         }
         self.dials.finish(id);
-        self.events.push_back(Event::DialFinished {
-            dial: id,
-            result: Err(reason.clone()),
-        });
+        let result = Err(reason.clone());
+        self.manual_dial_finished(id, &result);
+        self.events
+            .push_back(Event::DialFinished { dial: id, result });
     }
 }

@@ -172,6 +172,16 @@ pub enum Event {
         /// The peer reached, or why none was.
         result: Result<RemoteIdentity, DisconnectReason>,
     },
+    /// A manual peer's host name needs resolving: resolve it (off the
+    /// driver's thread) and hand the answer to
+    /// [`Node::handle_resolved`](super::Node::handle_resolved) with this
+    /// generation.
+    ResolveHost {
+        /// The manual peer (a [`PeerAddr::Host`](super::PeerAddr::Host)).
+        addr: super::PeerAddr,
+        /// Which attempt asks.
+        generation: u64,
+    },
     /// An incoming connection was refused or failed before it started:
     /// too many connections, an incompatible ALPN, a malformed handshake.
     IncomingRefused {
@@ -358,6 +368,9 @@ pub enum TimeoutReason {
     /// A superseded connection stops waiting for the peer to give it up
     /// (see [`Timeouts::superseded`](super::Timeouts::superseded)).
     Duplicate(ConnectionId),
+    /// A manual peer is due: its next attempt, its resolver's deadline, or
+    /// news it waits for (see [`Node::add_manual_peer`](super::Node::add_manual_peer)).
+    Manual,
 }
 
 /// The error codes of RESET_STREAM and STOP_SENDING on application streams

@@ -79,6 +79,7 @@ mod duplicate;
 mod event;
 mod header;
 mod hello;
+mod manual;
 mod output;
 mod setup;
 mod stream;
@@ -99,6 +100,10 @@ pub use event::{
     StreamError, StreamId, StreamRejection, TimeoutReason, Transmit, stream_code,
 };
 pub use hello::MAX_APP_NAME_LEN;
+pub use manual::{
+    FIRST_RETRY, MAX_RETRY, ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError,
+    RESOLVE_TIMEOUT, ResolveError, STABLE,
+};
 pub use tls::TlsSetupError;
 
 use crate::RemoteIdentity;
@@ -182,6 +187,8 @@ pub struct Node {
     dials: dial::Dials,
     /// Where peers were reached; bounded (see [`AddressBook`]).
     book: AddressBook,
+    /// Peers the application asked to keep connected.
+    manual: manual::Manuals,
     conns: BTreeMap<ConnectionId, Conn>,
     by_handle: HashMap<ConnectionHandle, ConnectionId>,
     peers: BTreeMap<RemoteIdentity, Peer>,
@@ -341,6 +348,7 @@ impl Node {
             mismatches: cert.mismatches.clone(),
             dials: dial::Dials::default(),
             book,
+            manual: manual::Manuals::new(seeds.manual),
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
             peers: BTreeMap::new(),
@@ -574,6 +582,11 @@ impl Node {
             self.expire_headers(now, id);
             self.expire_duplicate(now, id);
             self.process(now, id);
+        }
+        // After the connections: a dial or a disconnection they reported
+        // is news the manual peers act on in the same turn.
+        if !self.shutting_down && self.manual.deadline(now).is_some_and(|at| at <= now) {
+            self.drive_manual(now);
         }
     }
 
@@ -890,6 +903,7 @@ impl Node {
         }
         // After `Connected`: whoever waited for the dial finds the peer.
         self.dial_established(id, remote);
+        self.manual.wake();
         for stream in early {
             self.start_header(now, id, stream);
         }

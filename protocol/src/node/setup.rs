@@ -48,6 +48,8 @@ pub(super) struct Seeds {
     pub(super) cids: [u8; 32],
     #[cfg_attr(not(feature = "deterministic"), allow(dead_code))]
     pub(super) initial_cids: [u8; 32],
+    /// The manual peers' backoff jitter.
+    pub(super) manual: [u8; 32],
 }
 
 pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
@@ -60,6 +62,7 @@ pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
         tls: [0; 32],
         cids: [0; 32],
         initial_cids: [0; 32],
+        manual: [0; 32],
     };
     // Appended in this order, so that earlier seeds stay as they were.
     rng.fill_bytes(&mut seeds.endpoint_rng);
@@ -68,6 +71,7 @@ pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
     rng.fill_bytes(&mut seeds.tls);
     rng.fill_bytes(&mut seeds.cids);
     rng.fill_bytes(&mut seeds.initial_cids);
+    rng.fill_bytes(&mut seeds.manual);
     seeds
 }
 

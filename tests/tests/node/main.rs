@@ -7,5 +7,6 @@ mod connect;
 mod dial;
 mod faults;
 mod lifecycle;
+mod manual;
 mod streams;
 mod tunnel;

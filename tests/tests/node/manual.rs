@@ -1,0 +1,231 @@
+//! Manual peers in the core, in virtual time: redialed with the documented
+//! backoff (seeded jitter, so a run replays exactly), back after a
+//! partition, host names resolved by the driver with late answers ignored.
+
+use std::time::Duration;
+
+use pos_p2p_protocol::node::{
+    DisconnectReason, Event, ManualError, ManualPeer, ManualStatus, NodeConfig, PeerAddr,
+    RESOLVE_TIMEOUT, ResolveError,
+};
+use pos_p2p_tests::sim::{Link, Sim};
+
+/// A node that gives up a handshake after 1 s (so failed attempts are
+/// quick), and sees a silent peer gone after 3 s.
+fn quick(n: u8) -> NodeConfig {
+    let mut config = Sim::config(n);
+    config.timeouts.handshake = Duration::from_secs(1);
+    config.timeouts.idle = Duration::from_secs(3);
+    config.timeouts.keep_alive = Duration::from_secs(1);
+    config
+}
+
+fn status(sim: &Sim, index: usize) -> ManualPeer {
+    let peers = sim.nodes[index].node.manual_peers();
+    assert_eq!(peers.len(), 1);
+    peers[0].clone()
+}
+
+/// When each of the first `n` attempts of node 0 to reach node 1 failed,
+/// since the peer was added, with the link cut.
+fn failure_times(rng_seed: [u8; 32], n: usize) -> Vec<Duration> {
+    let mut sim = Sim::new(5, Link::lan());
+    let mut config = quick(1);
+    config.rng_seed = rng_seed;
+    let a = sim.add_node(config);
+    let b = sim.add_node(quick(2));
+    sim.partition(a, b);
+    let (addr, idb, start) = (sim.nodes[b].addr, sim.id(b), sim.now);
+    sim.nodes[a]
+        .node
+        .add_manual_peer(start, PeerAddr::Addr(addr), Some(idb));
+    (0..n)
+        .map(|_| {
+            sim.take_event(a, Duration::from_secs(120), |e| match e {
+                Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .expect("an attempt fails");
+            sim.now - start
+        })
+        .collect()
+}
+
+#[test]
+fn a_manual_peer_is_redialed_with_the_documented_backoff() {
+    let times = failure_times([1; 32], 6);
+    // The first attempt starts at once and fails at the handshake timeout.
+    assert_eq!(times[0], Duration::from_secs(1));
+    // Then each waits 75–100 % of 1 s, 2 s, 4 s, 8 s, 16 s before the
+    // next attempt, which fails a handshake timeout later.
+    for (k, pair) in times.windows(2).enumerate() {
+        let waited = pair[1] - pair[0] - Duration::from_secs(1);
+        let nominal = Duration::from_secs(1 << k);
+        assert!(
+            waited >= nominal * 3 / 4 && waited <= nominal,
+            "attempt {}: waited {waited:?}, nominal {nominal:?}",
+            k + 2
+        );
+    }
+    // The jitter comes from the node's seed: the same seed, the same
+    // schedule; another seed, another one.
+    assert_eq!(failure_times([1; 32], 6), times);
+    assert_ne!(failure_times([2; 32], 6), times);
+}
+
+#[test]
+fn a_manual_peer_comes_back_after_a_partition() {
+    let mut sim = Sim::new(6, Link::lan());
+    let a = sim.add_node(quick(1));
+    let b = sim.add_node(quick(2));
+    let (addr, idb, now) = (sim.nodes[b].addr, sim.id(b), sim.now);
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, PeerAddr::Addr(addr), None);
+    assert!(sim.run_until_connected(a, b));
+    sim.run_for(Duration::from_millis(10));
+    let connected = status(&sim, a);
+    assert_eq!(connected.status, ManualStatus::Connected);
+    assert_eq!(connected.identity, Some(idb), "learned from the handshake");
+    assert!(sim.nodes[a].node.book().addrs(&idb).is_some());
+    // The link is cut: the connection times out, the peer waits to be
+    // dialed again, with the reason.
+    sim.partition(a, b);
+    let lost = sim.take_event(a, Duration::from_secs(10), |e| match e {
+        Event::Disconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(lost, Some(DisconnectReason::TimedOut));
+    sim.run_for(Duration::from_millis(1));
+    assert!(
+        matches!(
+            status(&sim, a).status,
+            ManualStatus::Waiting {
+                last_error: ManualError::Disconnected,
+                ..
+            }
+        ),
+        "{:?}",
+        status(&sim, a)
+    );
+    // Healed: it is back within the first retry and a round trip.
+    sim.heal(a, b);
+    let healed = sim.now;
+    assert!(sim.run_until(Duration::from_secs(3), |sim| {
+        sim.nodes[a].node.peer(&idb).is_some()
+    }));
+    assert!(
+        sim.now - healed <= Duration::from_millis(1010),
+        "{:?}",
+        sim.now - healed
+    );
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(status(&sim, a).status, ManualStatus::Connected);
+}
+
+/// The host-name peer's `ResolveHost` requests so far.
+fn resolve_requests(sim: &Sim, index: usize) -> Vec<(PeerAddr, u64)> {
+    sim.nodes[index]
+        .history
+        .iter()
+        .filter_map(|e| match e {
+            Event::ResolveHost { addr, generation } => Some((addr.clone(), *generation)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_host_name_is_resolved_by_the_driver_and_late_answers_are_ignored() {
+    let mut sim = Sim::new(7, Link::lan());
+    let a = sim.add_node(quick(1));
+    let b = sim.add_node(quick(2));
+    let (addr, idb) = (sim.nodes[b].addr, sim.id(b));
+    let host: PeerAddr = "peer-b.example:4433".parse().unwrap();
+    let now = sim.now;
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, host.clone(), Some(idb));
+    sim.flush();
+    assert_eq!(resolve_requests(&sim, a), vec![(host.clone(), 1)]);
+    assert_eq!(status(&sim, a).status, ManualStatus::Resolving);
+    // The resolver never answers: the attempt fails at the deadline.
+    let asked = sim.now;
+    assert!(
+        sim.run_until(RESOLVE_TIMEOUT + Duration::from_secs(1), |sim| {
+            matches!(status(sim, a).status, ManualStatus::Waiting { .. })
+        })
+    );
+    assert_eq!(sim.now - asked, RESOLVE_TIMEOUT);
+    let ManualStatus::Waiting { last_error, .. } = status(&sim, a).status else {
+        unreachable!()
+    };
+    assert_eq!(last_error, ManualError::ResolveTimedOut);
+    // Its answer, late, is ignored: nothing is dialed.
+    let now = sim.now;
+    sim.nodes[a]
+        .node
+        .handle_resolved(now, &host, 1, Ok(vec![addr]));
+    assert_eq!(sim.nodes[a].node.connection_count(), 0);
+    // The next attempt asks again; an answer without an address fails it.
+    assert!(sim.run_until(Duration::from_secs(2), |sim| {
+        resolve_requests(sim, a).len() == 2
+    }));
+    let (asked, second) = resolve_requests(&sim, a)[1].clone();
+    assert_eq!(asked, host);
+    assert!(second > 1, "a new generation");
+    let now = sim.now;
+    sim.nodes[a]
+        .node
+        .handle_resolved(now, &host, second, Ok(Vec::new()));
+    let ManualStatus::Waiting { last_error, .. } = status(&sim, a).status else {
+        panic!("{:?}", status(&sim, a))
+    };
+    assert_eq!(last_error, ManualError::Resolve(ResolveError::NoAddress));
+    // The third is answered in time, and the peer connects.
+    assert!(sim.run_until(Duration::from_secs(3), |sim| {
+        resolve_requests(sim, a).len() == 3
+    }));
+    let (_, third) = resolve_requests(&sim, a)[2].clone();
+    assert!(third > second);
+    let now = sim.now;
+    sim.nodes[a]
+        .node
+        .handle_resolved(now, &host, third, Ok(vec![addr]));
+    assert!(sim.run_until_connected(a, b));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(status(&sim, a).status, ManualStatus::Connected);
+}
+
+#[test]
+fn a_removed_manual_peer_is_not_dialed_again() {
+    let mut sim = Sim::new(8, Link::lan());
+    let a = sim.add_node(quick(1));
+    let b = sim.add_node(quick(2));
+    sim.partition(a, b);
+    let (addr, idb, now) = (sim.nodes[b].addr, sim.id(b), sim.now);
+    let peer = PeerAddr::Addr(addr);
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, peer.clone(), Some(idb));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.nodes[a].node.remove_manual_peer(&peer), Some(Some(idb)));
+    assert_eq!(sim.nodes[a].node.remove_manual_peer(&peer), None);
+    let dials = |sim: &Sim| {
+        sim.nodes[a]
+            .history
+            .iter()
+            .filter(|e| matches!(e, Event::ConnectFailed { .. }))
+            .count()
+    };
+    sim.run_for(Duration::from_secs(2));
+    let before = dials(&sim);
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(dials(&sim), before, "no attempt after removal");
+    assert!(
+        sim.nodes[a]
+            .node
+            .poll_timeout()
+            .is_none_or(|(at, _)| at > sim.now)
+    );
+}
