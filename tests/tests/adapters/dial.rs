@@ -1,5 +1,6 @@
-//! Dials through the async API: the Node's one dial per peer, shared by
-//! every task that waits for the peer.
+//! Dials through the async API (the Node's one dial per peer, shared by
+//! every task that waits for the peer), and the events a connection's
+//! life publishes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,6 +166,79 @@ async fn both_sides_hear_that_the_peer_connected() {
     assert_eq!((peer, at), (server.remote_identity(), addr));
     let (peer, _) = connected(&mut server_events).await;
     assert_eq!(peer, client.remote_identity());
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// The next event `pick` maps to `Some`, within 5 s.
+async fn next_event<T>(
+    events: &mut pos_p2p::Events,
+    pick: impl Fn(pos_p2p::P2PEvent) -> Option<T>,
+) -> T {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+            Ok(Some(event)) => {
+                if let Some(found) = pick(event) {
+                    return found;
+                }
+            }
+            other => panic!("not in time: {other:?}"),
+        }
+    }
+}
+
+/// A dialer of another protocol major is refused at ALPN: the listener
+/// hears `IncomingRefused` with the address and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_incoming_connection_is_an_event() {
+    let server = P2P::new(config(92)).unwrap();
+    let mut newer = config(93);
+    newer.node.versions.protocol = pos_p2p::semver::Version::new(7, 0, 0);
+    let client = P2P::new(newer).unwrap();
+    let mut events = server.events();
+    let failed = client.connect(server.listen_addrs()[0], None).await;
+    assert!(
+        matches!(
+            failed,
+            Err(pos_p2p::ConnectError::Failed(
+                DisconnectReason::AlpnMismatch
+            ))
+        ),
+        "{failed:?}"
+    );
+    let (addr, reason) = next_event(&mut events, |e| match e {
+        pos_p2p::P2PEvent::IncomingRefused { addr, reason } => Some((addr, reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, DisconnectReason::AlpnMismatch);
+    assert_eq!(addr, client.listen_addrs()[0]);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// New metadata reaches the connected peer as `MetadataUpdated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_metadata_reaches_the_peer_as_an_event() {
+    let server = P2P::new(config(94)).unwrap();
+    let client = P2P::new(config(95)).unwrap();
+    let mut events = server.events();
+    client
+        .connect(server.listen_addrs()[0], Some(server.remote_identity()))
+        .await
+        .unwrap();
+    let mut metadata = pos_p2p::Metadata::new();
+    metadata.insert("name", "renamed").unwrap();
+    client.set_metadata(metadata);
+    let (peer, name) = next_event(&mut events, |e| match e {
+        pos_p2p::P2PEvent::MetadataUpdated { peer, metadata } => {
+            Some((peer, metadata.get("name").cloned()))
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(peer, client.remote_identity());
+    assert_eq!(name.as_deref(), Some("renamed"));
     client.shutdown().await;
     server.shutdown().await;
 }
