@@ -607,7 +607,19 @@ impl Future for Driver {
         // Host names of manual peers the node asked to resolve.
         let resolves = std::mem::take(&mut state.resolves);
         for (addr, generation) in resolves {
-            crate::manual::resolve(&shared, &mut state.node, addr, generation);
+            let shared = shared.clone();
+            crate::manual::resolve(
+                &mut state.node,
+                addr,
+                generation,
+                move |addr, generation, result| {
+                    let mut state = shared.lock();
+                    state
+                        .node
+                        .handle_resolved(Instant::now(), &addr, generation, result);
+                    state.wake_driver();
+                },
+            );
         }
         this.poll_transmits(&mut state, now);
         if let Some(since) = state.closing {

@@ -74,7 +74,8 @@ pub use tunnel_stream::{Tunnel, TunnelOpenError};
 pub use pos_p2p_protocol::codec;
 pub use pos_p2p_protocol::discovery::DiscoveryStats;
 pub use pos_p2p_protocol::node::{
-    DisconnectReason, Limits, NodeStats, StreamError, StreamRejection, Timeouts, stream_code,
+    DisconnectReason, Limits, NodeStats, StreamError, StreamRejection, Timeouts, TransportFailure,
+    Violation, stream_code,
 };
 pub use pos_p2p_protocol::tunnel;
 pub use pos_p2p_protocol::version;

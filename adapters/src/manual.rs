@@ -3,8 +3,7 @@
 //! backoff, status). The driver's part is resolving host names, on a
 //! short-lived thread so that no runtime's blocking pool is needed.
 
-use std::net::ToSocketAddrs;
-use std::sync::Arc;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
 use pos_p2p_protocol::node::{MAX_DIAL_ADDRS, Node};
@@ -12,12 +11,16 @@ pub use pos_p2p_protocol::node::{
     ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError, ResolveError,
 };
 
-use crate::driver::Shared;
-
-/// Resolve a manual peer's host name on a thread of its own and hand the
-/// answer to the node (which ignores it if it came too late). If no
-/// thread can be started, the node hears that at once.
-pub(crate) fn resolve(shared: &Arc<Shared>, node: &mut Node, addr: PeerAddr, generation: u64) {
+/// Resolve a manual peer's host name on a thread of its own and give the
+/// answer to `answer` there (which hands it to the node, which ignores it
+/// if it came too late). If no thread can be started, the node hears that
+/// at once.
+pub(crate) fn resolve(
+    node: &mut Node,
+    addr: PeerAddr,
+    generation: u64,
+    answer: impl FnOnce(PeerAddr, u64, Result<Vec<SocketAddr>, ResolveError>) + Send + 'static,
+) {
     let PeerAddr::Host { host, port } = addr.clone() else {
         // The node asks only for host names; an address is its own answer.
         if let PeerAddr::Addr(socket) = addr {
@@ -25,7 +28,6 @@ pub(crate) fn resolve(shared: &Arc<Shared>, node: &mut Node, addr: PeerAddr, gen
         }
         return;
     };
-    let answer_to = shared.clone();
     let asked = addr.clone();
     let spawned = std::thread::Builder::new()
         .name("pos-p2p-resolve".into())
@@ -34,11 +36,7 @@ pub(crate) fn resolve(shared: &Arc<Shared>, node: &mut Node, addr: PeerAddr, gen
                 .to_socket_addrs()
                 .map(|addrs| addrs.take(MAX_DIAL_ADDRS).collect::<Vec<_>>())
                 .map_err(|e| ResolveError::Failed(e.kind()));
-            let mut state = answer_to.lock();
-            state
-                .node
-                .handle_resolved(Instant::now(), &addr, generation, result);
-            state.wake_driver();
+            answer(addr, generation, result);
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start a resolver thread");

@@ -7,7 +7,7 @@ use quinn_proto::{ConnectionError, TransportErrorCode, VarInt};
 
 use super::conn::{Phase, flush_control};
 use super::hello::{self, ControlMessage, close_code};
-use super::{ALPN_ALERT, ConnectionId, DisconnectReason, Event, Node, StreamId};
+use super::{ALPN_ALERT, ConnectionId, DisconnectReason, Event, Node, StreamId, TransportFailure};
 
 impl Node {
     pub(super) fn close_conn(
@@ -216,7 +216,27 @@ pub(super) fn transport_reason(error: ConnectionError) -> DisconnectReason {
         ConnectionError::TimedOut => DisconnectReason::TimedOut,
         ConnectionError::Reset => DisconnectReason::Reset,
         ConnectionError::LocallyClosed => DisconnectReason::ClosedLocally,
-        other => DisconnectReason::Transport(other.to_string()),
+        ConnectionError::VersionMismatch => {
+            DisconnectReason::Transport(TransportFailure::VersionMismatch)
+        }
+        ConnectionError::TransportError(error) => {
+            DisconnectReason::Transport(TransportFailure::Local {
+                code: u64::from(error.code),
+            })
+        }
+        ConnectionError::ConnectionClosed(close) => {
+            DisconnectReason::Transport(TransportFailure::Peer {
+                code: u64::from(close.error_code),
+            })
+        }
+        ConnectionError::ApplicationClosed(close) => {
+            DisconnectReason::Transport(TransportFailure::Application {
+                code: close.error_code.into_inner(),
+            })
+        }
+        ConnectionError::CidsExhausted => {
+            DisconnectReason::Transport(TransportFailure::CidsExhausted)
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use quinn_proto::{Dir, Side, VarInt};
 
 use super::conn::{Phase, send_hello};
 use super::hello::{self, ControlMessage, MAX_CONTROL_MESSAGE_LEN, close_code};
-use super::{ConnectionId, Direction, DisconnectReason, Event, Node};
+use super::{ConnectionId, Direction, DisconnectReason, Event, Node, Violation};
 
 impl Node {
     /// Accept peer-opened bidirectional streams: the control stream (the
@@ -45,7 +45,7 @@ impl Node {
 
     pub(super) fn read_control(&mut self, now: Instant, id: ConnectionId) {
         let mut messages = Vec::new();
-        let mut failure: Option<String> = None;
+        let mut failure: Option<Violation> = None;
         {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
@@ -72,14 +72,14 @@ impl Node {
                                         match ControlMessage::decode(&frame) {
                                             Ok(message) => messages.push(message),
                                             Err(e) => {
-                                                failure = Some(format!("bad control message: {e}"));
+                                                failure = Some(Violation::ControlMessage(e));
                                                 break;
                                             }
                                         }
                                     }
                                 }
                                 Err(e) => {
-                                    failure = Some(format!("bad control frame: {e}"));
+                                    failure = Some(Violation::ControlFrame(e));
                                     break;
                                 }
                             }
@@ -89,11 +89,11 @@ impl Node {
                         }
                     }
                     Ok(None) => {
-                        failure = Some("control stream finished".into());
+                        failure = Some(Violation::ControlStreamFinished);
                         break;
                     }
                     Err(quinn_proto::ReadError::Reset(_)) => {
-                        failure = Some("control stream reset".into());
+                        failure = Some(Violation::ControlStreamReset);
                         break;
                     }
                     Err(quinn_proto::ReadError::Blocked) => break,
@@ -112,7 +112,7 @@ impl Node {
                 now,
                 id,
                 close_code::PROTOCOL_VIOLATION,
-                Bytes::from(why.clone().into_bytes()),
+                Bytes::from(why.to_string().into_bytes()),
                 DisconnectReason::ProtocolViolation(why),
             );
         }
@@ -165,7 +165,7 @@ impl Node {
                 id,
                 close_code::PROTOCOL_VIOLATION,
                 Bytes::from_static(b"second hello"),
-                DisconnectReason::ProtocolViolation("peer sent a second Hello".into()),
+                DisconnectReason::ProtocolViolation(Violation::SecondHello),
             ),
             ControlMessage::Metadata(metadata) => {
                 // After the sender's Hello, which the stream's order makes
@@ -178,7 +178,7 @@ impl Node {
                         id,
                         close_code::PROTOCOL_VIOLATION,
                         Bytes::from_static(b"metadata before hello"),
-                        DisconnectReason::ProtocolViolation("metadata before Hello".into()),
+                        DisconnectReason::ProtocolViolation(Violation::MetadataBeforeHello),
                     );
                     return;
                 }

@@ -116,7 +116,7 @@ pub enum DisconnectReason {
     AlpnMismatch,
     /// The peer broke the protocol.
     #[error("protocol violation: {0}")]
-    ProtocolViolation(String),
+    ProtocolViolation(Violation),
     /// Another connection to the same peer is kept instead of this one.
     #[error("replaced by another connection to the same peer")]
     Duplicate,
@@ -131,7 +131,73 @@ pub enum DisconnectReason {
     Evicted,
     /// Any other QUIC or TLS failure.
     #[error("transport error: {0}")]
-    Transport(String),
+    Transport(TransportFailure),
+}
+
+/// How a peer broke the protocol (PROTOCOL.md §4 and §5): the connection
+/// is closed with `PROTOCOL_VIOLATION`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A control-stream frame's length prefix was invalid.
+    #[error("bad control frame: {0}")]
+    ControlFrame(crate::codec::FrameError),
+    /// A control message did not decode.
+    #[error("bad control message: {0}")]
+    ControlMessage(crate::codec::DecodeError),
+    /// The peer finished its control stream.
+    #[error("control stream finished")]
+    ControlStreamFinished,
+    /// The peer reset its control stream.
+    #[error("control stream reset")]
+    ControlStreamReset,
+    /// The peer stopped our control stream.
+    #[error("peer stopped the control stream")]
+    ControlStreamStopped,
+    /// The peer sent a second Hello.
+    #[error("peer sent a second Hello")]
+    SecondHello,
+    /// The peer sent metadata before its Hello.
+    #[error("metadata before Hello")]
+    MetadataBeforeHello,
+    /// TLS finished without a certificate from the peer.
+    #[error("peer presented no identity")]
+    NoIdentity,
+    /// The peer has this node's own identity.
+    #[error("connected to itself")]
+    ConnectedToItself,
+}
+
+/// A QUIC failure that has no meaning of its own in pos-p2p.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportFailure {
+    /// The peer speaks no QUIC version this node does.
+    #[error("no common QUIC version")]
+    VersionMismatch,
+    /// This node detected a QUIC transport error (RFC 9000 §20.1 code;
+    /// `0x100`–`0x1ff` are TLS alerts).
+    #[error("QUIC transport error {code:#x}")]
+    Local {
+        /// The transport error code.
+        code: u64,
+    },
+    /// The peer closed the connection with this QUIC transport error code.
+    #[error("peer closed with QUIC transport error {code:#x}")]
+    Peer {
+        /// The transport error code.
+        code: u64,
+    },
+    /// The peer's application closed the connection with a code pos-p2p
+    /// does not know.
+    #[error("peer's application closed with {code:#x}")]
+    Application {
+        /// The application error code.
+        code: u64,
+    },
+    /// The connection ran out of connection ids.
+    #[error("connection ids exhausted")]
+    CidsExhausted,
 }
 
 /// What a [`Node`](super::Node) reports. Poll with
@@ -298,9 +364,12 @@ pub enum ConnectError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// QUIC refused to start the connection.
-    #[error("cannot start the connection: {0}")]
-    Quic(String),
+    /// QUIC cannot start connections any more (its endpoint is stopping).
+    #[error("the QUIC endpoint is stopping")]
+    EndpointStopping,
+    /// QUIC has no connection id left for a new connection.
+    #[error("no connection id left")]
+    CidsExhausted,
     /// A dial was given no address to try.
     #[error("no address to dial")]
     NoAddress,

@@ -97,7 +97,8 @@ pub use config::{Limits, NodeConfig, Timeouts};
 pub use dial::{DialId, MAX_DIAL_ADDRS};
 pub use event::{
     ConnectError, ConnectionId, DisconnectReason, Ecn, Event, NodeStats, PeerInfo, ReadOutcome,
-    StreamError, StreamId, StreamRejection, TimeoutReason, Transmit, stream_code,
+    StreamError, StreamId, StreamRejection, TimeoutReason, Transmit, TransportFailure, Violation,
+    stream_code,
 };
 pub use hello::MAX_APP_NAME_LEN;
 pub use manual::{
@@ -626,7 +627,10 @@ impl Node {
                 quinn_proto::ConnectError::InvalidRemoteAddress(a) => {
                     ConnectError::InvalidAddress(a)
                 }
-                other => ConnectError::Quic(other.to_string()),
+                quinn_proto::ConnectError::CidsExhausted => ConnectError::CidsExhausted,
+                // A server name pos-p2p made, a version and a client
+                // configuration it set: only a stopping endpoint is left.
+                _ => ConnectError::EndpointStopping,
             })?;
         let deadline = now + self.config.timeouts.handshake;
         let id = self.insert_conn(now, handle, quic, Direction::Outbound, expected, deadline);
@@ -777,7 +781,7 @@ impl Node {
                 id,
                 close_code::PROTOCOL_VIOLATION,
                 Bytes::from_static(b"no identity"),
-                DisconnectReason::ProtocolViolation("peer presented no identity".into()),
+                DisconnectReason::ProtocolViolation(Violation::NoIdentity),
             );
             return;
         };
@@ -813,7 +817,7 @@ impl Node {
                 id,
                 close_code::PROTOCOL_VIOLATION,
                 Bytes::from_static(b"connected to self"),
-                DisconnectReason::ProtocolViolation("connected to itself".into()),
+                DisconnectReason::ProtocolViolation(Violation::ConnectedToItself),
             );
             return;
         }

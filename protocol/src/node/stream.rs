@@ -14,7 +14,9 @@ use quinn_proto::{Dir, StreamEvent, VarInt};
 use super::conn::{Conn, Phase, StreamState};
 use super::event::stream_code;
 use super::hello::close_code;
-use super::{ConnectionId, DisconnectReason, Event, Node, ReadOutcome, StreamError, StreamId};
+use super::{
+    ConnectionId, DisconnectReason, Event, Node, ReadOutcome, StreamError, StreamId, Violation,
+};
 
 impl Node {
     /// Open a bidirectional stream to a connected peer. The first bytes
@@ -339,9 +341,7 @@ impl Node {
                         id,
                         close_code::PROTOCOL_VIOLATION,
                         Bytes::from_static(b"control stream stopped"),
-                        DisconnectReason::ProtocolViolation(
-                            "peer stopped the control stream".into(),
-                        ),
+                        DisconnectReason::ProtocolViolation(Violation::ControlStreamStopped),
                     );
                     return;
                 }

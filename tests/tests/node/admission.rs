@@ -318,7 +318,7 @@ fn a_node_that_dials_itself_is_refused() {
     let reason = disconnect_reason(&mut sim, a, Duration::from_secs(5)).expect("fails");
     assert_eq!(
         reason,
-        DisconnectReason::ProtocolViolation("connected to itself".into())
+        DisconnectReason::ProtocolViolation(pos_p2p_protocol::node::Violation::ConnectedToItself)
     );
     assert!(sim.nodes[a].node.peer(&sim.id(a)).is_none());
 }
