@@ -213,6 +213,9 @@ pub struct DiscoveryStats {
     pub peers_evicted: u64,
     /// Peers dropped because a dial to them failed the pinned identity.
     pub peers_forged: u64,
+    /// Peers a dial to an advertised address proved genuine
+    /// ([`Discovery::handle_verified`]).
+    pub peers_verified: u64,
     /// Responses and announcements sent.
     pub responses_sent: u64,
     /// Queries sent.
@@ -577,8 +580,11 @@ impl Discovery {
         if !advertised {
             return;
         }
-        if let Some(cached) = self.peers.get_mut(identity) {
+        if let Some(cached) = self.peers.get_mut(identity)
+            && !cached.verified
+        {
             cached.verified = true;
+            self.stats.peers_verified += 1;
         }
         self.update_verified_ips();
     }

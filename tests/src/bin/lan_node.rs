@@ -23,7 +23,8 @@
 //!
 //! Output lines: `ready <identity> <port>`, `discovered <identity>`,
 //! `pinged <identity>`, `repinged <identity>`, `expired <identity>`,
-//! `pinged-after-expiry <identity>`, `discovery-off`, `packets <n>`.
+//! `pinged-after-expiry <identity>`, `discovery-off`, `packets <n>`,
+//! `verified <n>` (peers proven genuine by a dial, after the pings).
 
 use std::collections::BTreeSet;
 use std::error::Error;
@@ -141,6 +142,10 @@ async fn discover(
             ping(&p2p, identity).await?;
             println!("pinged {identity}");
         }
+        // A dial to advertised addresses that the peer answered proves its
+        // announcement genuine.
+        let verified = p2p.discovery_stats().map_or(0, |s| s.peers_verified);
+        println!("verified {verified}");
     }
     match role {
         "stay" => {

@@ -834,6 +834,7 @@ fn only_a_dial_to_an_advertised_address_verifies_a_peer() {
     lan.nodes[a]
         .discovery
         .handle_verified(&idb, "192.0.2.99:4433".parse().unwrap());
+    assert_eq!(lan.nodes[a].discovery.stats().peers_verified, 0);
     for n in [3u8, 4] {
         let packet = forged_announcement(&lan, n, "192.168.1.70");
         lan.inject_to(
@@ -855,6 +856,10 @@ fn a_forgery_in_a_verified_peers_name_does_not_silence_it() {
     lan.nodes[a]
         .discovery
         .handle_verified(&idb, std::net::SocketAddr::new(b_ip, 4433));
+    lan.nodes[a]
+        .discovery
+        .handle_verified(&idb, std::net::SocketAddr::new(b_ip, 4433));
+    assert_eq!(lan.nodes[a].discovery.stats().peers_verified, 1, "once");
     // A forged instance "from" b's address, which fails its dial.
     let from = std::net::SocketAddr::new(b_ip, 5353);
     let packet = forged_announcement(&lan, 50, "192.168.1.99");

@@ -177,6 +177,8 @@ fn two_nodes_find_each_other_and_connect_without_an_address() {
     }
     assert!(stdout(&b).contains("ponged"), "{}", stdout(&b));
     assert!(stdout(&b).contains("discovery-off"), "{}", stdout(&b));
+    // a's dial to b's advertised addresses proved b's announcement genuine.
+    assert!(stdout(&a).contains("verified 1\n"), "{}", stdout(&a));
     // Each saw the other at its veth address.
     assert!(stdout(&a).contains("10.77.0.2:"), "{}", stdout(&a));
     assert!(stdout(&b).contains("10.77.0.1:"), "{}", stdout(&b));
