@@ -35,7 +35,7 @@ use bytes::Bytes;
 use quinn_proto::{ReadError, VarInt};
 
 use super::conn::{Conn, Phase, StreamState};
-use super::event::stream_code;
+use super::error::stream_code;
 use super::{ConnectionId, Event, Node, StreamId};
 use crate::codec::varint::{MAX_VARINT_LEN, VarintError, decode_varint};
 

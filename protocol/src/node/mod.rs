@@ -49,8 +49,10 @@
 //! reason. [`Node::connect`] is the single connection attempt underneath,
 //! reported only by [`Event::Connected`] / [`Event::ConnectFailed`].
 //!
-//! The code is split along the protocol's seams: `dial` (dials and their
-//! outcomes), `admission` (which
+//! The code is split by responsibility: `input` (datagrams and timers),
+//! `command` (dial one address, close, metadata, shutdown), `establish`
+//! (QUIC events, TLS's outcome, the end of the Hello exchange), `dial`
+//! (dials and their outcomes), `manual` (peers kept connected), `admission` (which
 //! handshakes and connections are kept under load), `control` (the control
 //! stream and the Hello), `header` (receiving the header frame of
 //! peer-opened streams), `stream` (stream commands and events),
@@ -69,6 +71,7 @@
 
 mod admission;
 mod close;
+mod command;
 mod config;
 mod conn;
 mod control;
@@ -76,9 +79,12 @@ mod control;
 mod deterministic;
 mod dial;
 mod duplicate;
+mod error;
+mod establish;
 mod event;
 mod header;
 mod hello;
+mod input;
 mod manual;
 mod output;
 mod setup;
@@ -86,19 +92,19 @@ mod stream;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use quinn_proto::{ConnectionHandle, DatagramEvent, VarInt};
+use quinn_proto::ConnectionHandle;
 
 pub use config::{Limits, NodeConfig, Timeouts};
 pub use dial::{DialId, MAX_DIAL_ADDRS};
-pub use event::{
-    ConnectError, ConnectionId, DisconnectReason, Ecn, Event, NodeStats, PeerInfo, ReadOutcome,
-    StreamError, StreamId, StreamRejection, TimeoutReason, Transmit, TransportFailure, Violation,
+pub use error::{
+    ConnectError, DisconnectReason, StreamError, StreamRejection, TransportFailure, Violation,
     stream_code,
+};
+pub use event::{
+    ConnectionId, Ecn, Event, NodeStats, PeerInfo, ReadOutcome, StreamId, TimeoutReason, Transmit,
 };
 pub use hello::MAX_APP_NAME_LEN;
 pub use manual::{
@@ -109,11 +115,9 @@ pub use tls::TlsSetupError;
 
 use crate::RemoteIdentity;
 use crate::book::AddressBook;
-use crate::metadata::Metadata;
 use crate::rate::SourceLimits;
-use conn::{Conn, Phase, flush_control, send_hello};
+use conn::{Conn, Phase, send_hello};
 pub use event::Direction;
-use hello::{ControlMessage, close_code};
 use setup::{NodeClock, derive_seeds, transport_config};
 
 /// The ALPN protocol id for a protocol version: the protocol's name and its
@@ -464,452 +468,5 @@ impl Node {
         self.conns
             .values()
             .all(|c| c.phase == Phase::Closed && c.pending_close.is_none())
-    }
-
-    // ----- inputs -----
-
-    /// Time has moved to `now` (never backwards).
-    fn advance(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        self.clock
-            .advance(self.now.saturating_duration_since(self.started));
-    }
-
-    /// A UDP datagram arrived from `remote`, addressed to `local_ip` (if the
-    /// socket can tell).
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<Ecn>,
-        data: BytesMut,
-    ) {
-        self.advance(now);
-        self.stats.datagrams += 1;
-        if self.drop_early(now, remote, &data) {
-            self.stats.dropped_early += 1;
-            return;
-        }
-        let mut scratch = Vec::new();
-        let event = self.endpoint.handle(
-            now,
-            remote,
-            local_ip,
-            ecn.map(Ecn::to_quinn),
-            data,
-            &mut scratch,
-        );
-        match event {
-            None => {}
-            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
-                if let Some(id) = self.by_handle.get(&handle).copied() {
-                    if let Some(conn) = self.conns.get_mut(&id) {
-                        conn.quic.handle_event(event);
-                    }
-                    self.process(now, id);
-                }
-            }
-            Some(DatagramEvent::NewConnection(incoming)) => {
-                self.handle_incoming(now, incoming, &mut scratch);
-            }
-            Some(DatagramEvent::Response(transmit)) => self.queue_response(transmit, scratch),
-        }
-    }
-
-    /// Whether a datagram can be dropped before QUIC looks at it (which
-    /// for a first flight means deriving keys and decrypting): a version
-    /// negotiation that the rate limit of stateless answers would not send
-    /// anyway, or a first flight from an address with no connection that
-    /// is over its allowance.
-    fn drop_early(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) -> bool {
-        let (Some(&first), Some(version)) = (data.first(), data.get(1..5)) else {
-            return false;
-        };
-        if first & 0x80 == 0 {
-            // Short header: QUIC looks up the connection id, cheaply.
-            return false;
-        }
-        let version = u32::from_be_bytes([version[0], version[1], version[2], version[3]]);
-        match version {
-            // A version negotiation packet (to this node as a dialer).
-            0 => false,
-            1 => {
-                // A source's allowance covers its first flights and their
-                // retransmissions (established connections send short
-                // headers).
-                let initial = (first & 0x30) == 0;
-                initial && !self.first_flights.take(now, remote.ip())
-            }
-            _ => data.len() >= MIN_INITIAL_SIZE && !self.response_limit.has_token(now, remote.ip()),
-        }
-    }
-
-    /// Time has reached `now`: run expired timers.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.advance(now);
-        let ids: Vec<ConnectionId> = self
-            .conns
-            .values()
-            .filter(|c| self.active.contains(&c.id) || c.deadline.is_some_and(|at| at <= now))
-            .map(|c| c.id)
-            .collect();
-        for id in ids {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            conn.quic.handle_timeout(now);
-            if let Some((code, reason, at)) = conn.pending_close.take() {
-                if at <= now {
-                    conn.quic.close(now, VarInt::from_u32(code as u32), reason);
-                } else {
-                    conn.pending_close = Some((code, reason, at));
-                }
-            }
-            let expired = conn.phase == Phase::Handshaking
-                && conn.handshake_deadline.is_some_and(|at| at <= now);
-            if expired {
-                if conn.direction == Direction::Inbound {
-                    self.stats.handshakes_timed_out += 1;
-                }
-                self.close_conn(
-                    now,
-                    id,
-                    close_code::HANDSHAKE_TIMEOUT,
-                    Bytes::from_static(b"handshake timeout"),
-                    DisconnectReason::HandshakeTimeout,
-                );
-            }
-            self.expire_headers(now, id);
-            self.expire_duplicate(now, id);
-            self.process(now, id);
-        }
-        // After the connections: a dial or a disconnection they reported
-        // is news the manual peers act on in the same turn.
-        if !self.shutting_down && self.manual.deadline(now).is_some_and(|at| at <= now) {
-            self.drive_manual(now);
-        }
-    }
-
-    // ----- commands -----
-
-    /// Dial `addr`. With `expected`, the connection fails with
-    /// [`DisconnectReason::IdentityMismatch`] unless that node answers.
-    /// Progress is reported by events: [`Event::Connected`] or
-    /// [`Event::ConnectFailed`]. A dialed connection is one the application
-    /// asked for: it is never evicted (see [`Limits`]).
-    pub fn connect(
-        &mut self,
-        now: Instant,
-        addr: SocketAddr,
-        expected: Option<RemoteIdentity>,
-    ) -> Result<ConnectionId, ConnectError> {
-        self.advance(now);
-        if self.shutting_down {
-            return Err(ConnectError::ShuttingDown);
-        }
-        // The application asked for this connection: only the memory
-        // ceiling refuses it.
-        if self.conns.len() >= self.connection_ceiling() {
-            return Err(ConnectError::TooManyConnections);
-        }
-        let (client_config, server_name) = match &expected {
-            Some(identity) => (
-                self.pinned_client_config.clone(),
-                tls::server_name(identity),
-            ),
-            None => (self.client_config.clone(), tls::SERVER_NAME.to_owned()),
-        };
-        let (handle, quic) = self
-            .endpoint
-            .connect(now, client_config, addr, &server_name)
-            .map_err(|e| match e {
-                quinn_proto::ConnectError::InvalidRemoteAddress(a) => {
-                    ConnectError::InvalidAddress(a)
-                }
-                quinn_proto::ConnectError::CidsExhausted => ConnectError::CidsExhausted,
-                // A server name pos-p2p made, a version and a client
-                // configuration it set: only a stopping endpoint is left.
-                _ => ConnectError::EndpointStopping,
-            })?;
-        let deadline = now + self.config.timeouts.handshake;
-        let id = self.insert_conn(now, handle, quic, Direction::Outbound, expected, deadline);
-        self.process(now, id);
-        Ok(id)
-    }
-
-    /// Close every connection to `peer`, telling it `reason`. Reports
-    /// [`Event::Disconnected`] with [`DisconnectReason::ClosedLocally`].
-    pub fn close(&mut self, now: Instant, peer: &RemoteIdentity, reason: &str) {
-        let ids: Vec<ConnectionId> = self
-            .conns
-            .values()
-            .filter(|c| c.remote.as_ref() == Some(peer))
-            .map(|c| c.id)
-            .collect();
-        for id in ids {
-            self.close_conn(
-                now,
-                id,
-                close_code::NORMAL,
-                Bytes::copy_from_slice(reason.as_bytes()),
-                DisconnectReason::ClosedLocally,
-            );
-        }
-    }
-
-    /// Replace this node's metadata and send it to every connected peer.
-    pub fn set_metadata(&mut self, metadata: Metadata) {
-        self.config.metadata = metadata.clone();
-        let frame = ControlMessage::Metadata(metadata).to_frame();
-        let ids: Vec<ConnectionId> = self
-            .conns
-            .values()
-            .filter(|c| c.phase == Phase::Established)
-            .map(|c| c.id)
-            .collect();
-        for id in ids {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.control_out.push_back(frame.clone());
-                flush_control(conn);
-                self.active.insert(id);
-            }
-        }
-    }
-
-    /// Close every connection and refuse new ones. Keep driving the node
-    /// until [`Node::is_idle`] so that the closes reach the peers.
-    pub fn shutdown(&mut self, now: Instant) {
-        self.shutting_down = true;
-        let ids: Vec<ConnectionId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.close_conn(
-                now,
-                id,
-                close_code::SHUTDOWN,
-                Bytes::from_static(b"shutting down"),
-                DisconnectReason::ClosedLocally,
-            );
-        }
-    }
-
-    // ----- internals -----
-
-    fn insert_conn(
-        &mut self,
-        now: Instant,
-        handle: ConnectionHandle,
-        quic: quinn_proto::Connection,
-        direction: Direction,
-        expected: Option<RemoteIdentity>,
-        handshake_deadline: Instant,
-    ) -> ConnectionId {
-        let id = ConnectionId(self.next_conn);
-        self.next_conn += 1;
-        self.by_handle.insert(handle, id);
-        self.conns.insert(
-            id,
-            Conn::new(
-                id,
-                handle,
-                quic,
-                direction,
-                expected,
-                now,
-                handshake_deadline,
-            ),
-        );
-        id
-    }
-
-    /// The connection new streams to `peer` go on.
-    fn primary(&self, peer: &RemoteIdentity) -> Option<ConnectionId> {
-        let peer = self.peers.get(peer)?;
-        Some(peer.info.connection)
-    }
-
-    /// Run everything that follows an input to connection `id`.
-    fn process(&mut self, now: Instant, id: ConnectionId) {
-        self.active.insert(id);
-        loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return;
-            };
-            while let Some(event) = conn.quic.poll_endpoint_events() {
-                if let Some(event) = self.endpoint.handle_event(conn.handle, event) {
-                    conn.quic.handle_event(event);
-                }
-            }
-            let Some(event) = conn.quic.poll() else {
-                break;
-            };
-            self.handle_quic_event(now, id, event);
-        }
-        let drained = self.conns.get(&id).is_some_and(|c| c.quic.is_drained());
-        if drained {
-            // Drained without a lost event (not expected): report it closed.
-            self.end_conn(id, DisconnectReason::ClosedLocally);
-            if let Some(conn) = self.conns.remove(&id) {
-                self.by_handle.remove(&conn.handle);
-            }
-            self.active.remove(&id);
-        }
-    }
-
-    fn handle_quic_event(&mut self, now: Instant, id: ConnectionId, event: quinn_proto::Event) {
-        match event {
-            quinn_proto::Event::HandshakeDataReady | quinn_proto::Event::DatagramReceived => {}
-            quinn_proto::Event::DatagramsUnblocked => {}
-            quinn_proto::Event::Connected => self.on_tls_done(now, id),
-            quinn_proto::Event::ConnectionLost { reason } => {
-                let reason = self.lost_reason(id, reason);
-                self.end_conn(id, reason);
-            }
-            quinn_proto::Event::Stream(event) => self.on_stream_event(now, id, event),
-        }
-    }
-
-    fn on_tls_done(&mut self, now: Instant, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let Some(remote) = tls::peer_identity(conn.quic.crypto_session()) else {
-            // The verifiers only accept identity certificates, so this
-            // cannot happen; fail closed if it does.
-            self.close_conn(
-                now,
-                id,
-                close_code::PROTOCOL_VIOLATION,
-                Bytes::from_static(b"no identity"),
-                DisconnectReason::ProtocolViolation(Violation::NoIdentity),
-            );
-            return;
-        };
-        conn.remote = Some(remote);
-        // A listener's metadata goes out once the dialer proved who it is.
-        if conn.direction == Direction::Inbound {
-            conn::send_metadata(conn, &self.config);
-        }
-        // Take the control stream (without reading it) so that a Goodbye
-        // can explain a mismatch to the peer.
-        self.accept_streams(now, id);
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if let Some(expected) = conn.expected
-            && expected != remote
-        {
-            self.close_conn(
-                now,
-                id,
-                close_code::IDENTITY_MISMATCH,
-                Bytes::from_static(b"unexpected identity"),
-                DisconnectReason::IdentityMismatch {
-                    expected,
-                    actual: remote,
-                },
-            );
-            return;
-        }
-        if remote == self.local {
-            self.close_conn(
-                now,
-                id,
-                close_code::PROTOCOL_VIOLATION,
-                Bytes::from_static(b"connected to self"),
-                DisconnectReason::ProtocolViolation(Violation::ConnectedToItself),
-            );
-            return;
-        }
-        self.read_control(now, id);
-        self.try_establish(now, id);
-    }
-
-    /// Once TLS proved the peer's identity and both Hellos are through, the
-    /// connection is established, if admission finds room for it.
-    fn try_establish(&mut self, now: Instant, id: ConnectionId) {
-        let Some(conn) = self.conns.get(&id) else {
-            return;
-        };
-        let ready = conn.phase == Phase::Handshaking
-            && conn.local_hello_sent
-            && conn.remote_hello.is_some()
-            && conn.remote.is_some()
-            && !conn.quic.is_handshaking();
-        if !ready {
-            return;
-        }
-        if !self.make_room(now, id) {
-            self.close_conn(
-                now,
-                id,
-                close_code::CONNECTION_LIMIT,
-                Bytes::from_static(b"too many connections"),
-                DisconnectReason::Refused,
-            );
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let (Some(remote), Some(hello)) = (conn.remote, conn.remote_hello.as_ref()) else {
-            return;
-        };
-        conn.phase = Phase::Established;
-        self.stats.connections_established += 1;
-        conn.quic.set_receive_window(VarInt::from_u32(
-            self.config.limits.connection_receive_window,
-        ));
-        conn.handshake_deadline = None;
-        conn.last_activity = now;
-        let info = PeerInfo {
-            identity: remote,
-            versions: hello.versions.clone(),
-            metadata: hello.metadata.clone(),
-            addr: conn.quic.remote_address(),
-            direction: conn.direction,
-            connection: id,
-        };
-        let early = std::mem::take(&mut conn.early_streams);
-        let direction = conn.direction;
-        // Where to dial it again. A peer we dialed is one the application
-        // asked for; one that dialed us is a stranger until it is used.
-        match direction {
-            Direction::Outbound => self.book.remember_used(remote, info.addr),
-            Direction::Inbound => self.book.remember(remote, info.addr),
-        }
-        match self.peers.get(&remote).map(|p| p.info.direction) {
-            None => {
-                self.peers.insert(
-                    remote,
-                    Peer {
-                        info: info.clone(),
-                        conns: BTreeSet::from([id]),
-                    },
-                );
-                self.events.push_back(Event::Connected(Box::new(info)));
-            }
-            Some(old_direction) => {
-                let this_wins = self.new_connection_wins(remote, old_direction, direction);
-                let Some(peer) = self.peers.get_mut(&remote) else {
-                    return;
-                };
-                peer.conns.insert(id);
-                let loser = if this_wins {
-                    let old = peer.info.connection;
-                    peer.info = info;
-                    old
-                } else {
-                    id
-                };
-                self.supersede(loser);
-            }
-        }
-        // After `Connected`: whoever waited for the dial finds the peer.
-        self.dial_established(id, remote);
-        self.manual.wake();
-        for stream in early {
-            self.start_header(now, id, stream);
-        }
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use quinn_proto::{Dir, StreamEvent, VarInt};
 
 use super::conn::{Conn, Phase, StreamState};
-use super::event::stream_code;
+use super::error::stream_code;
 use super::hello::close_code;
 use super::{
     ConnectionId, DisconnectReason, Event, Node, ReadOutcome, StreamError, StreamId, Violation,

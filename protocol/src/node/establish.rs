@@ -1,0 +1,240 @@
+//! A connection's way to the established state: QUIC events, the TLS
+//! handshake's outcome, and the Hello exchange's end.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_proto::{ConnectionHandle, VarInt};
+
+use super::conn::{Conn, Phase};
+use super::hello::close_code;
+use super::{
+    ConnectionId, Direction, DisconnectReason, Event, Node, Peer, PeerInfo, Violation, conn, tls,
+};
+use crate::RemoteIdentity;
+
+impl Node {
+    pub(super) fn insert_conn(
+        &mut self,
+        now: Instant,
+        handle: ConnectionHandle,
+        quic: quinn_proto::Connection,
+        direction: Direction,
+        expected: Option<RemoteIdentity>,
+        handshake_deadline: Instant,
+    ) -> ConnectionId {
+        let id = ConnectionId(self.next_conn);
+        self.next_conn += 1;
+        self.by_handle.insert(handle, id);
+        self.conns.insert(
+            id,
+            Conn::new(
+                id,
+                handle,
+                quic,
+                direction,
+                expected,
+                now,
+                handshake_deadline,
+            ),
+        );
+        id
+    }
+
+    /// The connection new streams to `peer` go on.
+    pub(super) fn primary(&self, peer: &RemoteIdentity) -> Option<ConnectionId> {
+        let peer = self.peers.get(peer)?;
+        Some(peer.info.connection)
+    }
+
+    /// Run everything that follows an input to connection `id`.
+    pub(super) fn process(&mut self, now: Instant, id: ConnectionId) {
+        self.active.insert(id);
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            while let Some(event) = conn.quic.poll_endpoint_events() {
+                if let Some(event) = self.endpoint.handle_event(conn.handle, event) {
+                    conn.quic.handle_event(event);
+                }
+            }
+            let Some(event) = conn.quic.poll() else {
+                break;
+            };
+            self.handle_quic_event(now, id, event);
+        }
+        let drained = self.conns.get(&id).is_some_and(|c| c.quic.is_drained());
+        if drained {
+            // Drained without a lost event (not expected): report it closed.
+            self.end_conn(id, DisconnectReason::ClosedLocally);
+            if let Some(conn) = self.conns.remove(&id) {
+                self.by_handle.remove(&conn.handle);
+            }
+            self.active.remove(&id);
+        }
+    }
+
+    pub(super) fn handle_quic_event(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        event: quinn_proto::Event,
+    ) {
+        match event {
+            quinn_proto::Event::HandshakeDataReady | quinn_proto::Event::DatagramReceived => {}
+            quinn_proto::Event::DatagramsUnblocked => {}
+            quinn_proto::Event::Connected => self.on_tls_done(now, id),
+            quinn_proto::Event::ConnectionLost { reason } => {
+                let reason = self.lost_reason(id, reason);
+                self.end_conn(id, reason);
+            }
+            quinn_proto::Event::Stream(event) => self.on_stream_event(now, id, event),
+        }
+    }
+
+    pub(super) fn on_tls_done(&mut self, now: Instant, id: ConnectionId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(remote) = tls::peer_identity(conn.quic.crypto_session()) else {
+            // The verifiers only accept identity certificates, so this
+            // cannot happen; fail closed if it does.
+            self.close_conn(
+                now,
+                id,
+                close_code::PROTOCOL_VIOLATION,
+                Bytes::from_static(b"no identity"),
+                DisconnectReason::ProtocolViolation(Violation::NoIdentity),
+            );
+            return;
+        };
+        conn.remote = Some(remote);
+        // A listener's metadata goes out once the dialer proved who it is.
+        if conn.direction == Direction::Inbound {
+            conn::send_metadata(conn, &self.config);
+        }
+        // Take the control stream (without reading it) so that a Goodbye
+        // can explain a mismatch to the peer.
+        self.accept_streams(now, id);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(expected) = conn.expected
+            && expected != remote
+        {
+            self.close_conn(
+                now,
+                id,
+                close_code::IDENTITY_MISMATCH,
+                Bytes::from_static(b"unexpected identity"),
+                DisconnectReason::IdentityMismatch {
+                    expected,
+                    actual: remote,
+                },
+            );
+            return;
+        }
+        if remote == self.local {
+            self.close_conn(
+                now,
+                id,
+                close_code::PROTOCOL_VIOLATION,
+                Bytes::from_static(b"connected to self"),
+                DisconnectReason::ProtocolViolation(Violation::ConnectedToItself),
+            );
+            return;
+        }
+        self.read_control(now, id);
+        self.try_establish(now, id);
+    }
+
+    /// Once TLS proved the peer's identity and both Hellos are through, the
+    /// connection is established, if admission finds room for it.
+    pub(super) fn try_establish(&mut self, now: Instant, id: ConnectionId) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let ready = conn.phase == Phase::Handshaking
+            && conn.local_hello_sent
+            && conn.remote_hello.is_some()
+            && conn.remote.is_some()
+            && !conn.quic.is_handshaking();
+        if !ready {
+            return;
+        }
+        if !self.make_room(now, id) {
+            self.close_conn(
+                now,
+                id,
+                close_code::CONNECTION_LIMIT,
+                Bytes::from_static(b"too many connections"),
+                DisconnectReason::Refused,
+            );
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let (Some(remote), Some(hello)) = (conn.remote, conn.remote_hello.as_ref()) else {
+            return;
+        };
+        conn.phase = Phase::Established;
+        self.stats.connections_established += 1;
+        conn.quic.set_receive_window(VarInt::from_u32(
+            self.config.limits.connection_receive_window,
+        ));
+        conn.handshake_deadline = None;
+        conn.last_activity = now;
+        let info = PeerInfo {
+            identity: remote,
+            versions: hello.versions.clone(),
+            metadata: hello.metadata.clone(),
+            addr: conn.quic.remote_address(),
+            direction: conn.direction,
+            connection: id,
+        };
+        let early = std::mem::take(&mut conn.early_streams);
+        let direction = conn.direction;
+        // Where to dial it again. A peer we dialed is one the application
+        // asked for; one that dialed us is a stranger until it is used.
+        match direction {
+            Direction::Outbound => self.book.remember_used(remote, info.addr),
+            Direction::Inbound => self.book.remember(remote, info.addr),
+        }
+        match self.peers.get(&remote).map(|p| p.info.direction) {
+            None => {
+                self.peers.insert(
+                    remote,
+                    Peer {
+                        info: info.clone(),
+                        conns: BTreeSet::from([id]),
+                    },
+                );
+                self.events.push_back(Event::Connected(Box::new(info)));
+            }
+            Some(old_direction) => {
+                let this_wins = self.new_connection_wins(remote, old_direction, direction);
+                let Some(peer) = self.peers.get_mut(&remote) else {
+                    return;
+                };
+                peer.conns.insert(id);
+                let loser = if this_wins {
+                    let old = peer.info.connection;
+                    peer.info = info;
+                    old
+                } else {
+                    id
+                };
+                self.supersede(loser);
+            }
+        }
+        // After `Connected`: whoever waited for the dial finds the peer.
+        self.dial_established(id, remote);
+        self.manual.wake();
+        for stream in early {
+            self.start_header(now, id, stream);
+        }
+    }
+}
