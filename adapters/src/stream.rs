@@ -139,11 +139,6 @@ impl UnicastStream {
                     buf[filled..filled + bytes.len()].copy_from_slice(&bytes);
                     filled += bytes.len();
                 }
-                Ok(ReadOutcome::Finished) if filled == 0 => {
-                    self.recv_done = true;
-                    self.recv_end = Some(None);
-                    break Poll::Ready(Ok(0));
-                }
                 Ok(ReadOutcome::Reset(code)) if filled == 0 => {
                     self.recv_done = true;
                     self.recv_end = Some(Some(code));

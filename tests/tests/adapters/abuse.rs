@@ -230,3 +230,52 @@ async fn a_blocked_read_is_woken_when_its_peer_goes_away() {
     assert!(!matches!(read, Ok(n) if n > 0), "{read:?}");
     client.shutdown().await;
 }
+
+/// A stream the peer resets once its header has arrived still yields the
+/// header first (the node received it whole), then the reset with its
+/// code: the bytes read before a reset are not lost in the same read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_the_header_yields_the_header_then_the_reset() {
+    let server = P2P::new(config(98)).unwrap();
+    let client = P2P::new(config(99)).unwrap();
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let mut stream = peer.new_stream().await.unwrap();
+    let header = TestHeader::Echo.to_bytes();
+    stream.write_all(&header).await.unwrap();
+    let mut incoming = tokio::time::timeout(Duration::from_secs(5), server.accept())
+        .await
+        .expect("in time")
+        .expect("a stream");
+    stream.reset(0x1234).unwrap();
+    // Let the reset arrive before the first read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut buf = [0u8; 1024];
+    let n = incoming.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], &header[..]);
+    let error = incoming.read(&mut buf).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+    let reset = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<StreamReset>());
+    assert_eq!(reset, Some(&StreamReset(0x1234)));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Once shutdown has begun, `new_stream` fails with `Shutdown`, not as a
+/// dial that could not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_stream_during_shutdown_fails_with_shutdown() {
+    use futures_util::FutureExt;
+    let server = P2P::new(config(100)).unwrap();
+    let client = P2P::new(config(101)).unwrap();
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    // Shutdown begins (and is then left to finish on its own).
+    assert!(client.shutdown().now_or_never().is_none());
+    let result = peer.new_stream().await;
+    assert!(
+        matches!(result, Err(pos_p2p::NewStreamError::Shutdown)),
+        "{result:?}"
+    );
+    server.shutdown().await;
+}
