@@ -198,6 +198,8 @@ struct Socket {
 #[derive(Debug)]
 pub(crate) struct Driver {
     shared: Arc<Shared>,
+    /// The node's span (`Node::span`), entered for each turn.
+    span: tracing::Span,
     sockets: Vec<Socket>,
     timer: Pin<Box<dyn Timer>>,
     mdns: Option<Mdns>,
@@ -239,8 +241,10 @@ impl Driver {
                 Ok(Socket { io, state, local })
             })
             .collect::<io::Result<Vec<_>>>()?;
+        let span = shared.lock().node.span().clone();
         Ok(Self {
             shared,
+            span,
             sockets,
             timer,
             mdns,
@@ -564,6 +568,8 @@ impl Future for Driver {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        let span = this.span.clone();
+        let _entered = span.enter();
         // Listing the interfaces can take a while: not under the lock.
         let ifaces = this
             .mdns
@@ -588,7 +594,7 @@ impl Future for Driver {
                 mdns.rescan(now, discovery, ifaces);
             }
             mdns.exchange(discovery, now);
-            if discovery.poll_timeout().is_some_and(|at| at <= now) {
+            if discovery.poll_timeout().is_some_and(|(at, _)| at <= now) {
                 discovery.handle_timeout(now);
             }
             mdns.exchange(discovery, now);
@@ -651,10 +657,12 @@ impl Future for Driver {
             }
         }
         let discovery_at = state.discovery.as_ref().and_then(Discovery::poll_timeout);
+        let node_at = state.node.poll_timeout();
+        tracing::trace!(node = ?node_at, discovery = ?discovery_at, "driver sleeps until the next of these");
         let scan_at = this.mdns.as_ref().map(Mdns::next_scan);
         let next = [
-            state.node.poll_timeout().map(|(at, _)| at),
-            discovery_at,
+            node_at.map(|(at, _)| at),
+            discovery_at.map(|(at, _)| at),
             scan_at,
         ]
         .into_iter()

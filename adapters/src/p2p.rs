@@ -390,6 +390,7 @@ impl P2P {
                     id,
                     self.identity,
                     peer,
+                    state.node.span(),
                 )));
             }
             if state.stopped {

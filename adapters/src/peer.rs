@@ -118,6 +118,7 @@ impl Peer {
                                 id,
                                 state.node.local_identity(),
                                 self.identity,
+                                state.node.span(),
                             )))
                         }
                         Err(StreamError::StreamsExhausted) => {

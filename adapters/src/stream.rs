@@ -44,6 +44,9 @@ pub struct UnicastStream {
     recv_done: bool,
     /// The receiving half ended: `None` finished, `Some(code)` reset.
     recv_end: Option<Option<u64>>,
+    /// The stream's tracing span (its id and peer), entered by every
+    /// operation on it.
+    span: tracing::Span,
 }
 
 impl UnicastStream {
@@ -52,6 +55,7 @@ impl UnicastStream {
         id: StreamId,
         local: RemoteIdentity,
         remote: RemoteIdentity,
+        node_span: &tracing::Span,
     ) -> Self {
         Self {
             shared,
@@ -61,6 +65,7 @@ impl UnicastStream {
             send_closed: false,
             recv_done: false,
             recv_end: None,
+            span: tracing::debug_span!(parent: node_span, "stream", id = ?id, peer = %remote),
         }
     }
 
@@ -78,6 +83,8 @@ impl UnicastStream {
     /// [`stream_code::FIRST_APPLICATION_CODE`]; lower codes are the
     /// protocol's); the peer's reads fail with that code.
     pub fn reset(&mut self, code: u64) -> io::Result<()> {
+        let _entered = self.span.clone().entered();
+        tracing::trace!(code, "reset");
         application_code(code)?;
         let mut state = self.shared.lock();
         self.send_closed = true;
@@ -89,6 +96,8 @@ impl UnicastStream {
     /// Stop reading: ask the peer to stop sending, with an application error
     /// code (at least [`stream_code::FIRST_APPLICATION_CODE`]).
     pub fn stop(&mut self, code: u64) -> io::Result<()> {
+        let _entered = self.span.clone().entered();
+        tracing::trace!(code, "stop");
         application_code(code)?;
         let mut state = self.shared.lock();
         self.recv_done = true;
@@ -104,6 +113,8 @@ impl UnicastStream {
     /// `Header::from_stream` does this itself when the header does not
     /// decode.
     pub fn reject(&mut self, why: StreamRejection) {
+        let _entered = self.span.clone().entered();
+        tracing::debug!(?why, "rejected");
         let mut state = self.shared.lock();
         state.node.reject(self.id, why);
         self.recv_done = true;
@@ -112,6 +123,7 @@ impl UnicastStream {
     }
 
     fn poll_read_inner(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let _entered = self.span.clone().entered();
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -178,6 +190,7 @@ impl UnicastStream {
     }
 
     fn poll_write_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let _entered = self.span.clone().entered();
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -199,6 +212,7 @@ impl UnicastStream {
     }
 
     fn poll_close_inner(&mut self) -> Poll<io::Result<()>> {
+        let _entered = self.span.clone().entered();
         if self.send_closed {
             return Poll::Ready(Ok(()));
         }

@@ -490,10 +490,10 @@ pub fn mdns_packets(data: &[u8]) {
     let legacy: std::net::SocketAddr = "192.0.2.9:40000".parse().expect("address");
 
     let check = |discovery: &mut Discovery, now: Instant| {
-        if discovery.poll_timeout().is_some_and(|at| at <= now) {
+        if discovery.poll_timeout().is_some_and(|(at, _)| at <= now) {
             discovery.handle_timeout(now);
             // Every timer moved past now: a driver would not spin.
-            assert!(discovery.poll_timeout().is_none_or(|at| at > now));
+            assert!(discovery.poll_timeout().is_none_or(|(at, _)| at > now));
         }
         while let Some(transmit) = discovery.poll_transmit() {
             assert!(transmit.payload.len() <= MAX_PACKET_LEN);

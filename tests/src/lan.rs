@@ -203,7 +203,7 @@ impl Lan {
                 .nodes
                 .iter()
                 .filter(|n| n.online)
-                .filter_map(|n| n.discovery.poll_timeout())
+                .filter_map(|n| n.discovery.poll_timeout().map(|(at, _)| at))
                 .min();
             let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
                 self.now = end;
@@ -231,7 +231,7 @@ impl Lan {
                 let due = self.nodes[index]
                     .discovery
                     .poll_timeout()
-                    .is_some_and(|at| at <= self.now);
+                    .is_some_and(|(at, _)| at <= self.now);
                 if self.nodes[index].online && due {
                     self.nodes[index].discovery.handle_timeout(self.now);
                     self.flush(index);

@@ -254,6 +254,26 @@ impl Cached {
     }
 }
 
+/// What [`Discovery::poll_timeout`] is waiting for. For logs and for
+/// debugging busy loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscoveryTimeout {
+    /// The next periodic query.
+    Query,
+    /// The next announcement of this node's record (start-up, changes).
+    Announce,
+    /// A delayed answer to a query (RFC 6762 §6).
+    Response,
+    /// A peer's record expires.
+    PeerExpires(RemoteIdentity),
+    /// A peer's record is due for a refreshing query (at 80–95 % of its
+    /// TTL).
+    PeerRefresh(RemoteIdentity),
+    /// A host address record expires.
+    AddressExpires,
+}
+
 /// The sans-IO mDNS responder and browser. See the [module docs](self).
 #[derive(Debug)]
 pub struct Discovery {
@@ -1150,26 +1170,34 @@ impl Discovery {
 
     /// When [`Discovery::handle_timeout`] must be called next; `None` once
     /// closed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<(Instant, DiscoveryTimeout)> {
         if self.closed {
             return None;
         }
-        let peers = self
-            .peers
+        let peers = self.peers.iter().flat_map(|(id, c)| {
+            [
+                Some((c.expires, DiscoveryTimeout::PeerExpires(*id))),
+                c.next_refresh()
+                    .map(|at| (at, DiscoveryTimeout::PeerRefresh(*id))),
+            ]
+        });
+        let hosts = self
+            .hosts
             .values()
-            .flat_map(|c| [Some(c.expires), c.next_refresh()])
-            .flatten();
-        let hosts = self.hosts.values().flatten().map(|(_, at)| *at);
+            .flatten()
+            .map(|(_, at)| (*at, DiscoveryTimeout::AddressExpires));
         [
-            Some(self.next_query),
-            self.announce.map(|(at, _)| at),
-            self.pending_response.map(|(at, _)| at),
+            Some((self.next_query, DiscoveryTimeout::Query)),
+            self.announce
+                .map(|(at, _)| (at, DiscoveryTimeout::Announce)),
+            self.pending_response
+                .map(|(at, _)| (at, DiscoveryTimeout::Response)),
         ]
         .into_iter()
-        .flatten()
         .chain(peers)
+        .flatten()
         .chain(hosts)
-        .min()
+        .min_by_key(|(at, _)| *at)
     }
 }
 

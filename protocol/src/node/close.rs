@@ -22,6 +22,7 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        tracing::debug!(parent: &conn.span, code, reason = %local_reason, "closing the connection");
         if conn.phase == Phase::Closed {
             return;
         }
@@ -61,6 +62,7 @@ impl Node {
         }
         let was_established = conn.phase == Phase::Established;
         conn.phase = Phase::Closed;
+        tracing::debug!(parent: &conn.span, %reason, was_established, "connection over");
         // Tasks blocked on this connection's streams must look again (and
         // find it gone), whether or not the peer stays connected.
         for (stream, _) in conn

@@ -115,6 +115,9 @@ pub(super) struct Conn {
     /// When `handle_timeout` is next due for this connection, as of the
     /// last time it rested (see `Node::active`).
     pub(super) deadline: Option<Instant>,
+    /// The connection's tracing span: its id, direction and path, and the
+    /// peer once TLS proved it. Entered while the node works on it.
+    pub(super) span: tracing::Span,
 }
 
 impl Conn {
@@ -127,10 +130,11 @@ impl Conn {
         now: Instant,
         handshake_deadline: Instant,
     ) -> Self {
+        let addr = quic.remote_address();
         Self {
             id,
             handle,
-            addr: quic.remote_address(),
+            addr,
             quic,
             direction,
             expected,
@@ -159,6 +163,8 @@ impl Conn {
             pending_close: None,
             peer_goodbye: None,
             deadline: None,
+            // Set by `Node::insert_conn`, inside the node's span.
+            span: tracing::Span::none(),
         }
     }
 

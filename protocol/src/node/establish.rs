@@ -27,18 +27,24 @@ impl Node {
         let id = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.by_handle.insert(handle, id);
-        self.conns.insert(
+        let mut conn = Conn::new(
             id,
-            Conn::new(
-                id,
-                handle,
-                quic,
-                direction,
-                expected,
-                now,
-                handshake_deadline,
-            ),
+            handle,
+            quic,
+            direction,
+            expected,
+            now,
+            handshake_deadline,
         );
+        conn.span = tracing::debug_span!(
+            parent: &self.span,
+            "conn",
+            id = id.0,
+            dir = ?direction,
+            path = %conn.addr,
+            peer = tracing::field::Empty,
+        );
+        self.conns.insert(id, conn);
         id
     }
 
@@ -51,6 +57,8 @@ impl Node {
     /// Run everything that follows an input to connection `id`.
     pub(super) fn process(&mut self, now: Instant, id: ConnectionId) {
         self.active.insert(id);
+        let span = self.conns.get(&id).map(|c| c.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
@@ -111,6 +119,8 @@ impl Node {
             return;
         };
         conn.remote = Some(remote);
+        conn.span.record("peer", tracing::field::display(remote));
+        tracing::debug!(parent: &conn.span, "TLS proved the peer's identity");
         // A listener's metadata goes out once the dialer proved who it is.
         if conn.direction == Direction::Inbound {
             conn::send_metadata(conn, &self.config);
@@ -230,6 +240,7 @@ impl Node {
                 self.supersede(loser);
             }
         }
+        tracing::debug!("connection established");
         // After `Connected`: whoever waited for the dial finds the peer.
         self.dial_established(id, remote);
         self.manual.wake();

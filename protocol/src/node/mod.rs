@@ -194,6 +194,9 @@ pub struct Node {
     book: AddressBook,
     /// Peers the application asked to keep connected.
     manual: manual::Manuals,
+    /// The node's tracing span (its identity); every connection's span is
+    /// inside it.
+    span: tracing::Span,
     conns: BTreeMap<ConnectionId, Conn>,
     by_handle: HashMap<ConnectionHandle, ConnectionId>,
     peers: BTreeMap<RemoteIdentity, Peer>,
@@ -343,6 +346,7 @@ impl Node {
         );
         let responses_per_second = config.limits.stateless_responses_per_second;
         let book = AddressBook::new(config.limits.max_remembered_peers);
+        let span = tracing::info_span!("node", id = %config.identity.to_remote_identity());
         Ok(Self {
             local: config.identity.to_remote_identity(),
             config,
@@ -354,6 +358,7 @@ impl Node {
             dials: dial::Dials::default(),
             book,
             manual: manual::Manuals::new(seeds.manual),
+            span,
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
             peers: BTreeMap::new(),
@@ -430,6 +435,13 @@ impl Node {
     /// them) and to mark peers it uses.
     pub fn book_mut(&mut self) -> &mut AddressBook {
         &mut self.book
+    }
+
+    /// The node's tracing span (fields: its identity). Connections' spans
+    /// are its children; a driver enters it while it works on the node, so
+    /// that everything logged there (QUIC's own logs too) carries it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Dials under way (see [`Node::dial`]).

@@ -88,12 +88,9 @@ async fn a_dial_waits_out_a_cancelled_caller_and_serves_the_next() {
     let addr = server.listen_addrs()[0];
     let expected = Some(server.remote_identity());
     // A caller that gives up after starting the dial: polled once (the
-    // dial starts), then dropped.
-    let cancelled = client.connect(addr, expected).now_or_never();
-    assert!(
-        cancelled.is_none(),
-        "a dial does not finish in its first poll"
-    );
+    // dial starts), then dropped. (On a loaded machine the handshake may
+    // even finish within that poll: the next caller is served either way.)
+    let _ = client.connect(addr, expected).now_or_never();
     // The next caller gets the peer.
     let id = tokio::time::timeout(Duration::from_secs(10), client.connect(addr, expected))
         .await
@@ -115,10 +112,17 @@ async fn waits_for_dials_leave_nothing_behind() {
     let expected = Some(server.remote_identity());
     let empty = |p2p: &P2P| {
         let sizes = p2p.table_sizes();
-        sizes.dials == 0 && sizes.node_dials == 0
+        // The dial to the silent address may still be under way.
+        sizes.dials == 0 && sizes.node_dials <= 1
     };
-    // A cancelled `connect`, then one that succeeds, several joined.
-    assert!(client.connect(addr, expected).now_or_never().is_none());
+    // A cancelled `connect` to an address that never answers: its wait
+    // is gone at once, the Node's dial goes on (to its handshake timeout).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nowhere = silent.local_addr().unwrap();
+    assert!(client.connect(nowhere, None).now_or_never().is_none());
+    let sizes = client.table_sizes();
+    assert_eq!((sizes.dials, sizes.node_dials), (0, 1), "{sizes:?}");
+    // One that succeeds, several joined.
     let joined = join_all((0..4).map(|_| client.connect(addr, expected))).await;
     assert!(joined.iter().all(Result::is_ok), "{joined:?}");
     assert!(empty(&client), "{:?}", client.table_sizes());

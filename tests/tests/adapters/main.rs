@@ -7,4 +7,5 @@ mod failures;
 mod load;
 mod manual;
 mod runtimes;
+mod tracing;
 mod tunnel;
