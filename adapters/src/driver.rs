@@ -130,6 +130,20 @@ impl State {
         Ok(id)
     }
 
+    /// Dial a known peer ([`Node::dial_peer`]) and watch the dial, as
+    /// [`State::dial`].
+    pub(crate) fn dial_peer(
+        &mut self,
+        now: Instant,
+        peer: RemoteIdentity,
+        advertised: &[SocketAddr],
+    ) -> Result<DialId, pos_p2p_protocol::node::ConnectError> {
+        let id = self.node.dial_peer(now, peer, advertised)?;
+        self.dials.entry(id).or_default().watchers += 1;
+        self.wake_driver();
+        Ok(id)
+    }
+
     /// The outcome of a watched dial, or `Pending` (and `cx` is woken when
     /// it comes).
     pub(crate) fn poll_dial(

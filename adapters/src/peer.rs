@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::node::{DisconnectReason, StreamError};
+use pos_p2p_protocol::node::{ConnectError, DisconnectReason, StreamError};
 use pos_p2p_protocol::semver::Version;
 
 use crate::driver::{DialWatch, Shared, State, register};
@@ -84,7 +84,8 @@ impl Peer {
             .map(|p| p.addr)
             .into_iter()
             .collect();
-        for addr in dial_addrs(&state, &self.identity) {
+        let advertised = advertised(&state, &self.identity);
+        for addr in state.node.dial_addrs(&self.identity, &advertised) {
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }
@@ -132,12 +133,12 @@ impl Peer {
                     };
                 }
                 let Some(id) = watch.id() else {
-                    let addrs = dial_addrs(&state, &self.identity);
-                    if addrs.is_empty() {
-                        return Poll::Ready(Err(NewStreamError::NoAddress));
-                    }
-                    match state.dial(now, &addrs, Some(self.identity)) {
+                    let advertised = advertised(&state, &self.identity);
+                    match state.dial_peer(now, self.identity, &advertised) {
                         Ok(id) => watch.set(id),
+                        Err(ConnectError::NoAddress) => {
+                            return Poll::Ready(Err(NewStreamError::NoAddress));
+                        }
                         Err(_) => {
                             return Poll::Ready(Err(NewStreamError::Unreachable(
                                 DisconnectReason::Refused,
@@ -162,21 +163,12 @@ impl Peer {
     }
 }
 
-/// Where to dial a peer: the addresses it was added or reached at, then
-/// those it advertises on the LAN.
-fn dial_addrs(state: &State, peer: &RemoteIdentity) -> Vec<SocketAddr> {
-    let mut addrs: Vec<SocketAddr> = state
-        .node
-        .book()
-        .addrs(peer)
-        .into_iter()
-        .flatten()
-        .collect();
-    let advertised = state.discovery.as_ref().and_then(|d| d.peer(peer));
-    for addr in advertised.into_iter().flat_map(|p| &p.addrs) {
-        if !addrs.contains(addr) {
-            addrs.push(*addr);
-        }
-    }
-    addrs
+/// The addresses discovery reports for `peer` (none without discovery).
+fn advertised(state: &State, peer: &RemoteIdentity) -> Vec<SocketAddr> {
+    state
+        .discovery
+        .as_ref()
+        .and_then(|d| d.peer(peer))
+        .map(|p| p.addrs.clone())
+        .unwrap_or_default()
 }

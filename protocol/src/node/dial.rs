@@ -139,6 +139,33 @@ impl Node {
         Ok(id)
     }
 
+    /// Dial a known peer where it can be found: the addresses the address
+    /// book has for it (most recent first), then `advertised` ones (what
+    /// discovery reports), each once; otherwise as [`Node::dial`] with
+    /// the peer pinned. Fails with [`ConnectError::NoAddress`] if there is
+    /// none (and the peer is neither connected nor being dialed).
+    pub fn dial_peer(
+        &mut self,
+        now: Instant,
+        peer: RemoteIdentity,
+        advertised: &[SocketAddr],
+    ) -> Result<DialId, ConnectError> {
+        let addrs = self.dial_addrs(&peer, advertised);
+        self.dial(now, &addrs, Some(peer))
+    }
+
+    /// Where [`Node::dial_peer`] dials `peer`: the address book's addresses
+    /// for it, most recent first, then `advertised`, without repeats.
+    pub fn dial_addrs(&self, peer: &RemoteIdentity, advertised: &[SocketAddr]) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.book.addrs(peer).into_iter().flatten().collect();
+        for addr in advertised {
+            if !addrs.contains(addr) {
+                addrs.push(*addr);
+            }
+        }
+        addrs
+    }
+
     /// The dial a connection attempt belongs to, while it is under way.
     pub fn dial_of(&self, connection: ConnectionId) -> Option<DialId> {
         self.dials.by_conn.get(&connection).copied()

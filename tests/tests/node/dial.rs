@@ -328,3 +328,32 @@ fn ten_thousand_strangers_leave_the_address_book_within_its_bound() {
     );
     assert!(!book.is_stranger(&idb));
 }
+
+#[test]
+fn a_known_peer_is_dialed_where_the_book_and_discovery_say() {
+    let (mut sim, a, b) = two_nodes();
+    let (addr, idb) = (sim.nodes[b].addr, sim.id(b));
+    let advertised: SocketAddr = "127.0.1.99:4433".parse().unwrap();
+    let now = sim.now;
+    // Unknown, and nothing advertised: no address.
+    assert!(matches!(
+        sim.nodes[a].node.dial_peer(now, idb, &[]),
+        Err(ConnectError::NoAddress)
+    ));
+    // The book's addresses first, then the advertised ones, once each.
+    sim.nodes[a].node.book_mut().pin(idb, addr);
+    assert_eq!(
+        sim.nodes[a].node.dial_addrs(&idb, &[advertised, addr]),
+        vec![addr, advertised]
+    );
+    let dial = sim.nodes[a]
+        .node
+        .dial_peer(now, idb, &[advertised, addr])
+        .unwrap();
+    assert_eq!(sim.nodes[a].node.connection_count(), 2);
+    let result = sim.take_event(a, Duration::from_secs(5), |e| match e {
+        Event::DialFinished { dial: d, result } if *d == dial => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(result, Some(Ok(idb)));
+}
