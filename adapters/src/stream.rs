@@ -140,7 +140,8 @@ impl UnicastStream {
         let mut state = self.shared.lock();
         // quinn hands out one received chunk (about a packet) per read: fill
         // the caller's buffer from as many as are there, and wake the driver
-        // (to send flow-control credit) once per call, not per packet.
+        // once per call, not per packet, and only if QUIC has something to
+        // send (flow-control credit worth a packet, the stream's end).
         let mut filled = 0;
         let result = loop {
             if filled == buf.len() {
@@ -183,7 +184,7 @@ impl UnicastStream {
                 Err(error) => break Poll::Ready(Err(to_io(error))),
             }
         };
-        if filled > 0 || self.recv_done {
+        if state.node.wants_transmit() {
             state.wake_driver();
         }
         result

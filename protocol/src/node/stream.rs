@@ -66,12 +66,20 @@ impl Node {
 
     /// Read up to `max` bytes, in order. On a stream the peer opened, the
     /// first bytes are its header frame, prefix included.
+    ///
+    /// A read leaves the connection with something to send only when QUIC
+    /// says so (flow-control credit worth sending, or the stream's end);
+    /// [`Node::wants_transmit`] tells a driver whether it needs a turn.
     pub fn read(&mut self, stream: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
-        self.app_stream(stream)?;
-        if let Some(header) = self.read_header(self.now, stream, max) {
-            return Ok(ReadOutcome::Data(header));
+        let conn = self.app_stream_quiet(stream)?;
+        if has_header(conn, stream.id) {
+            // Taking the header may let waiting headers in: look again.
+            self.active.insert(stream.conn);
+            if let Some(header) = self.read_header(self.now, stream, max) {
+                return Ok(ReadOutcome::Data(header));
+            }
         }
-        let conn = self.app_stream(stream)?;
+        let conn = self.app_stream_quiet(stream)?;
         let mut recv = conn.quic.recv_stream(stream.id);
         let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
         let outcome = match chunks.next(max) {
@@ -80,12 +88,24 @@ impl Node {
             Err(quinn_proto::ReadError::Blocked) => ReadOutcome::Blocked,
             Err(quinn_proto::ReadError::Reset(code)) => ReadOutcome::Reset(code.into_inner()),
         };
-        // Flow-control credit goes out with the next poll_transmit.
-        let _ = chunks.finalize();
+        // Flow-control credit goes out with the next poll_transmit, if QUIC
+        // finds it worth a packet.
+        if chunks.finalize().should_transmit() {
+            self.active.insert(stream.conn);
+        }
         if matches!(outcome, ReadOutcome::Finished | ReadOutcome::Reset(_)) {
+            self.active.insert(stream.conn);
             self.stream_half_done(stream, false);
         }
         Ok(outcome)
+    }
+
+    /// Whether a command left a connection with something to send or a
+    /// deadline to look at again since the last `poll_transmit` and
+    /// `poll_timeout`: a driver that gets `false` after a command needs no
+    /// turn for it.
+    pub fn wants_transmit(&self) -> bool {
+        !self.active.is_empty()
     }
 
     /// Throw away everything received on `stream` so far. Returns whether
@@ -241,6 +261,11 @@ impl Node {
 
     pub(super) fn app_stream(&mut self, stream: StreamId) -> Result<&mut Conn, StreamError> {
         self.active.insert(stream.conn);
+        self.app_stream_quiet(stream)
+    }
+
+    /// [`Node::app_stream`] without marking the connection active.
+    fn app_stream_quiet(&mut self, stream: StreamId) -> Result<&mut Conn, StreamError> {
         let conn = self
             .conns
             .get_mut(&stream.conn)
@@ -388,4 +413,12 @@ fn discard_header(conn: &mut Conn, stream: quinn_proto::StreamId) -> bool {
         conn.end_header(stream);
     }
     held
+}
+
+/// Whether the node holds `stream`'s header frame for the application's
+/// first reads.
+fn has_header(conn: &Conn, stream: quinn_proto::StreamId) -> bool {
+    conn.streams
+        .get(&stream)
+        .is_some_and(|s| matches!(s.header, super::header::HeaderStage::Ready { .. }))
 }

@@ -199,3 +199,50 @@ fn a_rejected_stream_fails_both_ways_with_the_rejections_code() {
         Err(ReadEnd::Reset(stream_code::REFUSED))
     );
 }
+
+/// A read needs a driver turn only when QUIC has something to send: small
+/// reads leave nothing to send; reading an eighth of the stream's receive
+/// window or more sends credit (quinn-proto's threshold).
+#[test]
+fn a_read_asks_for_a_transmit_only_when_quic_has_credit_to_send() {
+    use pos_p2p_protocol::node::ReadOutcome;
+    let mut sim = Sim::new(61, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(b, a);
+    assert!(sim.run_until_connected(a, b));
+    let stream = sim.open_stream(b, a).unwrap();
+    let window = sim.nodes[a].node.config().limits.stream_receive_window as usize;
+    // Less than an eighth of the window: no credit worth a packet.
+    let small = window / 16;
+    sim.nodes[b].node.write(stream, &payload(1, small)).unwrap();
+    let at_a = sim.accept_stream(a, Duration::from_secs(2)).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    assert!(!sim.nodes[a].node.wants_transmit(), "drained");
+    let mut read = 0;
+    while let Ok(ReadOutcome::Data(bytes)) = sim.nodes[a].node.read(at_a, usize::MAX) {
+        read += bytes.len();
+    }
+    assert_eq!(read, small);
+    assert!(
+        !sim.nodes[a].node.wants_transmit(),
+        "reading a sixteenth of the window sends nothing"
+    );
+    // More than an eighth of the window read: credit goes out.
+    let large = window / 4;
+    let mut sent = 0;
+    while sent < large {
+        let n = sim.nodes[b]
+            .node
+            .write(stream, &payload(2, large - sent))
+            .unwrap_or(0);
+        sent += n;
+        sim.run_for(Duration::from_millis(5));
+    }
+    sim.run_for(Duration::from_millis(50));
+    let mut asked = false;
+    while let Ok(ReadOutcome::Data(_)) = sim.nodes[a].node.read(at_a, usize::MAX) {
+        asked |= sim.nodes[a].node.wants_transmit();
+    }
+    assert!(asked, "reading past an eighth of the window sends credit");
+}
