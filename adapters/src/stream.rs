@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::node::{ReadOutcome, StreamError, StreamId, StreamRejection, stream_code};
 
@@ -120,6 +121,88 @@ impl UnicastStream {
         self.recv_done = true;
         self.send_closed = true;
         state.wake_driver();
+    }
+
+    /// Write all of `data` without copying it: QUIC keeps the `Bytes` as
+    /// they are until they are acknowledged. For callers that hold `Bytes`
+    /// already (a file read into `BytesMut`, a shared buffer); otherwise
+    /// `write_all` is the same.
+    pub async fn write_chunk(&mut self, mut data: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_chunk(cx, &mut data)).await
+    }
+
+    fn poll_write_chunk(&mut self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        let _entered = self.span.clone().entered();
+        let mut state = self.shared.lock();
+        while !data.is_empty() {
+            match state.node.write_chunks(self.id, std::slice::from_mut(data)) {
+                Ok(_) => state.wake_driver(),
+                Err(StreamError::Blocked) => {
+                    if state.stopped {
+                        return Poll::Ready(Err(to_io(StreamError::NotConnected)));
+                    }
+                    state.writers.insert(self.id, cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Err(error) => return Poll::Ready(Err(to_io(error))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The next piece of the stream as QUIC received it (about a packet's
+    /// worth, at most `max` bytes), without copying; `None` at the end.
+    /// A reset fails as `read` does ([`StreamReset`]).
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Option<Bytes>>> {
+        let _entered = self.span.clone().entered();
+        match self.recv_end {
+            Some(None) => return Poll::Ready(Ok(None)),
+            Some(Some(code)) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    StreamReset(code),
+                )));
+            }
+            None => {}
+        }
+        let mut state = self.shared.lock();
+        let result = match state.node.read(self.id, max.max(1)) {
+            Ok(ReadOutcome::Data(bytes)) => Poll::Ready(Ok(Some(bytes))),
+            Ok(ReadOutcome::Finished) => {
+                self.recv_done = true;
+                self.recv_end = Some(None);
+                Poll::Ready(Ok(None))
+            }
+            Ok(ReadOutcome::Reset(code)) => {
+                self.recv_done = true;
+                self.recv_end = Some(Some(code));
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    StreamReset(code),
+                )))
+            }
+            Ok(ReadOutcome::Blocked) => {
+                if state.stopped {
+                    Poll::Ready(Err(to_io(StreamError::NotConnected)))
+                } else {
+                    state.readers.insert(self.id, cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+            Err(error) => Poll::Ready(Err(to_io(error))),
+        };
+        if state.node.wants_transmit() {
+            state.wake_driver();
+        }
+        result
     }
 
     fn poll_read_inner(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {

@@ -54,14 +54,25 @@ impl Node {
         conn.quic
             .send_stream(stream.id)
             .write(data)
-            .map_err(|e| match e {
-                quinn_proto::WriteError::Blocked => StreamError::Blocked,
-                quinn_proto::WriteError::Stopped(code) => StreamError::Stopped(code.into_inner()),
-                // Reset in answer to the peer's STOP_SENDING.
-                quinn_proto::WriteError::ClosedStream => {
-                    stopped.map_or(StreamError::Closed, StreamError::Stopped)
-                }
-            })
+            .map_err(|e| write_error(e, stopped))
+    }
+
+    /// Like [`Node::write`], without copying: QUIC keeps the `Bytes` it
+    /// takes as they are. Takes as much as flow control and the send
+    /// window allow, advancing (or emptying) `data`; returns how many bytes
+    /// were taken.
+    pub fn write_chunks(
+        &mut self,
+        stream: StreamId,
+        data: &mut [Bytes],
+    ) -> Result<usize, StreamError> {
+        let conn = self.app_stream(stream)?;
+        let stopped = conn.streams.get(&stream.id).and_then(|s| s.stopped);
+        conn.quic
+            .send_stream(stream.id)
+            .write_chunks(data)
+            .map(|written| written.bytes)
+            .map_err(|e| write_error(e, stopped))
     }
 
     /// Read up to `max` bytes, in order. On a stream the peer opened, the
@@ -421,4 +432,17 @@ fn has_header(conn: &Conn, stream: quinn_proto::StreamId) -> bool {
     conn.streams
         .get(&stream)
         .is_some_and(|s| matches!(s.header, super::header::HeaderStage::Ready { .. }))
+}
+
+/// A write's error as the application sees it; `stopped` is the code the
+/// peer's STOP_SENDING carried, if it sent one.
+fn write_error(error: quinn_proto::WriteError, stopped: Option<u64>) -> StreamError {
+    match error {
+        quinn_proto::WriteError::Blocked => StreamError::Blocked,
+        quinn_proto::WriteError::Stopped(code) => StreamError::Stopped(code.into_inner()),
+        // Reset in answer to the peer's STOP_SENDING.
+        quinn_proto::WriteError::ClosedStream => {
+            stopped.map_or(StreamError::Closed, StreamError::Stopped)
+        }
+    }
 }

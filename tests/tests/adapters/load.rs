@@ -121,3 +121,49 @@ async fn twenty_peers_connect_to_one_node() {
     }
     hub.shutdown().await;
 }
+
+/// `write_chunk` and `read_chunk` move `Bytes` without copying them, with
+/// flow control (8 MiB through 1.25 MB windows), in order, each chunk
+/// within the size asked for, and `None` at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_move_without_copies_in_order_to_the_end() {
+    use bytes::Bytes;
+    let a = start(23, RuntimeKind::Tokio);
+    let b = start(24, RuntimeKind::Tokio);
+    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.remote_identity()].clone();
+    let data: Bytes = (0..8u32 << 20)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let sent = data.clone();
+    let sender = tokio::spawn(async move {
+        let mut stream = peer.new_stream().await.unwrap();
+        stream
+            .write_chunk(Bytes::from(TestHeader::Sink.to_bytes()))
+            .await
+            .unwrap();
+        for piece in sent.chunks(3 << 20) {
+            stream.write_chunk(sent.slice_ref(piece)).await.unwrap();
+        }
+        stream.close().await.unwrap();
+        stream
+    });
+    let mut incoming = b.accept().await.unwrap();
+    let header = TestHeader::from_stream(&mut incoming).await.unwrap();
+    assert!(matches!(header, TestHeader::Sink));
+    let mut received = Vec::with_capacity(data.len());
+    while let Some(chunk) = incoming.read_chunk(64 * 1024).await.unwrap() {
+        assert!(!chunk.is_empty() && chunk.len() <= 64 * 1024);
+        received.extend_from_slice(&chunk);
+    }
+    assert!(received == data[..], "every byte, in order");
+    assert_eq!(
+        incoming.read_chunk(1024).await.unwrap(),
+        None,
+        "still the end"
+    );
+    drop(sender.await.unwrap());
+    a.shutdown().await;
+    b.shutdown().await;
+}
