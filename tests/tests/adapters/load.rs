@@ -140,7 +140,7 @@ async fn chunks_move_without_copies_in_order_to_the_end() {
     let sender = tokio::spawn(async move {
         let mut stream = peer.new_stream().await.unwrap();
         stream
-            .write_chunk(Bytes::from(TestHeader::Sink.to_bytes()))
+            .write_chunk(TestHeader::Sink.to_bytes())
             .await
             .unwrap();
         for piece in sent.chunks(3 << 20) {
