@@ -3,9 +3,7 @@
 use std::io;
 
 use pos_p2p_protocol::codec::{DecodeError, FrameError};
-use pos_p2p_protocol::node::{
-    ConnectError as NodeConnectError, DisconnectReason, NodeError, StreamError,
-};
+use pos_p2p_protocol::node::{DisconnectReason, NodeError, StreamError};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,22 +29,16 @@ pub enum StartError {
     NoRuntime(&'static str),
     /// The OS could not provide randomness for the node's seed.
     #[error("no randomness: {0}")]
-    Random(String),
+    Random(io::Error),
 }
 
-/// Why a dial failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The dial could not start.
-    #[error(transparent)]
-    Start(#[from] NodeConnectError),
-    /// The connection failed; the reason is typed.
-    #[error("connection failed: {0}")]
-    Failed(DisconnectReason),
-    /// The node is shutting down.
-    #[error("the node is shut down")]
-    Shutdown,
+/// The OS's randomness failure as an I/O error (its `errno` when it has
+/// one).
+pub(crate) fn random_error(error: getrandom::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::other(error),
+    }
 }
 
 /// Why [`Peer::new_stream`](crate::Peer::new_stream) failed.

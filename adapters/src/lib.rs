@@ -59,7 +59,7 @@ mod runtime;
 mod stream;
 mod tunnel_stream;
 
-pub use error::{ConnectError, HeaderError, NewStreamError, StartError};
+pub use error::{HeaderError, NewStreamError, StartError};
 pub use event::{Events, P2PEvent};
 pub use header::HeaderExt;
 pub use manual::{ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError, ResolveError};
@@ -74,8 +74,8 @@ pub use tunnel_stream::{Tunnel, TunnelOpenError};
 pub use pos_p2p_protocol::codec;
 pub use pos_p2p_protocol::discovery::DiscoveryStats;
 pub use pos_p2p_protocol::node::{
-    DisconnectReason, Limits, NodeStats, StreamError, StreamRejection, Timeouts, TransportFailure,
-    Violation, stream_code,
+    ConnectError, DisconnectReason, Limits, NodeStats, StreamError, StreamRejection, Timeouts,
+    TransportFailure, Violation, stream_code,
 };
 pub use pos_p2p_protocol::tunnel;
 pub use pos_p2p_protocol::version;

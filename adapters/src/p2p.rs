@@ -13,13 +13,14 @@ use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
 
 use crate::driver::{DialWatch, Driver, EVENT_QUEUE, Shared, State, register};
-use crate::error::{ConnectError, StartError};
+use crate::error::StartError;
 use crate::event::Events;
 use crate::manual::{ManualPeer, PeerAddr};
 use crate::mdns::Mdns;
 use crate::peer::Peer;
 use crate::runtime::{Runtime, RuntimeKind};
 use crate::stream::UnicastStream;
+use pos_p2p_protocol::node::ConnectError;
 
 /// What a [`P2P`] node is built from.
 ///
@@ -55,7 +56,8 @@ impl P2PConfig {
         app_version: Version,
     ) -> Result<Self, StartError> {
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| StartError::Random(e.to_string()))?;
+        getrandom::fill(&mut seed)
+            .map_err(|e| StartError::Random(crate::error::random_error(e)))?;
         Ok(Self {
             node: NodeConfig::new(identity, app_name, app_version, seed),
             listen_addrs: vec![
@@ -91,7 +93,8 @@ impl P2PConfig {
 /// number generator.
 pub fn generate_identity() -> Result<Identity, StartError> {
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom::fill(seed.as_mut()).map_err(|e| StartError::Random(e.to_string()))?;
+    getrandom::fill(seed.as_mut())
+        .map_err(|e| StartError::Random(crate::error::random_error(e)))?;
     Ok(Identity::from_bytes(&seed))
 }
 
@@ -343,14 +346,14 @@ impl P2P {
         {
             let mut state = self.shared.lock();
             if state.closing.is_some() {
-                return Err(ConnectError::Shutdown);
+                return Err(ConnectError::ShuttingDown);
             }
             watch.set(state.dial(Instant::now(), &[addr], expected)?);
         }
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             let Some(id) = watch.id() else {
-                return Poll::Ready(Err(ConnectError::Shutdown));
+                return Poll::Ready(Err(ConnectError::ShuttingDown));
             };
             let Poll::Ready(result) = state.poll_dial(id, cx) else {
                 return Poll::Pending;
@@ -362,7 +365,7 @@ impl P2P {
                     state.node.book_mut().pin(peer, addr);
                     Ok(peer)
                 }
-                Err(_) if state.closing.is_some() => Err(ConnectError::Shutdown),
+                Err(_) if state.closing.is_some() => Err(ConnectError::ShuttingDown),
                 Err(reason) => Err(ConnectError::Failed(reason)),
             })
         })

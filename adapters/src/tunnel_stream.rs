@@ -28,7 +28,7 @@ pub enum TunnelOpenError {
     Io(#[from] io::Error),
     /// No randomness for the tunnel's keys.
     #[error("no randomness: {0}")]
-    Random(String),
+    Random(io::Error),
 }
 
 /// A stream wrapped in a library tunnel: both ends proved they are accepted
@@ -232,7 +232,8 @@ impl Tunnel<UnicastStream> {
 
 fn seed() -> Result<[u8; 32], TunnelOpenError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| TunnelOpenError::Random(e.to_string()))?;
+    getrandom::fill(&mut seed)
+        .map_err(|e| TunnelOpenError::Random(crate::error::random_error(e)))?;
     Ok(seed)
 }
 

@@ -213,6 +213,13 @@ pub enum ConnectError {
     /// A dial was given no address to try.
     #[error("no address to dial")]
     NoAddress,
+    /// The dial was made, and failed: the reason its last attempt gave.
+    /// [`Node::dial`](super::Node::dial) itself never returns this (the
+    /// outcome comes as [`Event::DialFinished`](super::Event::DialFinished));
+    /// an API that waits for the outcome does, so that connecting has one
+    /// error type.
+    #[error("connection failed: {0}")]
+    Failed(DisconnectReason),
 }
 
 /// The error codes of RESET_STREAM and STOP_SENDING on application streams
