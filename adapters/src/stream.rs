@@ -263,8 +263,7 @@ impl UnicastStream {
                     state.readers.insert(self.id, cx.waker().clone());
                     break Poll::Pending;
                 }
-                Err(_) if filled > 0 => break Poll::Ready(Ok(filled)),
-                Err(error) => break Poll::Ready(Err(to_io(error))),
+                Err(error) => break partial_or(filled, error),
             }
         };
         if state.node.wants_transmit() {
@@ -324,6 +323,20 @@ impl StreamReset {
     /// What the code means (PROTOCOL.md §3.1).
     pub fn rejection(&self) -> StreamRejection {
         StreamRejection::from_code(self.0)
+    }
+}
+
+/// What a read that failed after copying `filled` bytes returns: those
+/// bytes (the error comes again with the next read), or the error if there
+/// are none. (No failure is known to follow data within one read: the
+/// stream cannot change between the two calls, and QUIC reports its end or
+/// reset before it forgets it. This keeps bytes already copied from being
+/// lost if that ever changes.)
+fn partial_or(filled: usize, error: StreamError) -> Poll<io::Result<usize>> {
+    if filled > 0 {
+        Poll::Ready(Ok(filled))
+    } else {
+        Poll::Ready(Err(to_io(error)))
     }
 }
 

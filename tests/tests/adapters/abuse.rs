@@ -279,3 +279,27 @@ async fn new_stream_during_shutdown_fails_with_shutdown() {
     );
     server.shutdown().await;
 }
+
+/// A stream that ends right after its header (an operation without a
+/// payload) reads as the header, then the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_ends_with_its_header_reads_as_the_header_then_the_end() {
+    let server = P2P::new(config(104)).unwrap();
+    let client = P2P::new(config(105)).unwrap();
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let mut stream = peer.new_stream().await.unwrap();
+    let header = TestHeader::Ping.to_bytes();
+    stream.write_all(&header).await.unwrap();
+    stream.close().await.unwrap();
+    let mut incoming = tokio::time::timeout(Duration::from_secs(5), server.accept())
+        .await
+        .expect("in time")
+        .expect("a stream");
+    // Let the end arrive with the header, before the first read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut everything = Vec::new();
+    incoming.read_to_end(&mut everything).await.unwrap();
+    assert_eq!(everything, header);
+    client.shutdown().await;
+    server.shutdown().await;
+}

@@ -167,3 +167,56 @@ async fn chunks_move_without_copies_in_order_to_the_end() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A reader sends flow-control credit as it reads: a 4 MiB stream through
+/// a 64 KiB stream window needs 64 window updates, each of which must go
+/// out when the read that earns it happens (the read wakes the driver).
+/// Healthy, this takes milliseconds; with that wake-up lost, each update
+/// waits for an unrelated timer (seconds), and the transfer misses its
+/// 20 s bound by far. Both ways of reading: `read` and `read_chunk`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_sends_flow_control_credit_as_it_reads() {
+    credit_flows(25, false).await;
+    credit_flows(27, true).await;
+}
+
+async fn credit_flows(seed: u8, chunks: bool) {
+    let mut small = config(seed);
+    small.node.limits.stream_receive_window = 64 * 1024;
+    let a = start(seed + 1, RuntimeKind::Tokio);
+    let b = Arc::new(P2P::new(small).unwrap());
+    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.remote_identity()].clone();
+    const TOTAL: usize = 4 << 20;
+    let sender = tokio::spawn(async move {
+        let mut stream = peer.new_stream().await.unwrap();
+        stream
+            .write_all(&TestHeader::Sink.to_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&vec![7u8; TOTAL]).await.unwrap();
+        stream.close().await.unwrap();
+        stream
+    });
+    let mut incoming = b.accept().await.unwrap();
+    TestHeader::from_stream(&mut incoming).await.unwrap();
+    let received = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut received = 0;
+        if chunks {
+            while let Some(chunk) = incoming.read_chunk(16 * 1024).await.unwrap() {
+                received += chunk.len();
+            }
+        } else {
+            let mut all = Vec::new();
+            incoming.read_to_end(&mut all).await.unwrap();
+            received = all.len();
+        }
+        received
+    })
+    .await
+    .expect("credit went out as the reader read");
+    assert_eq!(received, TOTAL, "read_chunk: {chunks}");
+    drop(sender.await.unwrap());
+    a.shutdown().await;
+    b.shutdown().await;
+}
