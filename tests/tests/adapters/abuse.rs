@@ -303,3 +303,55 @@ async fn a_stream_that_ends_with_its_header_reads_as_the_header_then_the_end() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// Dropping a stream mid-way gives its slot back on both sides: four
+/// streams the client dropped without finishing do not hold the server's
+/// four slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_streams_give_their_slots_back() {
+    let mut server_config = config(106);
+    server_config.node.limits.max_streams_per_connection = 4;
+    let server = P2P::new(server_config).unwrap();
+    let client = P2P::new(config(107)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    for round in 0..3 {
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let mut stream = tokio::time::timeout(Duration::from_secs(5), peer.new_stream())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a slot came back"))
+                .unwrap();
+            stream
+                .write_all(&TestHeader::Echo.to_bytes())
+                .await
+                .unwrap();
+            stream.write_all(b"half an echo").await.unwrap();
+            open.push(stream);
+        }
+        drop(open);
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Reset and stop codes are the application's: below 0x100 they are the
+/// protocol's (PROTOCOL.md §3.1), and a code must fit a QUIC varint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_stop_take_only_application_codes() {
+    let server = P2P::new(config(108)).unwrap();
+    let client = P2P::new(config(109)).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let mut stream = peer.new_stream().await.unwrap();
+    for code in [0, 0x5, 0xff, 1 << 62, u64::MAX] {
+        let reset = stream.reset(code).unwrap_err();
+        assert_eq!(reset.kind(), io::ErrorKind::InvalidInput, "reset {code:#x}");
+        let stop = stream.stop(code).unwrap_err();
+        assert_eq!(stop.kind(), io::ErrorKind::InvalidInput, "stop {code:#x}");
+    }
+    stream.stop((1 << 62) - 1).unwrap();
+    stream.reset(0x100).unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+}
