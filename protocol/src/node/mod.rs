@@ -90,6 +90,7 @@ mod output;
 mod setup;
 mod stream;
 mod tls;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -112,6 +113,7 @@ pub use manual::{
     RESOLVE_TIMEOUT, ResolveError, STABLE,
 };
 pub use tls::TlsSetupError;
+pub use view::StreamView;
 
 use crate::RemoteIdentity;
 use crate::book::AddressBook;

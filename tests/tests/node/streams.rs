@@ -246,3 +246,32 @@ fn a_read_asks_for_a_transmit_only_when_quic_has_credit_to_send() {
     }
     assert!(asked, "reading past an eighth of the window sends credit");
 }
+
+/// A stream borrowed from its node (`node.stream(id)`) does what the
+/// node's methods do for it.
+#[test]
+fn a_borrowed_stream_view_writes_reads_and_finishes() {
+    let mut sim = Sim::new(62, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let stream = sim.open_stream(a, b).unwrap();
+    let mut view = sim.nodes[a].node.stream(stream);
+    assert_eq!(view.id(), stream);
+    assert_eq!(view.write(b"through a view").unwrap(), 14);
+    view.finish().unwrap();
+    let at_b = sim.accept_stream(b, Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        sim.read_to_end(b, at_b, Duration::from_secs(2)).unwrap(),
+        b"through a view"
+    );
+    // Released, the stream is gone for the view as for the node.
+    sim.nodes[a].node.stream(stream).release();
+    let error = sim.nodes[a].node.stream(stream).write(b"x").unwrap_err();
+    assert_eq!(Err(error.clone()), sim.nodes[a].node.write(stream, b"x"));
+    assert!(
+        matches!(error, StreamError::UnknownStream | StreamError::Closed),
+        "{error:?}"
+    );
+}
