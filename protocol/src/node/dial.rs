@@ -166,11 +166,6 @@ impl Node {
         addrs
     }
 
-    /// The dial a connection attempt belongs to, while it is under way.
-    pub fn dial_of(&self, connection: ConnectionId) -> Option<DialId> {
-        self.dials.by_conn.get(&connection).copied()
-    }
-
     fn next_dial_id(&mut self) -> DialId {
         self.dials.next += 1;
         DialId(self.dials.next)

@@ -356,6 +356,20 @@ fn stateless_answers_are_rate_limited() {
         1000 - u64::from(limit),
         "once the bucket is empty, they are dropped before QUIC builds an answer"
     );
+    // Only what could ask for an answer is dropped this early: a short
+    // header (an established connection's packet, however large) and a
+    // version negotiation packet (version 0, for this node as a dialer)
+    // from the same address still reach QUIC.
+    let dropped = stats.dropped_early;
+    let mut short = pos_p2p_tests::sim::payload(7, 1300);
+    short[0] = 0x40;
+    sim.inject(server, victim, &short);
+    let mut negotiation = packet.clone();
+    negotiation[1..5].copy_from_slice(&0u32.to_be_bytes());
+    sim.inject(server, victim, &negotiation);
+    assert_eq!(sim.nodes[server].node.stats().dropped_early, dropped);
+    sim.inject(server, victim, &packet);
+    assert_eq!(sim.nodes[server].node.stats().dropped_early, dropped + 1);
     // Answers to another address have a limit of their own: a flood aimed
     // at one (spoofed) address does not silence the node for others.
     let other: SocketAddr = "192.0.2.100:4433".parse().unwrap();

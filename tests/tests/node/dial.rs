@@ -41,6 +41,7 @@ fn dials_to_one_peer_are_joined_and_finish_once() {
     let (addr, idb) = (sim.nodes[b].addr, sim.id(b));
     let now = sim.now;
     let first = sim.nodes[a].node.dial(now, &[addr], Some(idb)).unwrap();
+    assert_eq!(sim.nodes[a].node.dial_count(), 1);
     sim.run_for(Duration::from_micros(500));
     let now = sim.now;
     let second = sim.nodes[a].node.dial(now, &[addr], Some(idb)).unwrap();
@@ -50,6 +51,8 @@ fn dials_to_one_peer_are_joined_and_finish_once() {
     sim.run_for(Duration::from_millis(100));
     assert_eq!(finished(&sim, a), vec![(first, Ok(idb))]);
     assert_eq!(sim.nodes[a].node.dial_count(), 0, "nothing kept after");
+    assert_eq!(sim.nodes[a].node.stats().connections_established, 1);
+    assert_eq!(sim.nodes[b].node.stats().connections_established, 1);
     // Connected is reported before the dial that led to it.
     let history = &sim.nodes[a].history;
     let connected = history
