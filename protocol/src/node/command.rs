@@ -101,6 +101,8 @@ impl Node {
     /// until [`Node::is_idle`] so that the closes reach the peers.
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
+        // A node that shuts down keeps no one connected.
+        self.manual.clear();
         let ids: Vec<ConnectionId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close_conn(

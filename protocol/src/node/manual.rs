@@ -235,6 +235,12 @@ impl Manuals {
             .min()
     }
 
+    /// Forget every manual peer (the node shuts down).
+    pub(super) fn clear(&mut self) {
+        self.peers.clear();
+        self.due = false;
+    }
+
     /// A peer connected or disconnected, or a dial finished: the manual
     /// peers look again.
     pub(super) fn wake(&mut self) {
@@ -245,7 +251,8 @@ impl Manuals {
 }
 
 impl Node {
-    /// Keep the peer at `addr` connected: dial it at once and, after a
+    /// Keep the peer at `addr` connected (unless the node is shutting
+    /// down, which forgets every manual peer): dial it at once and, after a
     /// failure or a disconnect, again after a backoff of [`FIRST_RETRY`]
     /// doubling to [`MAX_RETRY`], each delay drawn between 75 % and 100 %
     /// of that from the node's seeded random source (a connection that
@@ -263,6 +270,9 @@ impl Node {
         expected: Option<RemoteIdentity>,
     ) {
         self.advance(now);
+        if self.shutting_down {
+            return;
+        }
         if let Some(identity) = expected {
             self.protect(identity);
         }

@@ -94,7 +94,6 @@ impl Node {
             next = Some((at, reason));
         }
         if let Some(at) = self.manual.deadline(self.now)
-            && !self.shutting_down
             && next.is_none_or(|(t, _)| at < t)
         {
             next = Some((at, TimeoutReason::Manual));

@@ -560,3 +560,18 @@ fn a_dial_is_refused_only_at_the_memory_ceiling() {
         Err(pos_p2p_protocol::node::ConnectError::TooManyConnections)
     );
 }
+
+/// `handshakes_timed_out` counts incoming handshakes that ran out of time
+/// (what a listener holds for strangers), not this node's own dials.
+#[test]
+fn handshakes_that_time_out_are_counted_where_they_were_incoming() {
+    let mut sim = Sim::new(63, Link::lan());
+    let server = sim.add_node(Sim::config(1));
+    let dialer = sim.add_node(Sim::config(2));
+    stale_handshakes(&mut sim, dialer, server, 3, 0);
+    let handshake = sim.nodes[server].node.config().timeouts.handshake;
+    sim.run_for(handshake * 2);
+    assert_eq!(sim.nodes[server].node.stats().connections_established, 0);
+    assert_eq!(sim.nodes[server].node.stats().handshakes_timed_out, 3);
+    assert_eq!(sim.nodes[dialer].node.stats().handshakes_timed_out, 0);
+}

@@ -229,3 +229,30 @@ fn a_removed_manual_peer_is_not_dialed_again() {
             .is_none_or(|(at, _)| at > sim.now)
     );
 }
+
+#[test]
+fn a_node_that_shuts_down_forgets_its_manual_peers() {
+    let mut sim = Sim::new(9, Link::lan());
+    let a = sim.add_node(quick(1));
+    let b = sim.add_node(quick(2));
+    let (addr, idb, now) = (sim.nodes[b].addr, sim.id(b), sim.now);
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, PeerAddr::Addr(addr), Some(idb));
+    assert!(sim.run_until_connected(a, b));
+    let now = sim.now;
+    sim.nodes[a].node.shutdown(now);
+    assert!(sim.nodes[a].node.manual_peers().is_empty());
+    // Nor does it take new ones, or wake up for them.
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, PeerAddr::Addr(addr), Some(idb));
+    assert!(sim.nodes[a].node.manual_peers().is_empty());
+    sim.run_for(Duration::from_secs(10));
+    assert!(
+        sim.nodes[a]
+            .node
+            .poll_timeout()
+            .is_none_or(|(_, reason)| reason != pos_p2p_protocol::node::TimeoutReason::Manual)
+    );
+}
