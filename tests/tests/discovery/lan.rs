@@ -357,6 +357,23 @@ fn a_forged_peer_is_dropped_and_its_source_ignored_for_a_while() {
     assert_eq!(lan.nodes[a].discovery.stats().penalized, 1);
     let stats = lan.nodes[a].discovery.stats().clone();
     assert_eq!(stats.peers_forged, 1);
+    // Another source's forgery (a while later) does not lift this one's
+    // penalty.
+    lan.now += Duration::from_secs(1);
+    let other_from: SocketAddr = "192.168.1.67:5353".parse().unwrap();
+    lan.inject_to(
+        a,
+        other_from,
+        &forged_announcement(&lan, 51, "192.168.1.67"),
+    );
+    let now = lan.now;
+    lan.nodes[a]
+        .discovery
+        .handle_forged(now, &Lan::identity(51));
+    assert_eq!(lan.nodes[a].discovery.stats().peers_forged, 2);
+    lan.inject_to(a, from, &packet);
+    assert!(lan.nodes[a].discovery.peer(&forged).is_none());
+    assert_eq!(lan.nodes[a].discovery.stats().penalized, 2);
     // Until the penalty is over.
     let penalty = lan.nodes[a].discovery.config().forgery_penalty;
     lan.now += penalty;
