@@ -342,6 +342,7 @@ fn a_forged_peer_is_dropped_and_its_source_ignored_for_a_while() {
     assert!(lan.nodes[a].discovery.peer(&forged).is_some());
     // A pinned dial to it was answered by someone else.
     let now = lan.now;
+    let forged_at = now;
     lan.nodes[a].discovery.handle_forged(now, &forged);
     lan.run_for(Duration::from_millis(1));
     assert!(lan.nodes[a].discovery.peer(&forged).is_none());
@@ -374,9 +375,13 @@ fn a_forged_peer_is_dropped_and_its_source_ignored_for_a_while() {
     lan.inject_to(a, from, &packet);
     assert!(lan.nodes[a].discovery.peer(&forged).is_none());
     assert_eq!(lan.nodes[a].discovery.stats().penalized, 2);
-    // Until the penalty is over.
+    // Until the penalty is over: it lasts `forgery_penalty`, exactly.
     let penalty = lan.nodes[a].discovery.config().forgery_penalty;
-    lan.now += penalty;
+    lan.now = forged_at + penalty - Duration::from_nanos(1);
+    lan.inject_to(a, from, &packet);
+    assert!(lan.nodes[a].discovery.peer(&forged).is_none());
+    assert_eq!(lan.nodes[a].discovery.stats().penalized, 3);
+    lan.now = forged_at + penalty;
     lan.inject_to(a, from, &packet);
     assert!(lan.nodes[a].discovery.peer(&forged).is_some());
 }
@@ -1019,4 +1024,236 @@ fn an_answer_left_pending_by_an_announcement_waits_a_second_after_it() {
         answered >= announced + Duration::from_secs(1),
         "announced at {announced:?}, answered at {answered:?}"
     );
+}
+
+/// A response built record by record, for instance numbers `n` of the `sim`
+/// service (port 4433, one TXT string).
+struct Records(simple_dns::Packet<'static>);
+
+impl Records {
+    fn new() -> Self {
+        let mut packet = simple_dns::Packet::new_reply(0);
+        packet.set_flags(simple_dns::PacketFlag::AUTHORITATIVE_ANSWER);
+        Self(packet)
+    }
+
+    fn rr(
+        name: &str,
+        ttl: u32,
+        rdata: simple_dns::rdata::RData<'static>,
+    ) -> simple_dns::ResourceRecord<'static> {
+        simple_dns::ResourceRecord::new(
+            simple_dns::Name::new_unchecked(name).into_owned(),
+            simple_dns::CLASS::IN,
+            ttl,
+            rdata,
+        )
+    }
+
+    fn instance(n: u8) -> String {
+        format!("{}._sim._udp.local", Lan::identity(n))
+    }
+
+    fn ptr(mut self, n: u8, ttl: u32) -> Self {
+        self.0.answers.push(ptr(n, ttl));
+        self
+    }
+
+    fn srv(mut self, n: u8, ttl: u32, host: &str) -> Self {
+        let srv = simple_dns::rdata::SRV {
+            priority: 0,
+            weight: 0,
+            port: 4433,
+            target: simple_dns::Name::new_unchecked(host).into_owned(),
+        };
+        let record = Self::rr(&Self::instance(n), ttl, simple_dns::rdata::RData::SRV(srv));
+        self.0.additional_records.push(record);
+        self
+    }
+
+    fn txt(mut self, n: u8, ttl: u32) -> Self {
+        let txt = simple_dns::rdata::TXT::new().with_string("name=x").unwrap();
+        let record = Self::rr(&Self::instance(n), ttl, simple_dns::rdata::RData::TXT(txt));
+        self.0.additional_records.push(record);
+        self
+    }
+
+    fn a(mut self, host: &str, ip: [u8; 4], ttl: u32) -> Self {
+        let a = simple_dns::rdata::A::from(std::net::Ipv4Addr::from(ip));
+        let record = Self::rr(host, ttl, simple_dns::rdata::RData::A(a));
+        self.0.additional_records.push(record);
+        self
+    }
+
+    /// PTR, SRV (to `host`) and TXT of instance `n`, live.
+    fn full(self, n: u8, host: &str) -> Self {
+        self.ptr(n, 4500).srv(n, 120, host).txt(n, 4500)
+    }
+
+    fn send(self, lan: &mut Lan, to: usize) {
+        let bytes = self.0.build_bytes_vec_compressed().unwrap();
+        lan.inject_to(to, "192.168.1.50:5353".parse().unwrap(), &bytes);
+    }
+}
+
+fn addrs_of(lan: &Lan, at: usize, n: u8) -> Option<Vec<SocketAddr>> {
+    let peer = lan.nodes[at].discovery.peer(&Lan::identity(n))?;
+    Some(peer.addrs.clone())
+}
+
+fn addr(ip: [u8; 4]) -> SocketAddr {
+    SocketAddr::from((ip, 4433))
+}
+
+#[test]
+fn instances_that_share_a_host_keep_its_addresses_when_one_goes() {
+    let mut lan = Lan::new(42);
+    let a = lan.add_node_with(unlimited(1, 64));
+    lan.run_for(Duration::from_secs(5));
+    let host = "shared.local";
+    Records::new()
+        .full(9, host)
+        .full(10, host)
+        .a(host, [192, 168, 1, 50], 120)
+        .send(&mut lan, a);
+    assert_eq!(addrs_of(&lan, a, 9), Some(vec![addr([192, 168, 1, 50])]));
+    assert_eq!(addrs_of(&lan, a, 10), Some(vec![addr([192, 168, 1, 50])]));
+    // Instance 9 says goodbye and goes a second later.
+    Records::new().ptr(9, 0).send(&mut lan, a);
+    lan.run_for(Duration::from_secs(2));
+    assert!(!lan.nodes[a].discovery.has_entry(&Lan::identity(9)));
+    // Instance 10 renews its records (not the host's): it is still
+    // reachable at the host's address.
+    Records::new().full(10, host).send(&mut lan, a);
+    assert_eq!(addrs_of(&lan, a, 10), Some(vec![addr([192, 168, 1, 50])]));
+    let id10 = Lan::identity(10);
+    let gone = lan.nodes[a]
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, DiscoveryEvent::Expired(p) if *p == id10));
+    assert!(!gone, "{:?}", lan.nodes[a].events);
+}
+
+#[test]
+fn an_unknown_instance_gets_an_entry_for_any_live_record_and_none_for_goodbyes() {
+    let mut lan = Lan::new(43);
+    let a = lan.add_node_with(unlimited(1, 64));
+    lan.run_for(Duration::from_secs(5));
+    let host = "h.local";
+    // Goodbyes for instances the node never knew create nothing.
+    Records::new().ptr(20, 0).send(&mut lan, a);
+    Records::new()
+        .ptr(21, 0)
+        .srv(21, 0, host)
+        .txt(21, 0)
+        .send(&mut lan, a);
+    // Any one live record does.
+    Records::new().ptr(22, 4500).send(&mut lan, a);
+    Records::new().srv(23, 120, host).send(&mut lan, a);
+    Records::new().txt(24, 4500).send(&mut lan, a);
+    let has = |n| lan.nodes[a].discovery.has_entry(&Lan::identity(n));
+    assert_eq!(
+        [has(20), has(21), has(22), has(23), has(24)],
+        [false, false, true, true, true]
+    );
+    assert_eq!(lan.nodes[a].discovery.table_len(), 3);
+}
+
+#[test]
+fn an_incomplete_entry_holds_its_place_for_ten_seconds_and_a_goodbye_shortens_it() {
+    let mut lan = Lan::new(44);
+    let a = lan.add_node_with(unlimited(1, 64));
+    lan.run_for(Duration::from_secs(5));
+    // A bare PTR: an entry, incomplete, for ten seconds.
+    Records::new().ptr(30, 4500).send(&mut lan, a);
+    // A new instance whose SRV says goodbye: an entry for one second.
+    Records::new()
+        .ptr(31, 4500)
+        .srv(31, 0, "h.local")
+        .txt(31, 4500)
+        .send(&mut lan, a);
+    let has = |lan: &Lan, n| lan.nodes[a].discovery.has_entry(&Lan::identity(n));
+    lan.run_for(Duration::from_millis(900));
+    assert!(has(&lan, 30) && has(&lan, 31));
+    lan.run_for(Duration::from_millis(200));
+    assert!(has(&lan, 30) && !has(&lan, 31));
+    lan.run_for(Duration::from_millis(8800));
+    assert!(has(&lan, 30));
+    lan.run_for(Duration::from_millis(200));
+    assert!(!has(&lan, 30));
+}
+
+#[test]
+fn a_goodbye_for_one_address_removes_it_a_second_later() {
+    let mut lan = Lan::new(45);
+    let a = lan.add_node_with(unlimited(1, 64));
+    lan.run_for(Duration::from_secs(5));
+    // Instance 40 on two addresses; one says goodbye.
+    Records::new()
+        .full(40, "h40.local")
+        .a("h40.local", [192, 168, 1, 41], 120)
+        .a("h40.local", [192, 168, 1, 42], 120)
+        .send(&mut lan, a);
+    // Instance 41 on one address, which says goodbye.
+    Records::new()
+        .full(41, "h41.local")
+        .a("h41.local", [192, 168, 1, 43], 120)
+        .send(&mut lan, a);
+    // Instance 42 moves from one address to another in one message.
+    Records::new()
+        .full(42, "h42.local")
+        .a("h42.local", [192, 168, 1, 44], 120)
+        .send(&mut lan, a);
+    lan.run_for(Duration::from_millis(100));
+    Records::new()
+        .a("h40.local", [192, 168, 1, 41], 0)
+        .send(&mut lan, a);
+    Records::new()
+        .a("h41.local", [192, 168, 1, 43], 0)
+        .send(&mut lan, a);
+    Records::new()
+        .a("h42.local", [192, 168, 1, 45], 120)
+        .a("h42.local", [192, 168, 1, 44], 0)
+        .send(&mut lan, a);
+    let sorted = |lan: &Lan, n| {
+        let mut addrs = addrs_of(lan, a, n).unwrap_or_default();
+        addrs.sort();
+        addrs
+    };
+    lan.run_for(Duration::from_millis(900));
+    assert_eq!(
+        sorted(&lan, 40),
+        vec![addr([192, 168, 1, 41]), addr([192, 168, 1, 42])]
+    );
+    assert_eq!(sorted(&lan, 41), vec![addr([192, 168, 1, 43])]);
+    assert_eq!(
+        sorted(&lan, 42),
+        vec![addr([192, 168, 1, 44]), addr([192, 168, 1, 45])]
+    );
+    lan.run_for(Duration::from_millis(200));
+    assert_eq!(sorted(&lan, 40), vec![addr([192, 168, 1, 42])]);
+    assert_eq!(addrs_of(&lan, a, 41), None, "no address left: gone");
+    assert_eq!(sorted(&lan, 42), vec![addr([192, 168, 1, 45])]);
+}
+
+#[test]
+fn a_goodbye_never_takes_a_host_past_its_address_limit() {
+    let mut lan = Lan::new(46);
+    let a = lan.add_node_with(unlimited(1, 64));
+    lan.run_for(Duration::from_secs(5));
+    let host = "h50.local";
+    Records::new()
+        .full(50, host)
+        .a(host, [192, 168, 1, 9], 120)
+        .send(&mut lan, a);
+    // Eight new addresses (the limit per peer) and a goodbye for the old
+    // one: the new ones win, the old one goes at once.
+    let mut moved = Records::new();
+    for last in 10..18 {
+        moved = moved.a(host, [192, 168, 1, last], 120);
+    }
+    moved.a(host, [192, 168, 1, 9], 0).send(&mut lan, a);
+    let addrs = addrs_of(&lan, a, 50).expect("still reachable");
+    assert_eq!(addrs.len(), 8, "{addrs:?}");
+    assert!(!addrs.contains(&addr([192, 168, 1, 9])), "{addrs:?}");
 }
