@@ -202,7 +202,7 @@ impl Node {
     /// is room for it, making room if a connection can give way; if not,
     /// the caller refuses it.
     pub(super) fn make_room(&mut self, now: Instant, id: ConnectionId) -> bool {
-        let Some(newcomer) = self.conns.get(&id) else {
+        let Some(newcomer) = live_conn!(&self, id) else {
             return false;
         };
         // A second connection to a connected peer is resolved by the

@@ -19,7 +19,7 @@ impl Node {
         local_reason: DisconnectReason,
     ) {
         self.active.insert(id);
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         tracing::debug!(parent: &conn.span, code, reason = %local_reason, "closing the connection");
@@ -54,7 +54,7 @@ impl Node {
 
     /// The connection is over for the application: report it once.
     pub(super) fn end_conn(&mut self, id: ConnectionId, reason: DisconnectReason) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         if conn.phase == Phase::Closed {

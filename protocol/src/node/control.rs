@@ -15,7 +15,7 @@ impl Node {
     /// listener's first stream) and application streams, whose headers are
     /// received once the connection is established.
     pub(super) fn accept_streams(&mut self, now: Instant, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         // Streams are only looked at once the peer's identity is known.
@@ -47,7 +47,7 @@ impl Node {
         let mut messages = Vec::new();
         let mut failure: Option<Violation> = None;
         {
-            let Some(conn) = self.conns.get_mut(&id) else {
+            let Some(conn) = live_conn!(self, id) else {
                 return;
             };
             let Some(control) = conn.control else {
@@ -124,7 +124,7 @@ impl Node {
         id: ConnectionId,
         message: ControlMessage,
     ) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         match message {

@@ -34,7 +34,7 @@ impl Node {
     /// Stop opening streams on a duplicate connection and tell the peer how
     /// many were opened, so it knows when none are in flight any more.
     pub(super) fn supersede(&mut self, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         if conn.superseded || conn.phase != Phase::Established {
@@ -55,7 +55,7 @@ impl Node {
     /// Close a duplicate connection once both sides gave it up and every
     /// stream either side opened on it has been seen and is done.
     pub(super) fn close_if_drained_duplicate(&mut self, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         let drained = conn.superseded
@@ -78,7 +78,7 @@ impl Node {
     /// whatever still runs on it: a peer that never says `Superseded`, or
     /// counts streams that never come, cannot keep it open for ever.
     pub(super) fn expire_duplicate(&mut self, now: Instant, id: ConnectionId) {
-        let Some(conn) = self.conns.get(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         if conn.duplicate_deadline().is_some_and(|at| at <= now) {

@@ -60,7 +60,7 @@ impl Node {
         let span = self.conns.get(&id).map(|c| c.span.clone());
         let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
+            let Some(conn) = live_conn!(self, id) else {
                 return;
             };
             while let Some(event) = conn.quic.poll_endpoint_events() {
@@ -103,7 +103,7 @@ impl Node {
     }
 
     pub(super) fn on_tls_done(&mut self, now: Instant, id: ConnectionId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         let Some(remote) = tls::peer_identity(conn.quic.crypto_session()) else {
@@ -128,7 +128,7 @@ impl Node {
         // Take the control stream (without reading it) so that a Goodbye
         // can explain a mismatch to the peer.
         self.accept_streams(now, id);
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         if let Some(expected) = conn.expected
@@ -163,7 +163,7 @@ impl Node {
     /// Once TLS proved the peer's identity and both Hellos are through, the
     /// connection is established, if admission finds room for it.
     pub(super) fn try_establish(&mut self, now: Instant, id: ConnectionId) {
-        let Some(conn) = self.conns.get(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         let ready = conn.phase == Phase::Handshaking
@@ -184,7 +184,7 @@ impl Node {
             );
             return;
         }
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         let (Some(remote), Some(hello)) = (conn.remote, conn.remote_hello.as_ref()) else {

@@ -240,7 +240,7 @@ impl Node {
         stream: quinn_proto::StreamId,
     ) {
         let deadline = now + self.config.timeouts.header;
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         conn.streams.insert(
@@ -267,7 +267,7 @@ impl Node {
             self.config.limits.max_header_len,
             self.config.limits.header_buffer,
         );
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         // Streams that waited for budget go first, in order.
@@ -295,7 +295,7 @@ impl Node {
             self.config.limits.header_buffer,
         );
         loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
+            let Some(conn) = live_conn!(self, id) else {
                 return;
             };
             let Some(&stream) = conn.header_waiting.first() else {
@@ -326,7 +326,7 @@ impl Node {
         stream: quinn_proto::StreamId,
         pulled: Pulled,
     ) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         match pulled {
@@ -380,7 +380,7 @@ impl Node {
         stream: quinn_proto::StreamId,
         code: u64,
     ) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         conn.end_header(stream);
@@ -400,7 +400,7 @@ impl Node {
     /// Refuse the streams of connection `id` whose header is overdue.
     pub(super) fn expire_headers(&mut self, now: Instant, id: ConnectionId) {
         loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
+            let Some(conn) = live_conn!(self, id) else {
                 return;
             };
             if conn

@@ -98,7 +98,7 @@ impl Node {
             .map(|c| c.id)
             .collect();
         for id in ids {
-            let Some(conn) = self.conns.get_mut(&id) else {
+            let Some(conn) = live_conn!(self, id) else {
                 continue;
             };
             conn.quic.handle_timeout(now);

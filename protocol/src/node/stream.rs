@@ -311,7 +311,7 @@ impl Node {
     }
 
     pub(super) fn on_stream_event(&mut self, now: Instant, id: ConnectionId, event: StreamEvent) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = live_conn!(self, id) else {
             return;
         };
         match event {
