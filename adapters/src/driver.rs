@@ -12,6 +12,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+
+use crate::clock::Clock;
 use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryEvent};
 use pos_p2p_protocol::node::{DialId, DisconnectReason, Ecn, Event, Node, StreamId};
@@ -91,12 +93,15 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Where every time the adapter uses comes from.
+    pub(crate) clock: Clock,
 }
 
 impl Shared {
-    pub(crate) fn new(state: State) -> Arc<Self> {
+    pub(crate) fn new(state: State, clock: Clock) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(state),
+            clock,
         })
     }
 
@@ -256,6 +261,7 @@ impl Driver {
             })
             .collect::<io::Result<Vec<_>>>()?;
         let span = shared.lock().node.span().clone();
+        let timer_at = shared.clock.now();
         Ok(Self {
             shared,
             span,
@@ -263,7 +269,7 @@ impl Driver {
             timer,
             mdns,
             woken: Vec::new(),
-            timer_at: Instant::now(),
+            timer_at,
             recv_buf: vec![0; RECV_BUF_LEN * quinn_udp::BATCH_SIZE],
             inbox: Vec::new(),
             outbox: VecDeque::new(),
@@ -409,7 +415,8 @@ impl Driver {
                 break;
             }
             let mut state = shared.lock();
-            self.poll_transmits(&mut state, Instant::now());
+            let now = shared.clock.now();
+            self.poll_transmits(&mut state, now);
             if self.outbox.is_empty() {
                 let at = state.node.poll_timeout().map(|(at, _)| at);
                 drop(state);
@@ -479,7 +486,7 @@ impl Driver {
         }
     }
 
-    fn dispatch(state: &mut State) {
+    fn dispatch(state: &mut State, now: Instant) {
         while let Some(event) = state.discovery.as_mut().and_then(Discovery::poll_event) {
             state.publish(match event {
                 DiscoveryEvent::Discovered(peer) => P2PEvent::PeerDiscovered {
@@ -529,7 +536,7 @@ impl Driver {
                             .peer(expected)
                             .is_some_and(|p| p.addrs.contains(&addr))
                     {
-                        discovery.handle_forged(Instant::now(), expected);
+                        discovery.handle_forged(now, expected);
                     }
                     state.publish(P2PEvent::ConnectFailed { addr, peer, reason });
                 }
@@ -588,19 +595,19 @@ impl Future for Driver {
         let ifaces = this
             .mdns
             .as_ref()
-            .filter(|m| m.scan_due(Instant::now()))
+            .filter(|m| m.scan_due(this.shared.clock.now()))
             .map(|_| crate::mdns::interfaces());
         // Socket reads and writes happen without the lock, so that the
         // application's tasks (on other worker threads) are not held up by
         // system calls.
         let mut busy = this.receive(cx);
         if let Some(mdns) = this.mdns.as_mut() {
-            busy |= mdns.receive(cx);
+            busy |= mdns.receive(cx, this.shared.clock.now());
         }
         let shared = this.shared.clone();
         let mut state = shared.lock();
         state.driver = Some(cx.waker().clone());
-        let now = Instant::now();
+        let now = shared.clock.now();
         this.feed(&mut state, now);
         state.node.handle_timeout(now);
         if let (Some(mdns), Some(discovery)) = (this.mdns.as_mut(), state.discovery.as_mut()) {
@@ -615,7 +622,7 @@ impl Future for Driver {
         }
         // Discovery was turned off and its goodbye is out: close the sockets.
         if state.closing.is_none() && state.discovery.as_ref().is_some_and(Discovery::is_closed) {
-            Self::dispatch(&mut state);
+            Self::dispatch(&mut state, now);
             state.discovery = None;
             // The goodbye goes out before the sockets close (once, so under
             // the lock).
@@ -623,20 +630,20 @@ impl Future for Driver {
                 mdns.send();
             }
         }
-        Self::dispatch(&mut state);
+        Self::dispatch(&mut state, now);
         // Host names of manual peers the node asked to resolve.
         let resolves = std::mem::take(&mut state.resolves);
         for (addr, generation) in resolves {
             let shared = shared.clone();
             crate::manual::resolve(
                 &mut state.node,
+                now,
                 addr,
                 generation,
                 move |addr, generation, result| {
+                    let now = shared.clock.now();
                     let mut state = shared.lock();
-                    state
-                        .node
-                        .handle_resolved(Instant::now(), &addr, generation, result);
+                    state.node.handle_resolved(now, &addr, generation, result);
                     state.wake_driver();
                 },
             );

@@ -46,6 +46,7 @@
 //! run on async-io, the reactor of async-std and smol. The protocol itself
 //! lives in the sans-IO crate [`pos_p2p_protocol`].
 
+mod clock;
 mod driver;
 mod error;
 mod event;
@@ -78,6 +79,13 @@ pub use pos_p2p_protocol::node::{
     TransportFailure, Violation, stream_code,
 };
 pub use pos_p2p_protocol::tunnel;
+
+/// Hooks for tests, not part of the supported API: they may change in any
+/// release.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::clock::Clock;
+}
 pub use pos_p2p_protocol::version;
 pub use pos_p2p_protocol::{
     Header, Identity, IdentityError, Metadata, MetadataError, OperatingSystem, PeerMetadata,

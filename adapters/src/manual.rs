@@ -17,6 +17,7 @@ pub use pos_p2p_protocol::node::{
 /// at once.
 pub(crate) fn resolve(
     node: &mut Node,
+    now: Instant,
     addr: PeerAddr,
     generation: u64,
     answer: impl FnOnce(PeerAddr, u64, Result<Vec<SocketAddr>, ResolveError>) + Send + 'static,
@@ -24,7 +25,7 @@ pub(crate) fn resolve(
     let PeerAddr::Host { host, port } = addr.clone() else {
         // The node asks only for host names; an address is its own answer.
         if let PeerAddr::Addr(socket) = addr {
-            node.handle_resolved(Instant::now(), &addr, generation, Ok(vec![socket]));
+            node.handle_resolved(now, &addr, generation, Ok(vec![socket]));
         }
         return;
     };
@@ -40,11 +41,6 @@ pub(crate) fn resolve(
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start a resolver thread");
-        node.handle_resolved(
-            Instant::now(),
-            &asked,
-            generation,
-            Err(ResolveError::Unavailable),
-        );
+        node.handle_resolved(now, &asked, generation, Err(ResolveError::Unavailable));
     }
 }

@@ -263,8 +263,8 @@ impl Mdns {
     /// Read what the sockets have into the inbox (outside the node's lock);
     /// packets from off the link are dropped here. `true` if the turn's
     /// budget ran out.
-    pub(crate) fn receive(&mut self, cx: &mut Context<'_>) -> bool {
-        self.watch_routes(cx);
+    pub(crate) fn receive(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        self.watch_routes(cx, now);
         let mut busy = false;
         for socket in &self.sockets {
             let mut count = 0;
@@ -314,7 +314,7 @@ impl Mdns {
     /// listed again [`RESCAN_SETTLE`] later (a change comes as a burst of
     /// messages, and link events can be frequent: one scan for them all).
     /// The driver's timer includes [`Mdns::next_scan`].
-    fn watch_routes(&mut self, cx: &mut Context<'_>) {
+    fn watch_routes(&mut self, cx: &mut Context<'_>, now: Instant) {
         let Some((io, raw)) = &self.routes else {
             return;
         };
@@ -342,7 +342,7 @@ impl Mdns {
             self.routes = None;
         }
         if changed {
-            let soon = Instant::now() + RESCAN_SETTLE;
+            let soon = now + RESCAN_SETTLE;
             if soon < self.next_scan {
                 tracing::debug!("a link or an address changed: listing the interfaces");
                 self.next_scan = soon;

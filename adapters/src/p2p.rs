@@ -5,13 +5,13 @@ use std::future::poll_fn;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
 use pos_p2p_protocol::node::{Node, NodeConfig};
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
 
+use crate::clock::Clock;
 use crate::driver::{DialWatch, Driver, EVENT_QUEUE, Shared, State, register};
 use crate::error::StartError;
 use crate::event::Events;
@@ -132,6 +132,17 @@ impl P2P {
 
     /// Start a node on the given runtime.
     pub fn with_runtime(config: P2PConfig, runtime: RuntimeKind) -> Result<Arc<Self>, StartError> {
+        Self::with_clock(config, runtime, Clock::system())
+    }
+
+    /// Start a node on the given runtime, reading the time from `clock`
+    /// (a test hook: see [`crate::testing`]).
+    #[doc(hidden)]
+    pub fn with_clock(
+        config: P2PConfig,
+        runtime: RuntimeKind,
+        clock: Clock,
+    ) -> Result<Arc<Self>, StartError> {
         let runtime: Box<dyn Runtime> = match runtime {
             #[cfg(feature = "tokio")]
             RuntimeKind::Tokio => Box::new(crate::runtime::tokio::Tokio(
@@ -141,7 +152,7 @@ impl P2P {
             #[cfg(feature = "async-std")]
             RuntimeKind::AsyncStd => Box::new(crate::runtime::async_std::AsyncStd),
         };
-        let now = Instant::now();
+        let now = clock.now();
         let identity = config.node.identity.to_remote_identity();
         let mut discovery_config = DiscoveryConfig::new(identity, &config.node.app_name, {
             // Only response jitter is drawn from it; derive it from the node's.
@@ -196,31 +207,37 @@ impl P2P {
             None
         };
         let discovery = mdns.as_ref().map(|_| Discovery::new(discovery_config, now));
-        let shared = Shared::new(State {
-            node,
-            discovery,
-            resolves: Vec::new(),
-            driver: None,
-            readers: HashMap::new(),
-            writers: HashMap::new(),
-            peer_waiters: HashMap::new(),
-            dials: HashMap::new(),
-            woken: Vec::new(),
-            added: Default::default(),
-            subscribers: Vec::new(),
-            incoming: Default::default(),
-            accept_waiters: Vec::new(),
-            closing: None,
-            stopped: false,
-            stopped_waiters: Vec::new(),
-        });
-        let driver =
-            Driver::new(shared.clone(), sockets, runtime.timer(now), mdns).map_err(|source| {
-                StartError::Bind {
-                    addr: config.listen_addrs[0],
-                    source,
-                }
-            })?;
+        let shared = Shared::new(
+            State {
+                node,
+                discovery,
+                resolves: Vec::new(),
+                driver: None,
+                readers: HashMap::new(),
+                writers: HashMap::new(),
+                peer_waiters: HashMap::new(),
+                dials: HashMap::new(),
+                woken: Vec::new(),
+                added: Default::default(),
+                subscribers: Vec::new(),
+                incoming: Default::default(),
+                accept_waiters: Vec::new(),
+                closing: None,
+                stopped: false,
+                stopped_waiters: Vec::new(),
+            },
+            clock.clone(),
+        );
+        let driver = Driver::new(
+            shared.clone(),
+            sockets,
+            clock.timer(runtime.timer(now), now),
+            mdns,
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.listen_addrs[0],
+            source,
+        })?;
         let listen_addrs = driver.local_addrs();
         runtime.spawn(Box::pin(driver));
         Ok(Arc::new(Self {
@@ -278,7 +295,8 @@ impl P2P {
     pub fn set_metadata(&self, metadata: Metadata) {
         let mut state = self.shared.lock();
         if let Some(discovery) = &mut state.discovery {
-            discovery.set_metadata(Instant::now(), metadata.clone());
+            let now = self.shared.clock.now();
+            discovery.set_metadata(now, metadata.clone());
         }
         state.node.set_metadata(metadata);
         state.wake_driver();
@@ -310,7 +328,7 @@ impl P2P {
         let mut state = self.shared.lock();
         state
             .node
-            .add_manual_peer(Instant::now(), addr.into(), expected);
+            .add_manual_peer(self.shared.clock.now(), addr.into(), expected);
         state.wake_driver();
     }
 
@@ -348,7 +366,7 @@ impl P2P {
             if state.closing.is_some() {
                 return Err(ConnectError::ShuttingDown);
             }
-            watch.set(state.dial(Instant::now(), &[addr], expected)?);
+            watch.set(state.dial(self.shared.clock.now(), &[addr], expected)?);
         }
         poll_fn(|cx| {
             let mut state = self.shared.lock();
@@ -376,7 +394,7 @@ impl P2P {
     /// known by address, so a later `new_stream` dials it again.
     pub fn disconnect(&self, peer: &RemoteIdentity, reason: &str) {
         let mut state = self.shared.lock();
-        state.node.close(Instant::now(), peer, reason);
+        state.node.close(self.shared.clock.now(), peer, reason);
         state.wake_driver();
     }
 
@@ -419,7 +437,7 @@ impl P2P {
         {
             let mut state = self.shared.lock();
             if state.closing.is_none() {
-                let now = Instant::now();
+                let now = self.shared.clock.now();
                 state.closing = Some(now);
                 state.node.shutdown(now);
                 if let Some(discovery) = &mut state.discovery {
@@ -517,7 +535,7 @@ impl Drop for P2P {
         // stops within the shutdown grace period and drops the sockets.
         let mut state = self.shared.lock();
         if state.closing.is_none() {
-            let now = Instant::now();
+            let now = self.shared.clock.now();
             state.closing = Some(now);
             state.node.shutdown(now);
             if let Some(discovery) = &mut state.discovery {

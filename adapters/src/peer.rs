@@ -5,7 +5,6 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 
 use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::node::{ConnectError, DisconnectReason, StreamError};
@@ -106,7 +105,7 @@ impl Peer {
             if state.closing.is_some() || state.stopped {
                 return Poll::Ready(Err(NewStreamError::Shutdown));
             }
-            let now = Instant::now();
+            let now = self.shared.clock.now();
             loop {
                 if state.node.peer(&self.identity).is_some() {
                     watch.release(&mut state);

@@ -1,6 +1,7 @@
 //! The async API over real sockets on loopback, under every runtime.
 
 mod abuse;
+mod clock;
 mod common;
 mod dial;
 mod failures;

@@ -1,0 +1,121 @@
+//! The adapter on a manual clock (`pos_p2p::testing::Clock`): time moves
+//! only when the test moves it, so the adapter's schedules are asserted
+//! exactly, and waits of seconds take none. The test polls for states
+//! (readiness), never for durations.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pos_p2p::semver::Version;
+use pos_p2p::testing::Clock;
+use pos_p2p::{DisconnectReason, ManualError, ManualPeer, ManualStatus, P2P, RuntimeKind};
+
+use crate::common::config_with;
+
+const HANDSHAKE: Duration = Duration::from_secs(3);
+
+fn node(n: u8, clock: &Clock) -> Arc<P2P> {
+    let mut config = config_with(n, Version::new(1, 0, 0), "127.0.0.1:0".parse().unwrap());
+    config.node.timeouts.handshake = HANDSHAKE;
+    P2P::with_clock(config, RuntimeKind::Tokio, clock.clone()).expect("node starts")
+}
+
+/// `a`'s one manual peer once `done` holds (polled; real time, generous:
+/// only a lost wake-up makes it run out).
+async fn until(a: &P2P, done: impl Fn(&ManualPeer) -> bool) -> ManualPeer {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let peers = a.manual_peers();
+        assert_eq!(peers.len(), 1);
+        if done(&peers[0]) {
+            return peers[0].clone();
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {:?}", peers[0]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Shut `a` down while the clock runs (closing connections wait for QUIC's
+/// timers).
+async fn shutdown(a: Arc<P2P>, clock: &Clock) {
+    let ticking = clock.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            ticking.advance(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    a.shutdown().await;
+    ticker.abort();
+}
+
+fn failures(p: &ManualPeer) -> Option<(u32, Duration)> {
+    match &p.status {
+        ManualStatus::Waiting {
+            failures, retry_in, ..
+        } => Some((*failures, *retry_in)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_manual_clock_a_manual_peer_is_redialed_exactly_when_its_backoff_ends() {
+    let clock = Clock::manual();
+    let a = node(91, &clock);
+    // A port where nothing answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = silent.local_addr().unwrap();
+    a.add_manual_peer(addr, None);
+    until(&a, |p| p.status == ManualStatus::Connecting).await;
+
+    // Real time passes, the clock does not: the handshake has not timed
+    // out a moment before its deadline, and has right at it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    clock.advance(HANDSHAKE - Duration::from_millis(1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.manual_peers()[0].status, ManualStatus::Connecting);
+    clock.advance(Duration::from_millis(1));
+    let failed = until(&a, |p| failures(p).is_some()).await;
+    let ManualStatus::Waiting {
+        retry_in,
+        failures: count,
+        last_error,
+    } = failed.status
+    else {
+        unreachable!()
+    };
+    assert_eq!(count, 1);
+    assert_eq!(
+        last_error,
+        ManualError::Failed(DisconnectReason::HandshakeTimeout)
+    );
+    // The first retry: 1 s, less up to a quarter of jitter.
+    assert!(
+        (Duration::from_millis(750)..=Duration::from_secs(1)).contains(&retry_in),
+        "{retry_in:?}"
+    );
+
+    // The redial comes exactly when the backoff ends.
+    clock.advance(retry_in - Duration::from_millis(1));
+    until(&a, |p| failures(p) == Some((1, Duration::from_millis(1)))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        failures(&a.manual_peers()[0]),
+        Some((1, Duration::from_millis(1)))
+    );
+    clock.advance(Duration::from_millis(1));
+    until(&a, |p| p.status == ManualStatus::Connecting).await;
+
+    // The second failure waits 2 s, less up to a quarter.
+    clock.advance(HANDSHAKE);
+    let again = until(&a, |p| failures(p).is_some()).await;
+    let (count, retry_in) = failures(&again).unwrap();
+    assert_eq!(count, 2);
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_secs(2)).contains(&retry_in),
+        "{retry_in:?}"
+    );
+    drop(silent);
+    shutdown(a, &clock).await;
+}
