@@ -24,8 +24,12 @@ use pos_p2p_protocol::discovery::{
     Destination, Discovery, DiscoveryConfig, DiscoveryEvent, MDNS_PORT,
 };
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
+
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
+
+/// Steps at one instant before the simulator calls it a hang.
+const MAX_STALLED_STEPS: u32 = 100_000;
 
 /// One host on the segment.
 #[derive(Debug)]
@@ -197,6 +201,7 @@ impl Lan {
     /// Advance virtual time by `duration`, delivering and firing timers.
     pub fn run_for(&mut self, duration: Duration) {
         let end = self.now + duration;
+        let mut stalled = 0;
         loop {
             let next_packet = self.queue.peek().map(|Reverse(p)| p.at);
             let next_timer = self
@@ -212,6 +217,17 @@ impl Lan {
             if next > end {
                 self.now = end;
                 return;
+            }
+            // A node that asks to be woken and then does nothing would spin
+            // here for ever: fail loudly instead of hanging.
+            if next <= self.now {
+                stalled += 1;
+                assert!(
+                    stalled <= MAX_STALLED_STEPS,
+                    "time stands still: a node is due again at once every step"
+                );
+            } else {
+                stalled = 0;
             }
             self.now = self.now.max(next);
             while self.queue.peek().is_some_and(|Reverse(p)| p.at <= self.now) {
