@@ -1257,3 +1257,29 @@ fn a_goodbye_never_takes_a_host_past_its_address_limit() {
     assert_eq!(addrs.len(), 8, "{addrs:?}");
     assert!(!addrs.contains(&addr([192, 168, 1, 9])), "{addrs:?}");
 }
+
+#[test]
+fn a_source_that_fills_the_table_pushes_out_its_own_entries_first() {
+    let mut lan = Lan::new(47);
+    let a = lan.add_node_with(unlimited(1, 4));
+    let (x, y) = ("192.168.1.80", "192.168.1.81");
+    let announce = |lan: &mut Lan, n: u8, ip: &str| {
+        let packet = forged_announcement(lan, n, ip);
+        lan.inject_to(a, format!("{ip}:5353").parse().unwrap(), &packet);
+        lan.run_for(Duration::from_millis(10));
+    };
+    // Source x's two entries are the oldest in the table.
+    announce(&mut lan, 60, x);
+    announce(&mut lan, 61, x);
+    announce(&mut lan, 62, y);
+    announce(&mut lan, 63, y);
+    assert_eq!(lan.nodes[a].discovery.table_len(), 4);
+    // Source y announces a fifth: its own oldest entry makes room, not x's.
+    announce(&mut lan, 64, y);
+    let has = |n| lan.nodes[a].discovery.has_entry(&Lan::identity(n));
+    assert_eq!(
+        [has(60), has(61), has(62), has(63), has(64)],
+        [true, true, false, true, true]
+    );
+    assert_eq!(lan.nodes[a].discovery.stats().peers_evicted, 1);
+}
