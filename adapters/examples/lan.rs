@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     metadata,
                 } => {
                     println!("found {peer} ({:?}) at {addrs:?}", metadata.get("name"));
-                    let Some(handle) = p2p.peers().get(&peer).cloned() else {
+                    let Some(handle) = p2p.peers().get(&peer) else {
                         continue;
                     };
                     tokio::spawn(async move {

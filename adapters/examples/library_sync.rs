@@ -109,7 +109,7 @@ async fn sync(
     to: RemoteIdentity,
     keys: &Libraries,
 ) -> Result<String, Box<dyn Error + Send + Sync>> {
-    let peer = from.peers().get(&to).cloned().ok_or("unknown peer")?;
+    let peer = from.peers().get(&to).ok_or("unknown peer")?;
     let mut stream = peer.new_stream().await?;
     stream.write_all(&AppHeader::Sync.to_bytes()).await?;
     let mut tunnel = Tunnel::initiator(stream, keys.photos, keys).await?;

@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let what = if i == 1 { " (includes connecting)" } else { "" };
         println!("ping {i}: round trip {:?}{what}", started.elapsed());
     }
-    let peer = a.peers().get(&b.remote_identity()).cloned().ok_or("peer")?;
+    let peer = a.peers().get(&b.remote_identity()).ok_or("peer")?;
     println!(
         "B as A sees it: connected={} version={:?} metadata={:?}",
         peer.is_connected(),

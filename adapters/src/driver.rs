@@ -556,10 +556,11 @@ impl Driver {
                     state.publish(P2PEvent::IncomingRefused { addr, reason });
                 }
                 Event::MetadataUpdated { peer, metadata } => {
-                    state.publish(P2PEvent::MetadataUpdated {
-                        peer,
-                        metadata: metadata.to_hashmap(),
-                    });
+                    let metadata = match state.node.peer(&peer) {
+                        Some(info) => crate::peer::connected_metadata(&metadata, &info.versions),
+                        None => metadata.to_hashmap(),
+                    };
+                    state.publish(P2PEvent::MetadataUpdated { peer, metadata });
                 }
                 Event::IncomingStream { peer, stream } => {
                     state.incoming.push_back((stream, peer));

@@ -73,7 +73,8 @@ pub enum P2PEvent {
     MetadataUpdated {
         /// The peer.
         peer: RemoteIdentity,
-        /// Its new metadata.
+        /// Its new metadata (`version`: the application version of its
+        /// handshake, as [`Peer::metadata`](crate::Peer::metadata) gives).
         metadata: HashMap<String, String>,
     },
 }

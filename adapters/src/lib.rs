@@ -67,7 +67,7 @@ pub use manual::{ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError,
 #[doc(hidden)]
 pub use p2p::TableSizes;
 pub use p2p::{P2P, P2PConfig, generate_identity};
-pub use peer::Peer;
+pub use peer::{Peer, Peers};
 pub use runtime::RuntimeKind;
 pub use stream::{StreamReset, UnicastStream};
 pub use tunnel_stream::{Tunnel, TunnelOpenError};
@@ -88,8 +88,9 @@ pub mod testing {
 }
 pub use pos_p2p_protocol::version;
 pub use pos_p2p_protocol::{
-    Header, Identity, IdentityError, Metadata, MetadataError, OperatingSystem, PeerMetadata,
-    PeerMetadataError, Rejection, RemoteIdentity, SignatureError, VersionPolicy, Versions, semver,
+    AppVersion, Header, Identity, IdentityError, Metadata, MetadataError, OperatingSystem,
+    PeerMetadata, PeerMetadataError, Rejection, RemoteIdentity, SignatureError, VersionPolicy,
+    Versions, semver,
 };
 
 /// The traits application code needs in scope: `use pos_p2p::prelude::*;`.

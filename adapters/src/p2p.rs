@@ -17,7 +17,7 @@ use crate::error::StartError;
 use crate::event::Events;
 use crate::manual::{ManualPeer, PeerAddr};
 use crate::mdns::Mdns;
-use crate::peer::Peer;
+use crate::peer::{Peer, Peers};
 use crate::runtime::{Runtime, RuntimeKind};
 use crate::stream::UnicastStream;
 use pos_p2p_protocol::node::ConnectError;
@@ -257,11 +257,12 @@ impl P2P {
         &self.listen_addrs
     }
 
-    /// The peers this node knows: connected ones and ones added by address.
-    /// An owned snapshot; no lock is held.
-    pub fn peers(&self) -> HashMap<RemoteIdentity, Arc<Peer>> {
+    /// The peers this node knows: connected ones, ones in its address book,
+    /// found on the LAN, or added by address. An owned snapshot; no lock is
+    /// held.
+    pub fn peers(&self) -> Peers {
         let state = self.shared.lock();
-        let mut peers: HashMap<RemoteIdentity, Arc<Peer>> = HashMap::new();
+        let mut peers: HashMap<RemoteIdentity, Peer> = HashMap::new();
         let connected = state.node.peers().map(|p| p.identity);
         let discovered = state
             .discovery
@@ -281,9 +282,27 @@ impl P2P {
         {
             peers
                 .entry(identity)
-                .or_insert_with(|| Arc::new(Peer::new(self.shared.clone(), identity)));
+                .or_insert_with(|| Peer::new(self.shared.clone(), identity));
         }
-        peers
+        Peers::new(peers)
+    }
+
+    /// The peer with this identity, if this node knows it (as
+    /// [`P2P::peers`] would list it).
+    pub fn peer(&self, identity: &RemoteIdentity) -> Option<Peer> {
+        let state = self.shared.lock();
+        let known = state.node.peer(identity).is_some()
+            || state.node.book().addrs(identity).is_some()
+            || state
+                .discovery
+                .as_ref()
+                .is_some_and(|d| d.peer(identity).is_some())
+            || state
+                .node
+                .manual_peers()
+                .iter()
+                .any(|m| m.identity.as_ref() == Some(identity));
+        known.then(|| Peer::new(self.shared.clone(), *identity))
     }
 
     /// This node's metadata.
@@ -305,14 +324,14 @@ impl P2P {
     /// Remember a peer by identity and address, so that
     /// [`Peer::new_stream`] can dial it on demand. IPv6 literals work as
     /// `"[::1]:4433".parse()`.
-    pub fn add_peer(&self, identity: RemoteIdentity, addr: SocketAddr) -> Arc<Peer> {
+    pub fn add_peer(&self, identity: RemoteIdentity, addr: SocketAddr) -> Peer {
         let mut state = self.shared.lock();
         state.node.book_mut().pin(identity, addr);
         state.added.insert(identity);
         // The application asked for this peer: its connections are never
         // evicted to make room for strangers.
         state.node.protect(identity);
-        Arc::new(Peer::new(self.shared.clone(), identity))
+        Peer::new(self.shared.clone(), identity)
     }
 
     /// Add a manual peer: an address (`"192.0.2.1:4433"`, `"[::1]:4433"`)

@@ -14,9 +14,9 @@ use crate::driver::{DialWatch, Shared, State, register};
 use crate::error::NewStreamError;
 use crate::stream::UnicastStream;
 
-/// A remote node: connected, or known by address. Cheap to clone through
-/// `Arc`; every getter reads the live state.
-#[derive(Debug)]
+/// A remote node: connected, or known by address. A cheap handle (clone
+/// it freely); every getter reads the live state.
+#[derive(Debug, Clone)]
 pub struct Peer {
     shared: Arc<Shared>,
     identity: RemoteIdentity,
@@ -33,13 +33,15 @@ impl Peer {
     }
 
     /// The peer's metadata: as it last sent it while connected, else as it
-    /// advertises it on the LAN; empty if neither.
+    /// advertises it on the LAN; empty if neither. While connected, the
+    /// `version` key is the application version of the peer's handshake
+    /// (the one version gating checked), whatever its metadata said.
     /// [`PeerMetadata::from_hashmap`](crate::PeerMetadata::from_hashmap)
     /// gives the typed view.
     pub fn metadata(&self) -> HashMap<String, String> {
         let state = self.shared.lock();
         if let Some(peer) = state.node.peer(&self.identity) {
-            return peer.metadata.to_hashmap();
+            return connected_metadata(&peer.metadata, &peer.versions);
         }
         state
             .discovery
@@ -170,4 +172,100 @@ fn advertised(state: &State, peer: &RemoteIdentity) -> Vec<SocketAddr> {
         .and_then(|d| d.peer(peer))
         .map(|p| p.addrs.clone())
         .unwrap_or_default()
+}
+
+/// A connected peer's metadata as the application sees it: what the peer
+/// sent, with `version` set to the application version of its handshake.
+pub(crate) fn connected_metadata(
+    metadata: &pos_p2p_protocol::Metadata,
+    versions: &pos_p2p_protocol::Versions,
+) -> HashMap<String, String> {
+    let mut map = metadata.to_hashmap();
+    map.insert(
+        pos_p2p_protocol::KEY_VERSION.to_owned(),
+        versions.app.to_string(),
+    );
+    map
+}
+
+/// A snapshot of the peers a node knows ([`P2P::peers`](crate::P2P::peers)):
+/// connected, in its address book, found on the LAN, or added by address.
+/// It is owned (no lock is held) and hands out owned [`Peer`] handles, so
+/// what `p2p.peers().get(&id)` returns can be kept past the statement.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    map: HashMap<RemoteIdentity, Peer>,
+}
+
+impl Peers {
+    pub(crate) fn new(map: HashMap<RemoteIdentity, Peer>) -> Self {
+        Self { map }
+    }
+
+    /// The peer with this identity, if the node knew it when the snapshot
+    /// was taken.
+    pub fn get(&self, identity: &RemoteIdentity) -> Option<Peer> {
+        self.map.get(identity).cloned()
+    }
+
+    /// Whether the snapshot holds this identity.
+    pub fn contains(&self, identity: &RemoteIdentity) -> bool {
+        self.map.contains_key(identity)
+    }
+
+    /// How many peers the snapshot holds.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the snapshot holds no peer.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The peers, with their identities, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&RemoteIdentity, &Peer)> {
+        self.map.iter()
+    }
+
+    /// The peers, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &Peer> {
+        self.map.values()
+    }
+
+    /// The identities, in no particular order.
+    pub fn identities(&self) -> impl Iterator<Item = &RemoteIdentity> {
+        self.map.keys()
+    }
+}
+
+impl std::ops::Index<&RemoteIdentity> for Peers {
+    type Output = Peer;
+
+    /// The peer with this identity.
+    ///
+    /// # Panics
+    ///
+    /// If the snapshot does not hold it (use [`Peers::get`] to ask).
+    fn index(&self, identity: &RemoteIdentity) -> &Peer {
+        &self.map[identity]
+    }
+}
+
+impl IntoIterator for Peers {
+    type Item = (RemoteIdentity, Peer);
+    type IntoIter = std::collections::hash_map::IntoIter<RemoteIdentity, Peer>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.map.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Peers {
+    type Item = (&'a RemoteIdentity, &'a Peer);
+    type IntoIter = std::collections::hash_map::Iter<'a, RemoteIdentity, Peer>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.map.iter()
+    }
 }

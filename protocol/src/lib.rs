@@ -31,10 +31,10 @@ pub use identity::{
     SECRET_KEY_LEN, SIGNATURE_LEN, SignatureError,
 };
 pub use metadata::{
-    KEY_DEVICE_MODEL, KEY_NAME, KEY_OS, KEY_VERSION, MAX_ENCODED_LEN as MAX_METADATA_LEN,
-    MAX_ENTRIES as MAX_METADATA_ENTRIES, MAX_KEY_LEN as MAX_METADATA_KEY_LEN,
-    MAX_VALUE_LEN as MAX_METADATA_VALUE_LEN, Metadata, MetadataError, OperatingSystem,
-    PeerMetadata, PeerMetadataError,
+    AppVersion, KEY_DEVICE_MODEL, KEY_NAME, KEY_OS, KEY_VERSION,
+    MAX_ENCODED_LEN as MAX_METADATA_LEN, MAX_ENTRIES as MAX_METADATA_ENTRIES,
+    MAX_KEY_LEN as MAX_METADATA_KEY_LEN, MAX_VALUE_LEN as MAX_METADATA_VALUE_LEN, Metadata,
+    MetadataError, OperatingSystem, PeerMetadata, PeerMetadataError,
 };
 pub use semver;
 pub use version::{Rejection, VersionPolicy, Versions};

@@ -337,8 +337,10 @@ pub struct PeerMetadata {
     pub os: Option<OperatingSystem>,
     /// The device model (`device_model`).
     pub device_model: Option<String>,
-    /// The application's version (`version`), a semver version.
-    pub version: Option<semver::Version>,
+    /// The application's version (`version`): its text
+    /// (`metadata.version.as_deref() == Some("0.1.0")`) and the semver
+    /// version it parses to ([`AppVersion::semver`]).
+    pub version: Option<AppVersion>,
     /// Every other key, as it was.
     pub extra: BTreeMap<String, String>,
 }
@@ -365,7 +367,7 @@ impl PeerMetadata {
                 KEY_OS => typed.os = Some(OperatingSystem::from_name(value)),
                 KEY_DEVICE_MODEL => typed.device_model = Some(value.to_owned()),
                 KEY_VERSION => {
-                    let version = semver::Version::parse(value).map_err(|source| {
+                    let version = value.parse::<AppVersion>().map_err(|source| {
                         PeerMetadataError::InvalidVersion {
                             value: value.to_owned(),
                             source,
@@ -400,12 +402,91 @@ impl PeerMetadata {
             (KEY_NAME, self.name.clone()),
             (KEY_OS, self.os.as_ref().map(ToString::to_string)),
             (KEY_DEVICE_MODEL, self.device_model.clone()),
-            (KEY_VERSION, self.version.as_ref().map(ToString::to_string)),
+            (
+                KEY_VERSION,
+                self.version.as_ref().map(|v| v.as_str().to_owned()),
+            ),
         ];
         known
             .into_iter()
             .filter_map(|(k, v)| Some((k.to_owned(), v?)))
             .chain(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+}
+
+/// An application version as a peer stated it: the text, and the semver
+/// version it parses to.
+///
+/// It dereferences to the text, so the usual `Option` idioms read it
+/// (`metadata.version.as_deref() == Some("0.1.0")`); [`AppVersion::semver`]
+/// gives the typed version for real comparisons (ordering, pre-releases,
+/// requirements).
+///
+/// ```
+/// use pos_p2p_protocol::{AppVersion, semver};
+///
+/// let version: AppVersion = "1.2.3-beta.1".parse().unwrap();
+/// assert_eq!(&*version, "1.2.3-beta.1");
+/// let wanted = semver::VersionReq::parse(">=1.2.3-alpha").unwrap();
+/// assert!(wanted.matches(version.semver()));
+/// assert!("1.2".parse::<AppVersion>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AppVersion {
+    text: String,
+    semver: semver::Version,
+}
+
+impl AppVersion {
+    /// The version as the peer wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The semver version.
+    pub fn semver(&self) -> &semver::Version {
+        &self.semver
+    }
+}
+
+impl std::str::FromStr for AppVersion {
+    type Err = semver::Error;
+
+    /// Parse a semver version (`MAJOR.MINOR.PATCH[-PRE][+BUILD]`).
+    fn from_str(text: &str) -> Result<Self, semver::Error> {
+        Ok(Self {
+            semver: semver::Version::parse(text)?,
+            text: text.to_owned(),
+        })
+    }
+}
+
+impl From<semver::Version> for AppVersion {
+    fn from(semver: semver::Version) -> Self {
+        Self {
+            text: semver.to_string(),
+            semver,
+        }
+    }
+}
+
+impl std::ops::Deref for AppVersion {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsRef<str> for AppVersion {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for AppVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
     }
 }
 

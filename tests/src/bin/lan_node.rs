@@ -85,11 +85,7 @@ fn serve(p2p: Arc<P2P>) -> Arc<AtomicUsize> {
 async fn ping(p2p: &P2P, identity: &pos_p2p::RemoteIdentity) -> Result<()> {
     // Dialed (if not connected) by the advertised addresses, pinned to the
     // advertised identity: no address was given.
-    let peer = p2p
-        .peers()
-        .get(identity)
-        .cloned()
-        .ok_or("peer not in the table")?;
+    let peer = p2p.peers().get(identity).ok_or("peer not in the table")?;
     let mut stream = peer.new_stream().await?;
     stream.write_all(&ExampleHeader::Ping.to_bytes()).await?;
     stream.write_all(b"ping").await?;

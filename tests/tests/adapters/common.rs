@@ -131,7 +131,6 @@ pub(crate) async fn ping(from: &P2P, to: &P2P) -> Result<(), String> {
     let peer = from
         .peers()
         .get(&to.remote_identity())
-        .cloned()
         .ok_or("peer not known")?;
     let mut stream = peer.new_stream().await.map_err(|e| e.to_string())?;
     stream
@@ -158,11 +157,7 @@ pub(crate) async fn connect_and_check(a: &P2P, b: &P2P) {
         .await
         .expect("connects");
     assert_eq!(id, b.remote_identity());
-    let peer = a
-        .peers()
-        .get(&b.remote_identity())
-        .cloned()
-        .expect("a knows b");
+    let peer = a.peers().get(&b.remote_identity()).expect("a knows b");
     assert!(peer.is_connected());
     assert_eq!(peer.version(), Some(Version::new(1, 0, 0)));
     // b's metadata follows its Hello once a has proven who it is: within a

@@ -90,7 +90,6 @@ async fn a_manual_peer_is_dialed_again_until_it_comes_up_and_its_identity_is_lea
     let peer = a
         .peers()
         .get(&b.remote_identity())
-        .cloned()
         .expect("in the peer table");
     assert!(peer.is_connected());
     a.shutdown().await;
@@ -174,7 +173,7 @@ async fn a_manual_peer_that_proves_another_identity_is_refused_with_the_reason()
     );
     assert!(*retry_in <= Duration::from_secs(1));
     assert!(
-        !a.peers().contains_key(&b.remote_identity())
+        !a.peers().contains(&b.remote_identity())
             || !a.peers()[&b.remote_identity()].is_connected()
     );
     a.shutdown().await;

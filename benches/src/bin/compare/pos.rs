@@ -106,12 +106,11 @@ impl Pair {
     }
 
     /// The server, as the client's peer.
-    fn server_peer(&self) -> Result<Arc<Peer>> {
+    fn server_peer(&self) -> Result<Peer> {
         Ok(self
             .client
             .peers()
             .get(&self.server.remote_identity())
-            .cloned()
             .ok_or("server unknown")?)
     }
 

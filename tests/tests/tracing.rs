@@ -1,6 +1,12 @@
 //! Observability: the node, each connection (with its peer and path) and
 //! each stream have a tracing span, and a connection's life is logged in
 //! its span.
+//!
+//! A test binary of its own: `tracing` caches whether a log statement is
+//! wanted when the statement first runs, and a statement first run by
+//! another test's thread while this test installs its subscriber can be
+//! cached as unwanted (one run in four missed "connection established"
+//! when this test shared the `adapters` binary).
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -10,7 +16,11 @@ use pos_p2p::P2P;
 use pos_p2p::prelude::*;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::common::{TestHeader, config};
+#[allow(dead_code, unreachable_pub)]
+#[path = "adapters/common.rs"]
+mod common;
+
+use common::{TestHeader, config};
 
 /// Everything logged, as text.
 #[derive(Clone, Default)]
