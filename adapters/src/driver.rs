@@ -642,8 +642,9 @@ impl Future for Driver {
                 addr,
                 generation,
                 move |addr, generation, result| {
-                    let now = shared.clock.now();
+                    // Read under the lock, so no turn of the node is later.
                     let mut state = shared.lock();
+                    let now = shared.clock.now();
                     state.node.handle_resolved(now, &addr, generation, result);
                     state.wake_driver();
                 },
