@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let config = P2PConfig::new(generate_identity()?, "lan-example", Version::new(1, 0, 0))?
         .metadata(metadata);
     let p2p = P2P::new(config)?;
-    println!("I am {} on {:?}", p2p.remote_identity(), p2p.listen_addrs());
+    println!("I am {} on {:?}", p2p.local_identity(), p2p.listen_addrs());
     if !p2p.is_discovering() {
         return Err("LAN discovery could not start (no multicast interface?)".into());
     }

@@ -150,20 +150,20 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let laptop = P2P::new(config()?)?;
     let phone = P2P::new(config()?)?;
     tokio::spawn(serve(phone.clone(), phone_keys.clone()));
-    laptop.add_peer(phone.remote_identity(), phone.listen_addrs()[0]);
+    laptop.add_peer(phone.local_identity(), phone.listen_addrs()[0]);
 
-    let ops = sync(&laptop, phone.remote_identity(), &laptop_keys).await?;
+    let ops = sync(&laptop, phone.local_identity(), &laptop_keys).await?;
     print!("laptop: received through the tunnel:\n{ops}");
 
     // A device with an instance key the library does not list.
     let stranger = P2P::new(config()?)?;
-    stranger.add_peer(phone.remote_identity(), phone.listen_addrs()[0]);
+    stranger.add_peer(phone.local_identity(), phone.listen_addrs()[0]);
     let stranger_keys = Libraries {
         photos,
         me: generate_identity()?,
         members: phone_keys.members.clone(),
     };
-    match sync(&stranger, phone.remote_identity(), &stranger_keys).await {
+    match sync(&stranger, phone.local_identity(), &stranger_keys).await {
         Ok(_) => return Err("a non-member synced".into()),
         Err(error) => println!("stranger: refused: {error}"),
     }

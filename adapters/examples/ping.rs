@@ -102,21 +102,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
             // address, so no multicast is needed.
             .discovery(false),
     )?;
-    println!("node A {} on {:?}", a.remote_identity(), a.listen_addrs());
-    println!("node B {} on {:?}", b.remote_identity(), b.listen_addrs());
+    println!("node A {} on {:?}", a.local_identity(), a.listen_addrs());
+    println!("node B {} on {:?}", b.local_identity(), b.listen_addrs());
     tokio::spawn(handle_incoming(b.clone()));
 
     // Both nodes run in this process on loopback, so A is told B's address
     // and identity (on a LAN, discovery finds them: see examples/lan.rs).
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
 
     for i in 1..=10 {
         let started = Instant::now();
-        operations::ping::ping(a.clone(), b.remote_identity()).await?;
+        operations::ping::ping(a.clone(), b.local_identity()).await?;
         let what = if i == 1 { " (includes connecting)" } else { "" };
         println!("ping {i}: round trip {:?}{what}", started.elapsed());
     }
-    let peer = a.peers().get(&b.remote_identity()).ok_or("peer")?;
+    let peer = a.peers().get(&b.local_identity()).ok_or("peer")?;
     println!(
         "B as A sees it: connected={} version={:?} metadata={:?}",
         peer.is_connected(),

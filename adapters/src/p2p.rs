@@ -247,7 +247,16 @@ impl P2P {
         }))
     }
 
+    /// This node's identity (the public half, as peers see it).
+    pub fn local_identity(&self) -> RemoteIdentity {
+        self.identity
+    }
+
     /// This node's identity.
+    #[deprecated(
+        since = "0.2.0",
+        note = "named for what it is: use `P2P::local_identity`"
+    )]
     pub fn remote_identity(&self) -> RemoteIdentity {
         self.identity
     }

@@ -62,14 +62,14 @@ fn connections_and_streams_are_traced_with_their_node_and_peer() {
     let (client_id, server_id) = runtime.block_on(async {
         let server = P2P::new(config(102)).unwrap();
         let client = P2P::new(config(103)).unwrap();
-        let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+        let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
         let mut stream = peer.new_stream().await.unwrap();
         stream
             .write_all(&TestHeader::Ping.to_bytes())
             .await
             .unwrap();
         stream.reset(0x1234).unwrap();
-        let ids = (client.remote_identity(), server.remote_identity());
+        let ids = (client.local_identity(), server.local_identity());
         client.shutdown().await;
         server.shutdown().await;
         ids

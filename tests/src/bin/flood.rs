@@ -84,7 +84,7 @@ fn rss_kib() -> u64 {
 
 async fn victim(seed: u64, listen: SocketAddr) -> Result<()> {
     let p2p = P2P::new(config(seed, listen, true)?)?;
-    println!("ready {} {}", p2p.remote_identity(), p2p.listen_addrs()[0]);
+    println!("ready {} {}", p2p.local_identity(), p2p.listen_addrs()[0]);
     let start = Instant::now();
     let events = p2p.events();
     tokio::spawn(async move {
@@ -231,7 +231,7 @@ async fn honest(victim: RemoteIdentity, addr: SocketAddr, secs: u64) -> Result<(
 
 async fn lan_peer(seed: u64, secs: u64) -> Result<()> {
     let p2p = P2P::new(config(seed, "0.0.0.0:0".parse()?, true)?)?;
-    println!("ready {} {}", p2p.remote_identity(), p2p.listen_addrs()[0]);
+    println!("ready {} {}", p2p.local_identity(), p2p.listen_addrs()[0]);
     tokio::time::sleep(Duration::from_secs(secs)).await;
     p2p.shutdown().await;
     Ok(())

@@ -53,7 +53,7 @@ fn node(app: &str, seed: u8, name: &str, discovery: bool) -> Result<Arc<P2P>> {
     .discovery(discovery);
     let p2p = P2P::new(config)?;
     let port = p2p.listen_addrs().first().map_or(0, SocketAddr::port);
-    println!("ready {} {port}", p2p.remote_identity());
+    println!("ready {} {port}", p2p.local_identity());
     Ok(p2p)
 }
 

@@ -54,7 +54,7 @@ async fn streams_refused_for_an_unknown_operation_give_their_slot_back() {
     let server = P2P::new(server_config).unwrap();
     let client = P2P::new(config(61)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let chunk = vec![5u8; 64 * 1024];
     for i in 0..200 {
         let mut stream = tokio::time::timeout(Duration::from_secs(5), peer.new_stream())
@@ -88,7 +88,7 @@ async fn a_malformed_header_is_refused_with_its_reason() {
     let server = P2P::new(config(62)).unwrap();
     let client = P2P::new(config(63)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let mut stream = peer.new_stream().await.unwrap();
     // A Ping header with a byte too many in its frame.
     stream.write_all(&[2, 0, 0]).await.unwrap();
@@ -139,7 +139,7 @@ async fn a_sender_waiting_for_stream_credit_is_woken_when_a_stream_ends() {
     let server = P2P::new(server_config).unwrap();
     let client = P2P::new(config(66)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     // Four echo streams hold every slot.
     let mut open = Vec::new();
     for _ in 0..4 {
@@ -179,7 +179,7 @@ async fn a_blocked_read_is_woken_when_its_node_shuts_down() {
     let server = P2P::new(config(67)).unwrap();
     let client = P2P::new(config(68)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let mut stream = peer.new_stream().await.unwrap();
     // The echo server waits for data: nothing comes back yet.
     stream
@@ -210,7 +210,7 @@ async fn a_blocked_read_is_woken_when_its_peer_goes_away() {
     let server = P2P::new(config(69)).unwrap();
     let client = P2P::new(config(70)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let mut stream = peer.new_stream().await.unwrap();
     stream
         .write_all(&TestHeader::Echo.to_bytes())
@@ -238,7 +238,7 @@ async fn a_blocked_read_is_woken_when_its_peer_goes_away() {
 async fn a_reset_after_the_header_yields_the_header_then_the_reset() {
     let server = P2P::new(config(98)).unwrap();
     let client = P2P::new(config(99)).unwrap();
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let mut stream = peer.new_stream().await.unwrap();
     let header = TestHeader::Echo.to_bytes();
     stream.write_all(&header).await.unwrap();
@@ -269,7 +269,7 @@ async fn new_stream_during_shutdown_fails_with_shutdown() {
     use futures_util::FutureExt;
     let server = P2P::new(config(100)).unwrap();
     let client = P2P::new(config(101)).unwrap();
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     // Shutdown begins (and is then left to finish on its own).
     assert!(client.shutdown().now_or_never().is_none());
     let result = peer.new_stream().await;
@@ -286,7 +286,7 @@ async fn new_stream_during_shutdown_fails_with_shutdown() {
 async fn a_stream_that_ends_with_its_header_reads_as_the_header_then_the_end() {
     let server = P2P::new(config(104)).unwrap();
     let client = P2P::new(config(105)).unwrap();
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let mut stream = peer.new_stream().await.unwrap();
     let header = TestHeader::Ping.to_bytes();
     stream.write_all(&header).await.unwrap();
@@ -314,7 +314,7 @@ async fn dropped_streams_give_their_slots_back() {
     let server = P2P::new(server_config).unwrap();
     let client = P2P::new(config(107)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     for round in 0..3 {
         let mut open = Vec::new();
         for _ in 0..4 {
@@ -342,7 +342,7 @@ async fn reset_and_stop_take_only_application_codes() {
     let server = P2P::new(config(108)).unwrap();
     let client = P2P::new(config(109)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let mut stream = peer.new_stream().await.unwrap();
     for code in [0, 0x5, 0xff, 1 << 62, u64::MAX] {
         let reset = stream.reset(code).unwrap_err();

@@ -130,7 +130,7 @@ pub(crate) async fn handle(mut stream: UnicastStream) {
 pub(crate) async fn ping(from: &P2P, to: &P2P) -> Result<(), String> {
     let peer = from
         .peers()
-        .get(&to.remote_identity())
+        .get(&to.local_identity())
         .ok_or("peer not known")?;
     let mut stream = peer.new_stream().await.map_err(|e| e.to_string())?;
     stream
@@ -153,11 +153,11 @@ pub(crate) async fn ping(from: &P2P, to: &P2P) -> Result<(), String> {
 /// Connect `a` to `b` by address and check both see each other with metadata.
 pub(crate) async fn connect_and_check(a: &P2P, b: &P2P) {
     let id = a
-        .connect(b.listen_addrs()[0], Some(b.remote_identity()))
+        .connect(b.listen_addrs()[0], Some(b.local_identity()))
         .await
         .expect("connects");
-    assert_eq!(id, b.remote_identity());
-    let peer = a.peers().get(&b.remote_identity()).expect("a knows b");
+    assert_eq!(id, b.local_identity());
+    let peer = a.peers().get(&b.local_identity()).expect("a knows b");
     assert!(peer.is_connected());
     assert_eq!(peer.version(), Some(Version::new(1, 0, 0)));
     // b's metadata follows its Hello once a has proven who it is: within a
@@ -177,10 +177,10 @@ pub(crate) async fn connect_and_check(a: &P2P, b: &P2P) {
     // b sees a once its side of the handshake is done.
     for _ in 0..200 {
         if b.peers()
-            .get(&a.remote_identity())
+            .get(&a.local_identity())
             .is_some_and(|p| p.is_connected())
         {
-            let meta = b.peers()[&a.remote_identity()].metadata();
+            let meta = b.peers()[&a.local_identity()].metadata();
             assert!(meta.contains_key("name"));
             return;
         }

@@ -24,7 +24,7 @@ async fn tasks_that_open_streams_to_one_peer_at_once_share_one_connection() {
     let server = P2P::new(config(80)).unwrap();
     let client = P2P::new(config(81)).unwrap();
     tokio::spawn(serve(server.clone()));
-    let peer = client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+    let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
     let opened = tokio::time::timeout(
         Duration::from_secs(10),
         join_all((0..20).map(|_| peer.new_stream())),
@@ -43,10 +43,10 @@ async fn tasks_that_open_streams_to_one_peer_at_once_share_one_connection() {
     assert_eq!(server.stats().connections_established, 1);
     // And `connect` to the connected peer joins it rather than dialing.
     let id = client
-        .connect(server.listen_addrs()[0], Some(server.remote_identity()))
+        .connect(server.listen_addrs()[0], Some(server.local_identity()))
         .await
         .unwrap();
-    assert_eq!(id, server.remote_identity());
+    assert_eq!(id, server.local_identity());
     assert_eq!(client.stats().connections_established, 1);
     drop(opened);
     client.shutdown().await;
@@ -86,7 +86,7 @@ async fn a_dial_waits_out_a_cancelled_caller_and_serves_the_next() {
     let client = P2P::new(config(86)).unwrap();
     tokio::spawn(serve(server.clone()));
     let addr = server.listen_addrs()[0];
-    let expected = Some(server.remote_identity());
+    let expected = Some(server.local_identity());
     // A caller that gives up after starting the dial: polled once (the
     // dial starts), then dropped. (On a loaded machine the handshake may
     // even finish within that poll: the next caller is served either way.)
@@ -96,7 +96,7 @@ async fn a_dial_waits_out_a_cancelled_caller_and_serves_the_next() {
         .await
         .expect("in time")
         .unwrap();
-    assert_eq!(id, server.remote_identity());
+    assert_eq!(id, server.local_identity());
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -109,7 +109,7 @@ async fn waits_for_dials_leave_nothing_behind() {
     let client = P2P::new(config(88)).unwrap();
     tokio::spawn(serve(server.clone()));
     let addr = server.listen_addrs()[0];
-    let expected = Some(server.remote_identity());
+    let expected = Some(server.local_identity());
     let empty = |p2p: &P2P| {
         let sizes = p2p.table_sizes();
         // The dial to the silent address may still be under way.
@@ -127,14 +127,14 @@ async fn waits_for_dials_leave_nothing_behind() {
     assert!(joined.iter().all(Result::is_ok), "{joined:?}");
     assert!(empty(&client), "{:?}", client.table_sizes());
     // `new_stream`s that dial, after the peer went away.
-    client.disconnect(&server.remote_identity(), "again");
+    client.disconnect(&server.local_identity(), "again");
     for _ in 0..200 {
         if client.peers().values().all(|p| !p.is_connected()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let peer = client.peers()[&server.remote_identity()].clone();
+    let peer = client.peers()[&server.local_identity()].clone();
     let opened = join_all((0..4).map(|_| peer.new_stream())).await;
     assert!(opened.iter().all(Result::is_ok), "{opened:?}");
     drop(opened);
@@ -167,9 +167,9 @@ async fn both_sides_hear_that_the_peer_connected() {
     let addr = server.listen_addrs()[0];
     client.connect(addr, None).await.unwrap();
     let (peer, at) = connected(&mut client_events).await;
-    assert_eq!((peer, at), (server.remote_identity(), addr));
+    assert_eq!((peer, at), (server.local_identity(), addr));
     let (peer, _) = connected(&mut server_events).await;
-    assert_eq!(peer, client.remote_identity());
+    assert_eq!(peer, client.local_identity());
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -228,7 +228,7 @@ async fn new_metadata_reaches_the_peer_as_an_event() {
     let client = P2P::new(config(95)).unwrap();
     let mut events = server.events();
     client
-        .connect(server.listen_addrs()[0], Some(server.remote_identity()))
+        .connect(server.listen_addrs()[0], Some(server.local_identity()))
         .await
         .unwrap();
     let mut metadata = pos_p2p::Metadata::new();
@@ -241,7 +241,7 @@ async fn new_metadata_reaches_the_peer_as_an_event() {
         _ => None,
     })
     .await;
-    assert_eq!(peer, client.remote_identity());
+    assert_eq!(peer, client.local_identity());
     assert_eq!(name.as_deref(), Some("renamed"));
     client.shutdown().await;
     server.shutdown().await;

@@ -28,7 +28,7 @@ async fn version_rejection_is_typed_on_both_sides() {
     let a = P2P::new(config_with(61, Version::new(1, 0, 0), listen)).unwrap();
     let b = P2P::new(config_with(62, Version::new(2, 0, 0), listen)).unwrap();
     let (mut events_a, mut events_b) = (a.events(), b.events());
-    let peer = a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    let peer = a.add_peer(b.local_identity(), b.listen_addrs()[0]);
     let error = peer.new_stream().await.expect_err("rejected");
     let NewStreamError::Unreachable(DisconnectReason::VersionRejected(rejection)) = &error else {
         panic!("{error:?}");
@@ -60,7 +60,7 @@ async fn identity_mismatch_is_typed_on_both_sides() {
         error,
         NewStreamError::Unreachable(DisconnectReason::IdentityMismatch {
             expected: impostor_of,
-            actual: b.remote_identity()
+            actual: b.local_identity()
         })
     );
     assert_eq!(
@@ -134,7 +134,7 @@ fn a_peer_that_vanishes_mid_transfer_fails_reads_and_writes_within_the_idle_time
         });
         b
     });
-    let (doomed_id, doomed_addr) = (doomed.remote_identity(), doomed.listen_addrs()[0]);
+    let (doomed_id, doomed_addr) = (doomed.local_identity(), doomed.listen_addrs()[0]);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

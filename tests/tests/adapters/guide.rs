@@ -76,18 +76,18 @@ async fn run(n: u8, version: Version) -> bool {
     let sending = P2P::new(config_with(n + 1, version, listen)).unwrap();
     // Neither node's metadata names a version: it comes from the handshake.
     assert!(!sending.metadata().contains_key("version"));
-    sending.add_peer(receiving.remote_identity(), receiving.listen_addrs()[0]);
-    sender(sending.clone(), receiving.remote_identity())
+    sending.add_peer(receiving.local_identity(), receiving.listen_addrs()[0]);
+    sender(sending.clone(), receiving.local_identity())
         .await
         .expect("sent");
     let stream = receiving.accept().await.expect("a stream");
     let answer = receiver(receiving.clone(), stream).await.expect("received");
     // The handle outlives the snapshot it came from, and `P2P::peer`
     // finds the same peer.
-    let peer = sending.peers().get(&receiving.remote_identity()).unwrap();
-    assert_eq!(peer.identity(), receiving.remote_identity());
-    let found = sending.peer(&receiving.remote_identity()).expect("known");
-    assert_eq!(found.identity(), receiving.remote_identity());
+    let peer = sending.peers().get(&receiving.local_identity()).unwrap();
+    assert_eq!(peer.identity(), receiving.local_identity());
+    let found = sending.peer(&receiving.local_identity()).expect("known");
+    assert_eq!(found.identity(), receiving.local_identity());
     assert!(
         sending
             .peer(&pos_p2p::Identity::from_bytes(&[7; 32]).to_remote_identity())

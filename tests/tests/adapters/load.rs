@@ -20,8 +20,8 @@ async fn a_256_mib_stream_arrives_intact() {
     let a = start(21, RuntimeKind::Tokio);
     let b = start(22, RuntimeKind::Tokio);
     tokio::spawn(serve_concurrently(b.clone()));
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
-    let peer = a.peers()[&b.remote_identity()].clone();
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.local_identity()].clone();
     let mut stream = peer.new_stream().await.unwrap();
     stream
         .write_all(&TestHeader::Sink.to_bytes())
@@ -61,8 +61,8 @@ async fn a_thousand_concurrent_streams_on_one_connection() {
     let a = start(23, RuntimeKind::Tokio);
     let b = start(24, RuntimeKind::Tokio);
     tokio::spawn(serve_concurrently(b.clone()));
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
-    let peer = a.peers()[&b.remote_identity()].clone();
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.local_identity()].clone();
     let mut tasks = Vec::new();
     for i in 0..1000u32 {
         let peer = peer.clone();
@@ -90,7 +90,7 @@ async fn a_thousand_concurrent_streams_on_one_connection() {
         .filter(|p| p.is_connected())
         .map(|p| p.identity())
         .collect();
-    assert_eq!(connections, vec![b.remote_identity()]);
+    assert_eq!(connections, vec![b.local_identity()]);
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -104,7 +104,7 @@ async fn twenty_peers_connect_to_one_node() {
         let client = P2P::with_runtime(config(n), RuntimeKind::Tokio).unwrap();
         let (c, h) = (client.clone(), hub.clone());
         let task = tokio::spawn(async move {
-            c.connect(h.listen_addrs()[0], Some(h.remote_identity()))
+            c.connect(h.listen_addrs()[0], Some(h.local_identity()))
                 .await
                 .expect("connect");
             crate::common::ping(&c, &h).await.expect("ping");
@@ -130,8 +130,8 @@ async fn chunks_move_without_copies_in_order_to_the_end() {
     use bytes::Bytes;
     let a = start(23, RuntimeKind::Tokio);
     let b = start(24, RuntimeKind::Tokio);
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
-    let peer = a.peers()[&b.remote_identity()].clone();
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.local_identity()].clone();
     let data: Bytes = (0..8u32 << 20)
         .map(|i| (i % 251) as u8)
         .collect::<Vec<u8>>()
@@ -185,8 +185,8 @@ async fn credit_flows(seed: u8, chunks: bool) {
     small.node.limits.stream_receive_window = 64 * 1024;
     let a = start(seed + 1, RuntimeKind::Tokio);
     let b = Arc::new(P2P::new(small).unwrap());
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
-    let peer = a.peers()[&b.remote_identity()].clone();
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
+    let peer = a.peers()[&b.local_identity()].clone();
     const TOTAL: usize = 4 << 20;
     let sender = tokio::spawn(async move {
         let mut stream = peer.new_stream().await.unwrap();

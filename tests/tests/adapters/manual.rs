@@ -80,16 +80,11 @@ async fn a_manual_peer_is_dialed_again_until_it_comes_up_and_its_identity_is_lea
     let b = node(82, addr);
     // The next attempt comes within the backoff (≤ 2 s after two
     // failures) plus a handshake.
-    let up = wait_for(
-        &a,
-        Duration::from_secs(6),
-        connected_to(b.remote_identity()),
-    )
-    .await;
+    let up = wait_for(&a, Duration::from_secs(6), connected_to(b.local_identity())).await;
     assert_eq!(up.expected, None);
     let peer = a
         .peers()
-        .get(&b.remote_identity())
+        .get(&b.local_identity())
         .expect("in the peer table");
     assert!(peer.is_connected());
     a.shutdown().await;
@@ -101,13 +96,8 @@ async fn a_restarted_manual_peer_is_reconnected() {
     let a = node(83, "127.0.0.1:0".parse().unwrap());
     let b = node(84, "127.0.0.1:0".parse().unwrap());
     let addr = b.listen_addrs()[0];
-    a.add_manual_peer(addr, Some(b.remote_identity()));
-    wait_for(
-        &a,
-        Duration::from_secs(5),
-        connected_to(b.remote_identity()),
-    )
-    .await;
+    a.add_manual_peer(addr, Some(b.local_identity()));
+    wait_for(&a, Duration::from_secs(5), connected_to(b.local_identity())).await;
     b.shutdown().await;
     drop(b);
     wait_for(&a, Duration::from_secs(5), |p| {
@@ -115,12 +105,7 @@ async fn a_restarted_manual_peer_is_reconnected() {
     })
     .await;
     let b = node(84, addr);
-    wait_for(
-        &a,
-        Duration::from_secs(8),
-        connected_to(b.remote_identity()),
-    )
-    .await;
+    wait_for(&a, Duration::from_secs(8), connected_to(b.local_identity())).await;
     assert!(a.remove_manual_peer(&PeerAddr::Addr(addr)));
     assert!(a.manual_peers().is_empty());
     a.shutdown().await;
@@ -134,13 +119,8 @@ async fn a_host_name_is_resolved_and_the_given_identity_pinned() {
     let host: PeerAddr = format!("localhost:{}", b.listen_addrs()[0].port())
         .parse()
         .unwrap();
-    a.add_manual_peer(host, Some(b.remote_identity()));
-    wait_for(
-        &a,
-        Duration::from_secs(5),
-        connected_to(b.remote_identity()),
-    )
-    .await;
+    a.add_manual_peer(host, Some(b.local_identity()));
+    wait_for(&a, Duration::from_secs(5), connected_to(b.local_identity())).await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -173,8 +153,7 @@ async fn a_manual_peer_that_proves_another_identity_is_refused_with_the_reason()
     );
     assert!(*retry_in <= Duration::from_secs(1));
     assert!(
-        !a.peers().contains(&b.remote_identity())
-            || !a.peers()[&b.remote_identity()].is_connected()
+        !a.peers().contains(&b.local_identity()) || !a.peers()[&b.local_identity()].is_connected()
     );
     a.shutdown().await;
     b.shutdown().await;

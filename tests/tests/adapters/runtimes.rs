@@ -69,7 +69,7 @@ async fn ipv6_loopback() {
     let addr = format!("[::1]:{}", b.listen_addrs()[0].port())
         .parse()
         .unwrap();
-    a.add_peer(b.remote_identity(), addr);
+    a.add_peer(b.local_identity(), addr);
     ping(&a, &b).await.expect("ping over IPv6");
     a.shutdown().await;
     b.shutdown().await;
@@ -131,18 +131,18 @@ async fn connecting_to_an_already_connected_peer_returns() {
     // although neither makes the peer "newly" connected.
     let again = tokio::time::timeout(
         Duration::from_secs(5),
-        a.connect(b.listen_addrs()[0], Some(b.remote_identity())),
+        a.connect(b.listen_addrs()[0], Some(b.local_identity())),
     )
     .await
     .expect("a second dial returns");
-    assert_eq!(again.unwrap(), b.remote_identity());
+    assert_eq!(again.unwrap(), b.local_identity());
     let back = tokio::time::timeout(
         Duration::from_secs(5),
-        b.connect(a.listen_addrs()[0], Some(a.remote_identity())),
+        b.connect(a.listen_addrs()[0], Some(a.local_identity())),
     )
     .await
     .expect("a dial back returns");
-    assert_eq!(back.unwrap(), a.remote_identity());
+    assert_eq!(back.unwrap(), a.local_identity());
     a.shutdown().await;
     b.shutdown().await;
 }

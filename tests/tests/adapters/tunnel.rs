@@ -74,7 +74,7 @@ async fn sixty_four_mib_each_way_through_a_tunnel() {
     let a = start(81, RuntimeKind::Tokio);
     let b = start(82, RuntimeKind::Tokio);
     let (ka, kb) = (Arc::new(keys(1, &[1, 2])), Arc::new(keys(2, &[1, 2])));
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
     let server = {
         let b = b.clone();
         tokio::spawn(async move {
@@ -90,13 +90,13 @@ async fn sixty_four_mib_each_way_through_a_tunnel() {
             (received, sent)
         })
     };
-    let peer = a.peers()[&b.remote_identity()].clone();
+    let peer = a.peers()[&b.local_identity()].clone();
     let stream = peer.new_stream().await.unwrap();
     let mut tunnel = Tunnel::initiator(stream, LIBRARY, &*ka)
         .await
         .expect("initiator");
     assert_eq!(tunnel.library_id(), LIBRARY);
-    assert_eq!(tunnel.node_remote_identity(), b.remote_identity());
+    assert_eq!(tunnel.node_remote_identity(), b.local_identity());
     let sent = send(&mut tunnel, LEN, 3).await;
     let received = receive(&mut tunnel, LEN).await;
     let (server_received, server_sent) = server.await.unwrap();
@@ -112,7 +112,7 @@ async fn a_non_member_is_refused_on_both_sides() {
     let b = start(84, RuntimeKind::AsyncStd);
     // b does not list a's instance 3.
     let (ka, kb) = (Arc::new(keys(3, &[2, 3])), Arc::new(keys(2, &[1, 2])));
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
     let server = {
         let b = b.clone();
         tokio::spawn(async move {
@@ -120,7 +120,7 @@ async fn a_non_member_is_refused_on_both_sides() {
             Tunnel::responder(stream, &*kb).await.map(|_| ())
         })
     };
-    let peer = a.peers()[&b.remote_identity()].clone();
+    let peer = a.peers()[&b.local_identity()].clone();
     let stream = peer.new_stream().await.unwrap();
     let at_a = Tunnel::initiator(stream, LIBRARY, &*ka).await.map(|_| ());
     let at_b = server.await.unwrap();
@@ -146,7 +146,7 @@ async fn a_tunnel_reads_to_its_end_and_a_cut_one_is_an_error() {
     let a = start(85, RuntimeKind::Tokio);
     let b = start(86, RuntimeKind::AsyncStd);
     let (ka, kb) = (Arc::new(keys(1, &[1, 2])), Arc::new(keys(2, &[1, 2])));
-    a.add_peer(b.remote_identity(), b.listen_addrs()[0]);
+    a.add_peer(b.local_identity(), b.listen_addrs()[0]);
     let server = {
         let b = b.clone();
         tokio::spawn(async move {
@@ -160,7 +160,7 @@ async fn a_tunnel_reads_to_its_end_and_a_cut_one_is_an_error() {
             results
         })
     };
-    let peer = a.peers()[&b.remote_identity()].clone();
+    let peer = a.peers()[&b.local_identity()].clone();
     // Closed through the tunnel: the end goes out, the transfer is whole.
     let mut tunnel = Tunnel::initiator(peer.new_stream().await.unwrap(), LIBRARY, &*ka)
         .await

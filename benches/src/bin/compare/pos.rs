@@ -93,9 +93,9 @@ impl Pair {
         let server = P2P::with_runtime(config(2)?, RuntimeKind::Tokio)?;
         let client = P2P::with_runtime(config(1)?, RuntimeKind::Tokio)?;
         tokio::spawn(serve(server.clone()));
-        client.add_peer(server.remote_identity(), server.listen_addrs()[0]);
+        client.add_peer(server.local_identity(), server.listen_addrs()[0]);
         client
-            .connect(server.listen_addrs()[0], Some(server.remote_identity()))
+            .connect(server.listen_addrs()[0], Some(server.local_identity()))
             .await?;
         Ok(Self { client, server })
     }
@@ -110,7 +110,7 @@ impl Pair {
         Ok(self
             .client
             .peers()
-            .get(&self.server.remote_identity())
+            .get(&self.server.local_identity())
             .ok_or("server unknown")?)
     }
 
@@ -142,7 +142,7 @@ impl Pair {
     /// `n` dials, each timed from the dial to ready; `pause` (untimed)
     /// after each, before the disconnect.
     pub(crate) async fn connect_latencies(&self, n: usize, pause: Duration) -> Result<Vec<f64>> {
-        let server_id = self.server.remote_identity();
+        let server_id = self.server.local_identity();
         let addr = self.server.listen_addrs()[0];
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
@@ -160,7 +160,7 @@ impl Pair {
                 let server_sees = self
                     .server
                     .peers()
-                    .get(&self.client.remote_identity())
+                    .get(&self.client.local_identity())
                     .is_some_and(|p| p.is_connected());
                 if !client_sees && !server_sees {
                     forgotten = true;
@@ -336,7 +336,7 @@ pub(crate) async fn idle_connections(n: usize, idle: Duration) -> Result<(usize,
         cfg.node.limits.max_connections = 4;
         let client = P2P::with_runtime(cfg, RuntimeKind::Tokio)?;
         client
-            .connect(server.listen_addrs()[0], Some(server.remote_identity()))
+            .connect(server.listen_addrs()[0], Some(server.local_identity()))
             .await?;
         clients.push(client);
     }
