@@ -592,12 +592,15 @@ impl Future for Driver {
         let this = &mut *self;
         let span = this.span.clone();
         let _entered = span.enter();
-        // Listing the interfaces can take a while: not under the lock.
-        let ifaces = this
-            .mdns
-            .as_ref()
-            .filter(|m| m.scan_due(this.shared.clock.now()))
-            .map(|_| crate::mdns::interfaces());
+        // Listing the interfaces and joining the multicast groups on them
+        // take system calls: not under the lock.
+        let rescanned = match this.mdns.as_mut() {
+            Some(mdns) if mdns.scan_due(this.shared.clock.now()) => {
+                mdns.rescan(this.shared.clock.now(), crate::mdns::interfaces());
+                true
+            }
+            _ => false,
+        };
         // Socket reads and writes happen without the lock, so that the
         // application's tasks (on other worker threads) are not held up by
         // system calls.
@@ -612,8 +615,8 @@ impl Future for Driver {
         this.feed(&mut state, now);
         state.node.handle_timeout(now);
         if let (Some(mdns), Some(discovery)) = (this.mdns.as_mut(), state.discovery.as_mut()) {
-            if let Some(ifaces) = ifaces {
-                mdns.rescan(now, discovery, ifaces);
+            if rescanned {
+                discovery.set_addrs(now, mdns.advertised());
             }
             mdns.exchange(discovery, now);
             if discovery.poll_timeout().is_some_and(|(at, _)| at <= now) {

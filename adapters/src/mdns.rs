@@ -159,7 +159,7 @@ impl Mdns {
     /// first socket's port (an SRV record has one port; the default IPv6
     /// socket shares the IPv4 port), an unspecified address standing for
     /// every interface address of its family.
-    fn advertised(&self) -> Vec<SocketAddr> {
+    pub(crate) fn advertised(&self) -> Vec<SocketAddr> {
         let Some(port) = self.listen.first().map(SocketAddr::port) else {
             return Vec::new();
         };
@@ -180,14 +180,10 @@ impl Mdns {
         addrs
     }
 
-    /// Take a fresh list of the interfaces (see [`Mdns::scan_due`]): join
-    /// the group on new ones and tell discovery about changed addresses.
-    pub(crate) fn rescan(
-        &mut self,
-        now: Instant,
-        discovery: &mut Discovery,
-        ifaces: Vec<if_addrs::Interface>,
-    ) {
+    /// Take a fresh list of the interfaces (see [`Mdns::scan_due`]) and join
+    /// the group on new ones (system calls: the driver calls this without
+    /// the node's lock, then gives discovery [`Mdns::advertised`]).
+    pub(crate) fn rescan(&mut self, now: Instant, ifaces: Vec<if_addrs::Interface>) {
         self.next_scan = now + RESCAN_INTERVAL;
         for socket in &mut self.sockets {
             // Interfaces that went away first: multicasts no longer go
@@ -223,7 +219,6 @@ impl Mdns {
             }
         }
         self.ifaces = ifaces;
-        discovery.set_addrs(now, self.advertised());
     }
 
     /// When [`Mdns::rescan`] wants to run.
