@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::conn::{Conn, Phase};
+use super::conn::Conn;
 use super::hello::close_code;
 use super::{ConnectionId, Direction, DisconnectReason, Event, Node, send_hello};
 use crate::RemoteIdentity;
@@ -41,10 +41,7 @@ impl Node {
 
     /// Connections in any phase but closed (closed ones only wait to drain).
     fn live_connections(&self) -> usize {
-        self.conns
-            .values()
-            .filter(|c| c.phase != Phase::Closed)
-            .count()
+        self.conns.values().filter(|c| !c.phase.is_closed()).count()
     }
 
     /// The most connections in any phase, closing ones included: a ceiling
@@ -57,7 +54,7 @@ impl Node {
     fn incoming_handshakes(&self) -> impl Iterator<Item = &Conn> {
         self.conns
             .values()
-            .filter(|c| c.direction == Direction::Inbound && c.phase == Phase::Handshaking)
+            .filter(|c| c.direction == Direction::Inbound && c.phase.is_handshaking())
     }
 
     fn handshakes_from(&self, ip: IpAddr) -> usize {
@@ -218,9 +215,7 @@ impl Node {
             let from_source = self
                 .conns
                 .values()
-                .filter(|c| {
-                    c.phase == Phase::Established && c.addr.ip() == ip && !self.is_wanted(c)
-                })
+                .filter(|c| c.phase.is_established() && c.addr.ip() == ip && !self.is_wanted(c))
                 .count();
             if from_source >= self.config.limits.max_connections_per_source {
                 return false;
@@ -229,7 +224,7 @@ impl Node {
         let established = self
             .conns
             .values()
-            .filter(|c| c.phase == Phase::Established)
+            .filter(|c| c.phase.is_established())
             .count();
         if established < self.config.limits.max_connections {
             return true;
@@ -238,7 +233,7 @@ impl Node {
             .conns
             .values()
             .filter(|c| {
-                c.phase == Phase::Established
+                c.phase.is_established()
                     && c.direction == Direction::Inbound
                     && c.is_idle()
                     && !self.is_wanted(c)

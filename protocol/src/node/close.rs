@@ -23,7 +23,7 @@ impl Node {
             return;
         };
         tracing::debug!(parent: &conn.span, code, reason = %local_reason, "closing the connection");
-        if conn.phase == Phase::Closed {
+        if conn.phase.is_closed() {
             return;
         }
         let reason = reason.slice(..reason.len().min(hello::MAX_CLOSE_REASON_LEN));
@@ -57,10 +57,10 @@ impl Node {
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
-        if conn.phase == Phase::Closed {
+        if conn.phase.is_closed() {
             return;
         }
-        let was_established = conn.phase == Phase::Established;
+        let was_established = conn.phase.is_established();
         conn.phase = Phase::Closed;
         tracing::debug!(parent: &conn.span, %reason, was_established, "connection over");
         // Tasks blocked on this connection's streams must look again (and
@@ -77,7 +77,6 @@ impl Node {
             self.events.push_back(Event::StreamReadable(stream));
             self.events.push_back(Event::StreamWritable(stream));
         }
-        conn.handshake_deadline = None;
         let remote = conn.remote;
         let addr = conn.addr;
         if !was_established {

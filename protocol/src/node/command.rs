@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::conn::{Phase, flush_control};
+use super::conn::flush_control;
 use super::hello::{ControlMessage, close_code};
 use super::{ConnectError, ConnectionId, Direction, DisconnectReason, Node, tls};
 use crate::RemoteIdentity;
@@ -85,7 +85,7 @@ impl Node {
         let ids: Vec<ConnectionId> = self
             .conns
             .values()
-            .filter(|c| c.phase == Phase::Established)
+            .filter(|c| c.phase.is_established())
             .map(|c| c.id)
             .collect();
         for id in ids {

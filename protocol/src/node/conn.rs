@@ -13,15 +13,52 @@ use super::{ConnectionId, Direction, NodeConfig};
 use crate::RemoteIdentity;
 use crate::codec::FrameDecoder;
 
-/// The phase of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The phase of a connection, with what only that phase has.
+#[derive(Debug)]
 pub(super) enum Phase {
     /// TLS and the Hello exchange are under way.
-    Handshaking,
-    /// Both Hellos were accepted.
+    Handshaking(Handshake),
+    /// Both Hellos were accepted (the peer's is in the node's peer table).
     Established,
     /// Closed or lost; waiting for QUIC to drain it.
     Closed,
+}
+
+/// A connection's handshake: TLS, then the Hellos.
+#[derive(Debug)]
+pub(super) struct Handshake {
+    /// When it must be done (TLS and both Hellos), or the connection is
+    /// closed.
+    pub(super) deadline: Instant,
+    /// This node's Hello is queued on the control stream.
+    pub(super) hello_sent: bool,
+    /// The peer's Hello, once accepted (and the metadata it sent since).
+    pub(super) remote_hello: Option<Hello>,
+    /// Peer-opened streams that arrived before the connection was
+    /// established; their headers are read once it is.
+    pub(super) early_streams: Vec<quinn_proto::StreamId>,
+}
+
+impl Phase {
+    pub(super) fn is_handshaking(&self) -> bool {
+        matches!(self, Self::Handshaking(_))
+    }
+
+    pub(super) fn is_established(&self) -> bool {
+        matches!(self, Self::Established)
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+
+    /// The handshake's deadline, while there is one.
+    pub(super) fn handshake_deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Handshaking(handshake) => Some(handshake.deadline),
+            Self::Established | Self::Closed => None,
+        }
+    }
 }
 
 /// Per application stream: which halves are still open (so that a drained
@@ -79,12 +116,6 @@ pub(super) struct Conn {
     pub(super) control_decoder: FrameDecoder,
     /// Control-stream bytes not yet accepted by flow control.
     pub(super) control_out: VecDeque<Bytes>,
-    pub(super) local_hello_sent: bool,
-    pub(super) remote_hello: Option<Hello>,
-    pub(super) handshake_deadline: Option<Instant>,
-    /// Peer-opened streams that arrived before the connection was
-    /// established; their headers are read once it is.
-    pub(super) early_streams: Vec<quinn_proto::StreamId>,
     pub(super) streams: BTreeMap<quinn_proto::StreamId, StreamState>,
     /// Bytes of header budget held by streams whose header is being
     /// received or waits to be read (see `header`).
@@ -139,7 +170,12 @@ impl Conn {
             direction,
             expected,
             remote: None,
-            phase: Phase::Handshaking,
+            phase: Phase::Handshaking(Handshake {
+                deadline: handshake_deadline,
+                hello_sent: false,
+                remote_hello: None,
+                early_streams: Vec::new(),
+            }),
             started: now,
             protected: direction == Direction::Outbound,
             opened_at: None,
@@ -147,10 +183,6 @@ impl Conn {
             control: None,
             control_decoder: FrameDecoder::with_max_frame_len(MAX_CONTROL_MESSAGE_LEN),
             control_out: VecDeque::new(),
-            local_hello_sent: false,
-            remote_hello: None,
-            handshake_deadline: Some(handshake_deadline),
-            early_streams: Vec::new(),
             streams: BTreeMap::new(),
             header_reserved: 0,
             header_waiting: BTreeSet::new(),
@@ -192,7 +224,9 @@ pub(super) fn send_hello(conn: &mut Conn, config: &NodeConfig, with_metadata: bo
         },
     });
     conn.control_out.push_back(hello.to_frame());
-    conn.local_hello_sent = true;
+    if let Phase::Handshaking(handshake) = &mut conn.phase {
+        handshake.hello_sent = true;
+    }
     flush_control(conn);
 }
 

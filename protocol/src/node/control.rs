@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{Dir, Side, VarInt};
 
-use super::conn::{Phase, send_hello};
+use super::conn::{Handshake, Phase, send_hello};
 use super::hello::{self, ControlMessage, MAX_CONTROL_MESSAGE_LEN, close_code};
 use super::{ConnectionId, Direction, DisconnectReason, Event, Node, Violation};
 
@@ -19,7 +19,7 @@ impl Node {
             return;
         };
         // Streams are only looked at once the peer's identity is known.
-        if conn.remote.is_none() || conn.phase == Phase::Closed {
+        if conn.remote.is_none() || conn.phase.is_closed() {
             return;
         }
         let mut started = Vec::new();
@@ -32,10 +32,10 @@ impl Node {
                 continue;
             }
             conn.accepted += 1;
-            if conn.phase == Phase::Established {
-                started.push(stream);
-            } else {
-                conn.early_streams.push(stream);
+            match &mut conn.phase {
+                Phase::Established => started.push(stream),
+                Phase::Handshaking(handshake) => handshake.early_streams.push(stream),
+                Phase::Closed => {}
             }
         }
         for stream in started {
@@ -53,7 +53,7 @@ impl Node {
             let Some(control) = conn.control else {
                 return;
             };
-            if conn.phase == Phase::Closed || conn.remote.is_none() {
+            if conn.phase.is_closed() || conn.remote.is_none() {
                 return;
             }
             let mut recv = conn.quic.recv_stream(control);
@@ -102,7 +102,7 @@ impl Node {
             let _ = chunks.finalize();
         }
         for message in messages {
-            if self.conns.get(&id).is_none_or(|c| c.phase == Phase::Closed) {
+            if self.conns.get(&id).is_none_or(|c| c.phase.is_closed()) {
                 return;
             }
             self.handle_control(now, id, message);
@@ -128,7 +128,8 @@ impl Node {
             return;
         };
         match message {
-            ControlMessage::Hello(hello) if conn.remote_hello.is_none() => {
+            ControlMessage::Hello(hello) if matches!(&conn.phase, Phase::Handshaking(h) if h.remote_hello.is_none()) =>
+            {
                 if hello.app_name != self.config.app_name {
                     let reason = DisconnectReason::ApplicationMismatch {
                         local: self.config.app_name.clone(),
@@ -154,8 +155,11 @@ impl Node {
                     );
                     return;
                 }
-                conn.remote_hello = Some(hello);
-                if !conn.local_hello_sent {
+                let Phase::Handshaking(handshake) = &mut conn.phase else {
+                    return;
+                };
+                handshake.remote_hello = Some(hello);
+                if !handshake.hello_sent {
                     send_hello(conn, &self.config, true);
                 }
                 self.try_establish(now, id);
@@ -172,25 +176,32 @@ impl Node {
                 // the first message: a listener sends its metadata as soon
                 // as the dialer is authenticated, which may be before this
                 // node counts the connection as established.
-                if conn.remote_hello.is_none() {
-                    self.close_conn(
-                        now,
-                        id,
-                        close_code::PROTOCOL_VIOLATION,
-                        Bytes::from_static(b"metadata before hello"),
-                        DisconnectReason::ProtocolViolation(Violation::MetadataBeforeHello),
-                    );
-                    return;
-                }
                 let Some(peer) = conn.remote else {
                     return;
                 };
-                if let Some(hello) = conn.remote_hello.as_mut() {
-                    hello.metadata = metadata.clone();
-                }
-                if conn.phase != Phase::Established {
-                    // Reported with the connection.
-                    return;
+                match &mut conn.phase {
+                    Phase::Handshaking(Handshake {
+                        remote_hello: None, ..
+                    }) => {
+                        self.close_conn(
+                            now,
+                            id,
+                            close_code::PROTOCOL_VIOLATION,
+                            Bytes::from_static(b"metadata before hello"),
+                            DisconnectReason::ProtocolViolation(Violation::MetadataBeforeHello),
+                        );
+                        return;
+                    }
+                    Phase::Handshaking(Handshake {
+                        remote_hello: Some(hello),
+                        ..
+                    }) => {
+                        // Reported with the connection.
+                        hello.metadata = metadata;
+                        return;
+                    }
+                    Phase::Closed => return,
+                    Phase::Established => {}
                 }
                 if let Some(entry) = self.peers.get_mut(&peer) {
                     entry.info.metadata = metadata.clone();

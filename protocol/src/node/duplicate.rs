@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::conn::{Conn, Phase, flush_control};
+use super::conn::{Conn, flush_control};
 use super::hello::{ControlMessage, close_code};
 use super::{ConnectionId, Direction, DisconnectReason, Node};
 use crate::RemoteIdentity;
@@ -37,7 +37,7 @@ impl Node {
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
-        if conn.superseded || conn.phase != Phase::Established {
+        if conn.superseded || !conn.phase.is_established() {
             return;
         }
         conn.superseded = true;
@@ -59,7 +59,7 @@ impl Node {
             return;
         };
         let drained = conn.superseded
-            && conn.phase == Phase::Established
+            && conn.phase.is_established()
             && conn.peer_gave_up()
             && conn.streams.is_empty();
         if drained {
@@ -105,6 +105,6 @@ impl Conn {
     /// it up, if it still waits.
     pub(super) fn duplicate_deadline(&self) -> Option<Instant> {
         self.superseded_deadline
-            .filter(|_| self.phase == Phase::Established && !self.peer_gave_up())
+            .filter(|_| self.phase.is_established() && !self.peer_gave_up())
     }
 }

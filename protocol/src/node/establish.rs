@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, VarInt};
 
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Handshake, Phase};
 use super::hello::close_code;
 use super::{
     ConnectionId, Direction, DisconnectReason, Event, Node, Peer, PeerInfo, Violation, conn, tls,
@@ -166,10 +166,14 @@ impl Node {
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
-        let ready = conn.phase == Phase::Handshaking
-            && conn.local_hello_sent
-            && conn.remote_hello.is_some()
-            && conn.remote.is_some()
+        let ready = matches!(
+            &conn.phase,
+            Phase::Handshaking(Handshake {
+                hello_sent: true,
+                remote_hello: Some(_),
+                ..
+            })
+        ) && conn.remote.is_some()
             && !conn.quic.is_handshaking();
         if !ready {
             return;
@@ -187,7 +191,23 @@ impl Node {
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
-        let (Some(remote), Some(hello)) = (conn.remote, conn.remote_hello.as_ref()) else {
+        let Some(remote) = conn.remote else {
+            return;
+        };
+        // The transition: the handshake's data goes where it is used now.
+        let (hello, early) = match &mut conn.phase {
+            Phase::Handshaking(Handshake {
+                remote_hello: hello @ Some(_),
+                early_streams,
+                ..
+            }) => (hello.take(), std::mem::take(early_streams)),
+            Phase::Handshaking(_) | Phase::Established | Phase::Closed => (None, Vec::new()),
+        };
+        let Some(hello) = hello else {
+            debug_assert!(
+                false,
+                "a connection ready to be established has the peer's Hello"
+            );
             return;
         };
         conn.phase = Phase::Established;
@@ -195,17 +215,15 @@ impl Node {
         conn.quic.set_receive_window(VarInt::from_u32(
             self.config.limits.connection_receive_window,
         ));
-        conn.handshake_deadline = None;
         conn.last_activity = now;
         let info = PeerInfo {
             identity: remote,
-            versions: hello.versions.clone(),
-            metadata: hello.metadata.clone(),
+            versions: hello.versions,
+            metadata: hello.metadata,
             addr: conn.quic.remote_address(),
             direction: conn.direction,
             connection: id,
         };
-        let early = std::mem::take(&mut conn.early_streams);
         let direction = conn.direction;
         // Where to dial it again. A peer we dialed is one the application
         // asked for; one that dialed us is a stranger until it is used.

@@ -34,7 +34,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn_proto::{ReadError, VarInt};
 
-use super::conn::{Conn, Phase, StreamState};
+use super::conn::{Conn, StreamState};
 use super::error::stream_code;
 use super::{ConnectionId, Event, Node, StreamId};
 use crate::codec::varint::{MAX_VARINT_LEN, VarintError, decode_varint};
@@ -348,7 +348,7 @@ impl Node {
                 {
                     conn.header_deadlines.remove(&(at, stream));
                 }
-                let Some(peer) = conn.remote.filter(|_| conn.phase == Phase::Established) else {
+                let Some(peer) = conn.remote.filter(|_| conn.phase.is_established()) else {
                     return;
                 };
                 conn.last_activity = now;

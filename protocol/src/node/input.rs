@@ -6,7 +6,6 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{DatagramEvent, VarInt};
 
-use super::conn::Phase;
 use super::hello::close_code;
 use super::{ConnectionId, Direction, DisconnectReason, Ecn, MIN_INITIAL_SIZE, Node};
 
@@ -109,8 +108,7 @@ impl Node {
                     conn.pending_close = Some((code, reason, at));
                 }
             }
-            let expired = conn.phase == Phase::Handshaking
-                && conn.handshake_deadline.is_some_and(|at| at <= now);
+            let expired = conn.phase.handshake_deadline().is_some_and(|at| at <= now);
             if expired {
                 if conn.direction == Direction::Inbound {
                     self.stats.handshakes_timed_out += 1;

@@ -121,7 +121,7 @@ pub use view::StreamView;
 use crate::RemoteIdentity;
 use crate::book::AddressBook;
 use crate::rate::SourceLimits;
-use conn::{Conn, Phase, send_hello};
+use conn::{Conn, send_hello};
 pub use event::Direction;
 use setup::{NodeClock, derive_seeds, transport_config};
 
@@ -484,6 +484,6 @@ impl Node {
     pub fn is_closed(&self) -> bool {
         self.conns
             .values()
-            .all(|c| c.phase == Phase::Closed && c.pending_close.is_none())
+            .all(|c| c.phase.is_closed() && c.pending_close.is_none())
     }
 }

@@ -3,7 +3,7 @@
 use std::ops::Bound;
 use std::time::Instant;
 
-use super::conn::{Conn, Phase};
+use super::conn::Conn;
 use super::{Ecn, Event, Node, TimeoutReason, Transmit};
 
 impl Node {
@@ -82,7 +82,7 @@ impl Node {
                 .is_some_and(|(_, _, c)| *c == at)
             {
                 TimeoutReason::Close(conn.id)
-            } else if conn.phase == Phase::Handshaking && conn.handshake_deadline == Some(at) {
+            } else if conn.phase.handshake_deadline() == Some(at) {
                 TimeoutReason::Handshake(conn.id)
             } else if conn.header_deadlines.first().is_some_and(|(h, _)| *h == at) {
                 TimeoutReason::Header(conn.id)
@@ -132,10 +132,7 @@ impl Node {
 /// The earliest moment connection `conn` needs `handle_timeout`.
 pub(super) fn conn_deadline(conn: &mut Conn) -> Option<Instant> {
     let quic = conn.quic.poll_timeout();
-    let handshake = match conn.phase {
-        Phase::Handshaking => conn.handshake_deadline,
-        _ => None,
-    };
+    let handshake = conn.phase.handshake_deadline();
     let close = conn.pending_close.as_ref().map(|(_, _, at)| *at);
     let header = conn.header_deadlines.first().map(|(at, _)| *at);
     let duplicate = conn.duplicate_deadline();

@@ -281,7 +281,7 @@ impl Node {
             .conns
             .get_mut(&stream.conn)
             .ok_or(StreamError::UnknownStream)?;
-        if Some(stream.id) == conn.control || conn.phase == Phase::Closed {
+        if Some(stream.id) == conn.control || conn.phase.is_closed() {
             return Err(StreamError::UnknownStream);
         }
         Ok(conn)
@@ -320,7 +320,7 @@ impl Node {
                 self.read_control(now, id);
             }
             StreamEvent::Available { dir: Dir::Bi } => {
-                if let (Phase::Established, Some(peer)) = (conn.phase, conn.remote) {
+                if let (Phase::Established, Some(peer)) = (&conn.phase, conn.remote) {
                     self.events.push_back(Event::StreamsAvailable { peer });
                 }
             }
@@ -335,7 +335,7 @@ impl Node {
                 };
                 if state.header.is_receiving() {
                     self.pull_header(now, id, stream);
-                } else if conn.phase == Phase::Established {
+                } else if conn.phase.is_established() {
                     self.events.push_back(Event::StreamReadable(StreamId {
                         conn: id,
                         id: stream,
