@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -79,7 +80,8 @@ pub(crate) struct State {
     pub(crate) woken: Vec<Waker>,
     /// Peers the application added with `P2P::add_peer`.
     pub(crate) added: std::collections::BTreeSet<RemoteIdentity>,
-    pub(crate) subscribers: Vec<async_channel::Sender<P2PEvent>>,
+    /// Each subscriber's queue, and how many events it missed.
+    pub(crate) subscribers: Vec<(async_channel::Sender<P2PEvent>, Arc<AtomicU64>)>,
     /// Streams peers opened, waiting for `P2P::accept`. Bounded by QUIC:
     /// each is an open stream counting against its connection's limit.
     pub(crate) incoming: VecDeque<(StreamId, RemoteIdentity)>,
@@ -196,11 +198,14 @@ impl State {
 
     fn publish(&mut self, event: P2PEvent) {
         self.subscribers
-            .retain(|tx| match tx.try_send(event.clone()) {
+            .retain(|(tx, lost)| match tx.try_send(event.clone()) {
                 Ok(()) => true,
                 // A subscriber that does not keep up loses events rather than
-                // growing a queue without bound.
-                Err(async_channel::TrySendError::Full(_)) => true,
+                // growing a queue without bound, and can tell how many.
+                Err(async_channel::TrySendError::Full(_)) => {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
                 Err(async_channel::TrySendError::Closed(_)) => false,
             });
     }

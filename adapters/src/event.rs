@@ -81,16 +81,26 @@ pub enum P2PEvent {
 
 /// The events of one subscriber, as a `futures_core::Stream` or with
 /// [`Events::recv`]. Bounded: a subscriber that falls more than 1,024
-/// events behind misses events rather than growing memory.
+/// events behind misses events rather than growing memory, and
+/// [`Events::lost`] counts them.
 #[derive(Debug)]
 pub struct Events {
     pub(crate) rx: std::pin::Pin<Box<async_channel::Receiver<P2PEvent>>>,
+    pub(crate) lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Events {
     /// The next event; `None` once the node has shut down.
     pub async fn recv(&self) -> Option<P2PEvent> {
         self.rx.recv().await.ok()
+    }
+
+    /// How many events this subscriber missed because its queue was full
+    /// (it fell more than 1,024 events behind). A subscriber that sees this
+    /// grow should read the current state again (`P2P::peers`) rather than
+    /// trust what it built from events.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -454,8 +454,12 @@ impl P2P {
     /// A subscription to this node's events from now on.
     pub fn events(&self) -> Events {
         let (tx, rx) = async_channel::bounded(EVENT_QUEUE);
-        self.shared.lock().subscribers.push(tx);
-        Events { rx: Box::pin(rx) }
+        let lost = Arc::default();
+        self.shared.lock().subscribers.push((tx, Arc::clone(&lost)));
+        Events {
+            rx: Box::pin(rx),
+            lost,
+        }
     }
 
     /// Close every connection gracefully and stop the driver; resolves once

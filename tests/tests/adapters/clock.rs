@@ -62,7 +62,7 @@ fn failures(p: &ManualPeer) -> Option<(u32, Duration)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_manual_clock_a_manual_peer_is_redialed_exactly_when_its_backoff_ends() {
     let clock = Clock::manual();
-    let a = node(91, &clock);
+    let a = node(117, &clock);
     // A port where nothing answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = silent.local_addr().unwrap();

@@ -246,3 +246,42 @@ async fn new_metadata_reaches_the_peer_as_an_event() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// A subscriber that does not read loses what does not fit its queue
+/// (1,024 events), and is told how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_told_how_many_events_it_lost() {
+    let server = P2P::new(config(115)).unwrap();
+    let client = P2P::new(config(116)).unwrap();
+    let idle = server.events();
+    let reading = server.events();
+    client
+        .connect(server.listen_addrs()[0], Some(server.local_identity()))
+        .await
+        .unwrap();
+    const UPDATES: usize = 1_100;
+    for i in 0..UPDATES {
+        let mut metadata = pos_p2p::Metadata::new();
+        metadata.insert("name", format!("name {i}")).unwrap();
+        client.set_metadata(metadata);
+    }
+    // The reading subscriber sees every event, the last update last.
+    let mut seen = 0u64;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), reading.recv())
+            .await
+            .expect("in time")
+            .expect("an event");
+        seen += 1;
+        if let pos_p2p::P2PEvent::MetadataUpdated { metadata, .. } = event
+            && metadata.get("name").map(String::as_str) == Some("name 1099")
+        {
+            break;
+        }
+    }
+    assert!(seen > UPDATES as u64, "{seen}");
+    assert_eq!(reading.lost(), 0);
+    assert_eq!(idle.lost(), seen - 1_024);
+    client.shutdown().await;
+    server.shutdown().await;
+}

@@ -100,6 +100,6 @@ async fn run(n: u8, version: Version) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guide_compiles_as_written_and_reads_the_peers_real_version() {
-    assert!(run(101, Version::new(0, 1, 0)).await);
-    assert!(!run(103, Version::new(0, 1, 1)).await);
+    assert!(run(111, Version::new(0, 1, 0)).await);
+    assert!(!run(113, Version::new(0, 1, 1)).await);
 }
