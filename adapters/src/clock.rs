@@ -3,6 +3,8 @@
 //! timer sleeps on it, so that tests can run the adapter in time they
 //! control: a [`Clock::manual`] clock stands still until
 //! [`Clock::advance`] moves it, and a timer due by then fires at once.
+//! Everything that waits for time waits for the test to move it, shutdown
+//! included (closing connections wait for QUIC's timers).
 
 use std::fmt;
 use std::pin::Pin;
@@ -54,16 +56,21 @@ impl Clock {
         }
     }
 
-    /// Move a manual clock forward by `by` and wake the timers that sleep
-    /// on it (they fire if due). Does nothing to the system clock.
+    /// Move a manual clock forward by `by` and wake the tasks whose timers
+    /// sleep on it (they fire if due). Does nothing to the system clock.
+    ///
+    /// The wakers stay registered: a driver that read the clock just before
+    /// this call and has not yet gone back to sleep is woken all the same
+    /// (a task woken while it runs is polled again), so no advance is
+    /// missed.
     pub fn advance(&self, by: Duration) {
         let Some(manual) = &self.0 else { return };
         let sleepers = {
             let mut state = manual.lock();
             state.now += by;
-            std::mem::take(&mut state.sleepers)
+            state.sleepers.clone()
         };
-        sleepers.into_iter().for_each(Waker::wake);
+        sleepers.iter().for_each(Waker::wake_by_ref);
     }
 
     /// The driver's timer on this clock: `system`, the runtime's own timer,
@@ -120,8 +127,8 @@ impl Timer for ManualTimer {
         if state.now >= self.at {
             return Poll::Ready(());
         }
-        // Woken by the next `advance` (which takes every sleeper): keep one
-        // entry per task, however often it polls in between.
+        // Woken by every later `advance`: one entry per task, however
+        // often it polls.
         if !state.sleepers.iter().any(|w| w.will_wake(cx.waker())) {
             state.sleepers.push(cx.waker().clone());
         }

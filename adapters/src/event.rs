@@ -73,8 +73,10 @@ pub enum P2PEvent {
     MetadataUpdated {
         /// The peer.
         peer: RemoteIdentity,
-        /// Its new metadata (`version`: the application version of its
-        /// handshake, as [`Peer::metadata`](crate::Peer::metadata) gives).
+        /// Its new metadata, with `version` set to the application
+        /// version of its handshake as [`Peer::metadata`](crate::Peer::metadata)
+        /// gives it (unless the peer disconnected in the same turn: then
+        /// as it was sent).
         metadata: HashMap<String, String>,
     },
 }

@@ -253,10 +253,7 @@ impl P2P {
     }
 
     /// This node's identity.
-    #[deprecated(
-        since = "0.2.0",
-        note = "named for what it is: use `P2P::local_identity`"
-    )]
+    #[deprecated(note = "this node's identity, not a peer's: use `P2P::local_identity`")]
     pub fn remote_identity(&self) -> RemoteIdentity {
         self.identity
     }
@@ -527,6 +524,14 @@ impl P2P {
     /// Whether the driver has stopped (after [`P2P::shutdown`] or drop).
     pub fn is_stopped(&self) -> bool {
         self.shared.lock().stopped
+    }
+
+    /// The node's idea of now (the time of its latest input): for tests on
+    /// a manual clock, to know that the driver saw an advance (not a
+    /// stable API).
+    #[doc(hidden)]
+    pub fn node_now(&self) -> std::time::Instant {
+        self.shared.lock().node.now()
     }
 
     /// How many entries the adapter's own tables hold: for tests that

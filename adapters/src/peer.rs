@@ -35,7 +35,7 @@ impl Peer {
     /// The peer's metadata: as it last sent it while connected, else as it
     /// advertises it on the LAN; empty if neither. While connected, the
     /// `version` key is the application version of the peer's handshake
-    /// (the one version gating checked), whatever its metadata said.
+    /// (the one version gating checks), whatever its metadata said.
     /// [`PeerMetadata::from_hashmap`](crate::PeerMetadata::from_hashmap)
     /// gives the typed view.
     pub fn metadata(&self) -> HashMap<String, String> {

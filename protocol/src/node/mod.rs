@@ -449,6 +449,12 @@ impl Node {
         &self.span
     }
 
+    /// The time of the latest input (`handle_*`, a command): the node's
+    /// idea of now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// Dials under way (see [`Node::dial`]).
     pub fn dial_count(&self) -> usize {
         self.dials.len()

@@ -36,6 +36,21 @@ async fn until(a: &P2P, done: impl Fn(&ManualPeer) -> bool) -> ManualPeer {
     }
 }
 
+/// Move the clock by `by` and wait until `a`'s node has taken a turn at
+/// the new time (so what follows sees its effects, or their absence).
+async fn advance(a: &P2P, clock: &Clock, by: Duration) {
+    clock.advance(by);
+    let now = clock.now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.node_now() < now {
+        assert!(
+            Instant::now() < deadline,
+            "the driver never saw the advance"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Shut `a` down while the clock runs (closing connections wait for QUIC's
 /// timers).
 async fn shutdown(a: Arc<P2P>, clock: &Clock) {
@@ -72,10 +87,10 @@ async fn on_a_manual_clock_a_manual_peer_is_redialed_exactly_when_its_backoff_en
     // Real time passes, the clock does not: the handshake has not timed
     // out a moment before its deadline, and has right at it.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    clock.advance(HANDSHAKE - Duration::from_millis(1));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(a.manual_peers()[0].status, ManualStatus::Connecting);
-    clock.advance(Duration::from_millis(1));
+    advance(&a, &clock, HANDSHAKE - Duration::from_millis(1)).await;
+    assert_eq!(a.manual_peers()[0].status, ManualStatus::Connecting);
+    advance(&a, &clock, Duration::from_millis(1)).await;
     let failed = until(&a, |p| failures(p).is_some()).await;
     let ManualStatus::Waiting {
         retry_in,
@@ -97,18 +112,16 @@ async fn on_a_manual_clock_a_manual_peer_is_redialed_exactly_when_its_backoff_en
     );
 
     // The redial comes exactly when the backoff ends.
-    clock.advance(retry_in - Duration::from_millis(1));
-    until(&a, |p| failures(p) == Some((1, Duration::from_millis(1)))).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    advance(&a, &clock, retry_in - Duration::from_millis(1)).await;
     assert_eq!(
         failures(&a.manual_peers()[0]),
         Some((1, Duration::from_millis(1)))
     );
-    clock.advance(Duration::from_millis(1));
+    advance(&a, &clock, Duration::from_millis(1)).await;
     until(&a, |p| p.status == ManualStatus::Connecting).await;
 
     // The second failure waits 2 s, less up to a quarter.
-    clock.advance(HANDSHAKE);
+    advance(&a, &clock, HANDSHAKE).await;
     let again = until(&a, |p| failures(p).is_some()).await;
     let (count, retry_in) = failures(&again).unwrap();
     assert_eq!(count, 2);

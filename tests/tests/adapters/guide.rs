@@ -80,7 +80,10 @@ async fn run(n: u8, version: Version) -> bool {
     sender(sending.clone(), receiving.local_identity())
         .await
         .expect("sent");
-    let stream = receiving.accept().await.expect("a stream");
+    let stream = tokio::time::timeout(std::time::Duration::from_secs(10), receiving.accept())
+        .await
+        .expect("in time")
+        .expect("a stream");
     let answer = receiver(receiving.clone(), stream).await.expect("received");
     // The handle outlives the snapshot it came from, and `P2P::peer`
     // finds the same peer.
