@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::node::{ReadOutcome, StreamError, StreamId, StreamRejection, stream_code};
+use pos_p2p_protocol::node::{
+    ReadOutcome, SendStatus, StreamError, StreamId, StreamRejection, stream_code,
+};
 
 use crate::driver::Shared;
 
@@ -121,6 +123,53 @@ impl UnicastStream {
         self.recv_done = true;
         self.send_closed = true;
         state.wake_driver();
+    }
+
+    /// Finish the sending half (if it is still open) and wait until the
+    /// peer has received every byte written: its QUIC stack acknowledged
+    /// them all. (Whether its application read them is for the application
+    /// protocol to say, with a reply.) Use it before forgetting what was
+    /// sent, for example before deleting a file that was sent.
+    ///
+    /// Fails with [`StreamError::Stopped`] and the peer's code if the peer
+    /// stopped the stream (code 0 too: it did not take everything),
+    /// [`StreamError::Closed`] if this side reset it, and
+    /// [`StreamError::NotConnected`] if the connection ended first.
+    /// Dropping the future leaves the stream finished.
+    pub async fn finished(&mut self) -> io::Result<()> {
+        if !self.send_closed {
+            let _entered = self.span.clone().entered();
+            let mut state = self.shared.lock();
+            self.send_closed = true;
+            let result = state.node.finish(self.id);
+            state.wake_driver();
+            match result {
+                // `Closed`: reset already; the status below says so.
+                Ok(()) | Err(StreamError::Closed) => {}
+                Err(error) => return Err(to_io(error)),
+            }
+        }
+        std::future::poll_fn(|cx| self.poll_finished(cx)).await
+    }
+
+    fn poll_finished(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _entered = self.span.clone().entered();
+        let mut state = self.shared.lock();
+        let error = match state.node.send_status(self.id) {
+            Ok(SendStatus::Acknowledged) => return Poll::Ready(Ok(())),
+            Ok(SendStatus::Stopped(code)) => StreamError::Stopped(code),
+            Ok(SendStatus::Reset) => StreamError::Closed,
+            Ok(_) if state.stopped => StreamError::NotConnected,
+            Ok(_) => {
+                // Woken by StreamFinished, StreamStopped, or the
+                // connection's end (StreamWritable).
+                state.writers.insert(self.id, cx.waker().clone());
+                return Poll::Pending;
+            }
+            Err(StreamError::UnknownStream) => StreamError::NotConnected,
+            Err(error) => error,
+        };
+        Poll::Ready(Err(to_io(error)))
     }
 
     /// Write all of `data` without copying it: QUIC keeps the `Bytes` as

@@ -9,7 +9,7 @@ use quinn_proto::ConnectionHandle;
 
 use super::header::HeaderStage;
 use super::hello::{ControlMessage, Hello, MAX_CONTROL_MESSAGE_LEN};
-use super::{ConnectionId, Direction, NodeConfig};
+use super::{ConnectionId, Direction, NodeConfig, SendStatus};
 use crate::RemoteIdentity;
 use crate::codec::FrameDecoder;
 
@@ -80,9 +80,23 @@ pub(super) struct StreamState {
     /// peer's acknowledgement), or released the stream altogether: a stop
     /// that arrives now ends the half, as nobody will be told of it.
     pub(super) send_finished: bool,
+    /// The peer acknowledged every byte of the finished sending half.
+    pub(super) acknowledged: bool,
+    /// The application released the stream (its handle is gone).
+    pub(super) released: bool,
 }
 
 impl StreamState {
+    /// Where the sending half stands.
+    pub(super) fn send_status(&self) -> SendStatus {
+        match (self.stopped, self.acknowledged, self.send_done) {
+            (Some(code), _, _) => SendStatus::Stopped(code),
+            (None, true, _) => SendStatus::Acknowledged,
+            (None, false, true) => SendStatus::Reset,
+            (None, false, false) => SendStatus::Sending,
+        }
+    }
+
     /// Whether the application knows of this stream: it opened it, or the
     /// stream's header arrived and was announced.
     pub(super) fn is_known_to_app(&self) -> bool {
@@ -137,6 +151,10 @@ pub(super) struct Conn {
     pub(super) opened: u64,
     /// Application streams the peer opened here that were accepted.
     pub(super) accepted: u64,
+    /// How the sending half ended, for streams the application still holds
+    /// whose state is gone (both halves done): what `Node::send_status`
+    /// answers until the application releases them.
+    pub(super) ended_sends: BTreeMap<quinn_proto::StreamId, SendStatus>,
     /// A Goodbye was sent; the QUIC close (code, reason) follows once the
     /// peer acknowledged it, or at the deadline.
     pub(super) pending_close: Option<(u64, Bytes, Instant)>,
@@ -192,6 +210,7 @@ impl Conn {
             superseded_deadline: None,
             opened: 0,
             accepted: 0,
+            ended_sends: BTreeMap::new(),
             pending_close: None,
             peer_goodbye: None,
             deadline: None,

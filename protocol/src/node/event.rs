@@ -154,6 +154,21 @@ pub enum Event {
     },
 }
 
+/// Where the sending half of a stream stands ([`Node::send_status`](super::Node::send_status)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendStatus {
+    /// Open, or finished with data the peer has not acknowledged yet.
+    Sending,
+    /// Finished, and the peer acknowledged every byte: it has received
+    /// everything (whether its application read it is another matter).
+    Acknowledged,
+    /// The peer stopped it with this code (and it was reset in answer).
+    Stopped(u64),
+    /// This node reset it.
+    Reset,
+}
+
 /// The result of a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadOutcome {

@@ -108,7 +108,8 @@ pub use error::{
     stream_code,
 };
 pub use event::{
-    ConnectionId, Ecn, Event, NodeStats, PeerInfo, ReadOutcome, StreamId, TimeoutReason, Transmit,
+    ConnectionId, Ecn, Event, NodeStats, PeerInfo, ReadOutcome, SendStatus, StreamId,
+    TimeoutReason, Transmit,
 };
 pub use hello::MAX_APP_NAME_LEN;
 pub use manual::{

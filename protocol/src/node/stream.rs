@@ -15,7 +15,8 @@ use super::conn::{Conn, Phase, StreamState};
 use super::error::stream_code;
 use super::hello::close_code;
 use super::{
-    ConnectionId, DisconnectReason, Event, Node, ReadOutcome, StreamError, StreamId, Violation,
+    ConnectionId, DisconnectReason, Event, Node, ReadOutcome, SendStatus, StreamError, StreamId,
+    Violation,
 };
 
 impl Node {
@@ -176,7 +177,16 @@ impl Node {
                 }
             }
             // Nothing more will be sent: the application has seen the stop.
-            Err(StreamError::Stopped(_)) => self.stream_half_done(stream, true),
+            Err(StreamError::Stopped(code)) => {
+                if let Some(state) = self
+                    .conns
+                    .get_mut(&stream.conn)
+                    .and_then(|c| c.streams.get_mut(&stream.id))
+                {
+                    state.stopped.get_or_insert(code);
+                }
+                self.stream_half_done(stream, true);
+            }
             Err(_) => {}
         }
         result
@@ -243,6 +253,10 @@ impl Node {
         let Ok(conn) = self.app_stream(stream) else {
             return;
         };
+        conn.ended_sends.remove(&stream.id);
+        if let Some(state) = conn.streams.get_mut(&stream.id) {
+            state.released = true;
+        }
         let Some(state) = conn.streams.get(&stream.id) else {
             return;
         };
@@ -262,6 +276,38 @@ impl Node {
             if !ended {
                 let _ = self.stop(stream, stream_code::CLOSED);
             }
+        }
+    }
+
+    /// Where the sending half of `stream` stands: still sending (or waiting
+    /// for the peer's acknowledgement), acknowledged in full, stopped by the
+    /// peer, or reset. Answers for a stream the application holds until it
+    /// [releases](Node::release) it, even after both halves ended, and
+    /// after its connection closed if the outcome was known by then; a half
+    /// still sending when its connection closed fails with
+    /// [`StreamError::NotConnected`], an unknown or released stream with
+    /// [`StreamError::UnknownStream`]. [`Event::StreamFinished`],
+    /// [`Event::StreamStopped`] and [`Event::StreamWritable`] (sent for
+    /// every stream of a connection that ends) tell when to ask again.
+    pub fn send_status(&self, stream: StreamId) -> Result<SendStatus, StreamError> {
+        let conn = self
+            .conns
+            .get(&stream.conn)
+            .ok_or(StreamError::UnknownStream)?;
+        if let Some(status) = conn.ended_sends.get(&stream.id) {
+            return Ok(*status);
+        }
+        if Some(stream.id) == conn.control {
+            return Err(StreamError::UnknownStream);
+        }
+        let state = conn
+            .streams
+            .get(&stream.id)
+            .filter(|s| s.is_known_to_app() && !s.released)
+            .ok_or(StreamError::UnknownStream)?;
+        match state.send_status() {
+            SendStatus::Sending if conn.phase.is_closed() => Err(StreamError::NotConnected),
+            status => Ok(status),
         }
     }
 
@@ -300,6 +346,10 @@ impl Node {
             }
             if state.send_done && state.recv_done {
                 let known = state.is_known_to_app();
+                if known && !state.released {
+                    // The application may still ask how its sending ended.
+                    conn.ended_sends.insert(stream.id, state.send_status());
+                }
                 conn.end_header(stream.id);
                 conn.streams.remove(&stream.id);
                 if known {
@@ -358,7 +408,8 @@ impl Node {
                     if let Some((code, reason, _)) = conn.pending_close.take() {
                         conn.quic.close(now, VarInt::from_u32(code as u32), reason);
                     }
-                } else if conn.streams.contains_key(&stream) {
+                } else if let Some(state) = conn.streams.get_mut(&stream) {
+                    state.acknowledged = true;
                     let stream = StreamId {
                         conn: id,
                         id: stream,

@@ -299,3 +299,57 @@ async fn a_subscriber_that_falls_behind_is_told_how_many_events_it_lost() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// `UnicastStream::finished` finishes the stream and returns once the
+/// peer has every byte (that it waits for the acknowledgements is the
+/// core's `send_status`, tested in virtual time); a peer that refuses the
+/// stream makes it fail with the refusal's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_returns_once_the_peer_has_everything_and_fails_if_it_refused() {
+    use futures_util::{AsyncReadExt, AsyncWriteExt};
+    use pos_p2p::prelude::*;
+
+    use crate::common::{TestHeader, serve};
+
+    let sender = P2P::new(config(118)).unwrap();
+    let receiver = P2P::new(config(119)).unwrap();
+    tokio::spawn(serve(receiver.clone()));
+    let peer = sender.add_peer(receiver.local_identity(), receiver.listen_addrs()[0]);
+
+    // 1 MiB to the receiver's sink, which answers with the length it read.
+    let mut stream = peer.new_stream().await.expect("a stream");
+    stream
+        .write_all(&TestHeader::Sink.to_bytes())
+        .await
+        .unwrap();
+    let data = pos_p2p_tests::sim::payload(5, 1 << 20);
+    stream.write_all(&data).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), stream.finished())
+        .await
+        .expect("in time")
+        .expect("acknowledged");
+    // Finishing again, or writing after it, is refused; the answer comes.
+    assert!(stream.write_all(b"more").await.is_err());
+    stream.finished().await.expect("still acknowledged");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(&answer[..8], &(data.len() as u64).to_be_bytes());
+
+    // An operation the receiver does not know: it refuses the stream.
+    let mut refused = peer.new_stream().await.expect("a stream");
+    refused.write_all(&[1, 9]).await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), refused.finished())
+        .await
+        .expect("in time")
+        .expect_err("refused");
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<pos_p2p::StreamError>());
+    assert_eq!(
+        inner.and_then(pos_p2p::StreamError::rejection),
+        Some(pos_p2p::StreamRejection::UnknownOperation),
+        "{error:?}"
+    );
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}

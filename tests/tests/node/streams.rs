@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pos_p2p_protocol::node::{Event, ReadOutcome, StreamError, StreamId};
+use pos_p2p_protocol::node::{Event, ReadOutcome, SendStatus, StreamError, StreamId};
 use pos_p2p_tests::sim::{Link, Sim, payload};
 
 /// Two connected nodes.
@@ -273,5 +273,69 @@ fn a_borrowed_stream_view_writes_reads_and_finishes() {
     assert!(
         matches!(error, StreamError::UnknownStream | StreamError::Closed),
         "{error:?}"
+    );
+}
+
+#[test]
+fn a_finished_stream_counts_as_acknowledged_only_once_the_peer_has_every_byte() {
+    let (mut sim, a, b) = connected(21, Link::lan());
+    let stream = sim.open_stream(a, b).unwrap();
+    let status = |sim: &Sim| sim.nodes[a].node.send_status(stream);
+    assert_eq!(status(&sim), Ok(SendStatus::Sending));
+    // While the link is cut nothing can be acknowledged.
+    sim.partition(a, b);
+    sim.nodes[a].node.write(stream, b"hello").unwrap();
+    sim.nodes[a].node.finish(stream).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(status(&sim), Ok(SendStatus::Sending));
+    sim.heal(a, b);
+    let acknowledged = sim.run_until(Duration::from_secs(5), |sim| {
+        status(sim) == Ok(SendStatus::Acknowledged)
+    });
+    assert!(acknowledged, "{:?}", status(&sim));
+    // The peer reads everything and ends its half too: the stream's state
+    // is gone, and the answer stays until the application lets go.
+    let remote = incoming(&mut sim, b);
+    assert_eq!(
+        sim.read_to_end(b, remote, Duration::from_secs(5)),
+        Ok(b"hello".to_vec())
+    );
+    sim.nodes[b].node.finish(remote).unwrap();
+    let ended = sim.read_to_end(a, stream, Duration::from_secs(5));
+    assert_eq!(ended, Ok(Vec::new()));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.nodes[a].node.stream_count(stream.connection()), 0);
+    assert_eq!(status(&sim), Ok(SendStatus::Acknowledged));
+    sim.nodes[a].node.release(stream);
+    assert_eq!(status(&sim), Err(StreamError::UnknownStream));
+
+    // A stopped stream says so, with the peer's code; a reset one too.
+    let stopped = sim.open_stream(a, b).unwrap();
+    let remote = incoming(&mut sim, b);
+    sim.nodes[b].node.stop(remote, 9).unwrap();
+    let seen = sim.run_until(Duration::from_secs(5), |sim| {
+        sim.nodes[a].node.send_status(stopped) == Ok(SendStatus::Stopped(9))
+    });
+    assert!(seen, "{:?}", sim.nodes[a].node.send_status(stopped));
+    let reset = sim.open_stream(a, b).unwrap();
+    sim.nodes[a].node.reset(reset, 0x100).unwrap();
+    assert_eq!(sim.nodes[a].node.send_status(reset), Ok(SendStatus::Reset));
+
+    // A stream released before it ended leaves nothing behind when it
+    // does: nobody holds it to ask.
+    let released = sim.open_stream(a, b).unwrap();
+    sim.nodes[a].node.finish(released).unwrap();
+    sim.nodes[a].node.release(released);
+    let remote = incoming(&mut sim, b);
+    sim.read_to_end(b, remote, Duration::from_secs(5)).unwrap();
+    // (a asked b to stop sending when it released the stream.)
+    assert_eq!(
+        sim.nodes[b].node.finish(remote),
+        Err(StreamError::Stopped(0))
+    );
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(
+        sim.nodes[a].node.send_status(released),
+        Err(StreamError::UnknownStream)
     );
 }
