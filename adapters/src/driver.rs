@@ -21,7 +21,7 @@ use pos_p2p_protocol::node::{DialId, DisconnectReason, Ecn, Event, Node, StreamI
 
 use crate::event::P2PEvent;
 use crate::mdns::Mdns;
-use crate::runtime::{Interest, Timer, UdpIo};
+use crate::runtime::{Interest, Runtime, Timer, UdpIo};
 
 /// How many receive batches (of up to quinn-udp's `BATCH_SIZE` datagrams,
 /// each up to 64 KiB with GRO) one driver turn handles before yielding, so
@@ -97,14 +97,31 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Where every time the adapter uses comes from.
     pub(crate) clock: Clock,
+    /// The runtime: tasks and timers.
+    pub(crate) runtime: Box<dyn Runtime>,
+    /// How long `Peer::new_stream` waits for the peer to allow another
+    /// stream ([`P2PConfig::stream_wait`](crate::P2PConfig::stream_wait)).
+    pub(crate) stream_wait: Duration,
 }
 
 impl Shared {
-    pub(crate) fn new(state: State, clock: Clock) -> Arc<Self> {
+    pub(crate) fn new(
+        state: State,
+        clock: Clock,
+        runtime: Box<dyn Runtime>,
+        stream_wait: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(state),
             clock,
+            runtime,
+            stream_wait,
         })
+    }
+
+    /// A timer that fires at `at` on this node's clock.
+    pub(crate) fn timer(&self, at: Instant) -> Pin<Box<dyn Timer>> {
+        self.clock.timer(self.runtime.timer(at), at)
     }
 
     /// The state. A poisoned lock means a panic in a previous holder; the

@@ -5,6 +5,7 @@ use std::future::poll_fn;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
 use pos_p2p_protocol::node::{Node, NodeConfig};
@@ -45,6 +46,11 @@ pub struct P2PConfig {
     /// Find peers on the LAN and be found, over mDNS (default: on). Off,
     /// the node opens no mDNS socket and sends no multicast at all.
     pub discovery: bool,
+    /// How long [`Peer::new_stream`] waits for a connected peer to allow
+    /// another stream (each peer allows
+    /// [`Limits::max_streams_per_connection`](crate::Limits) at once)
+    /// before failing with `StreamError::StreamsExhausted` (default: 10 s).
+    pub stream_wait: Duration,
     explicit_listen: bool,
 }
 
@@ -65,6 +71,7 @@ impl P2PConfig {
                 SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
             ],
             discovery: true,
+            stream_wait: Duration::from_secs(10),
             explicit_listen: false,
         })
     }
@@ -79,6 +86,13 @@ impl P2PConfig {
     /// Use this metadata.
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.node.metadata = metadata;
+        self
+    }
+
+    /// Wait at most this long for a peer to allow another stream (see
+    /// [`P2PConfig::stream_wait`]).
+    pub fn stream_wait(mut self, wait: Duration) -> Self {
+        self.stream_wait = wait;
         self
     }
 
@@ -227,19 +241,18 @@ impl P2P {
                 stopped_waiters: Vec::new(),
             },
             clock.clone(),
+            runtime,
+            config.stream_wait,
         );
-        let driver = Driver::new(
-            shared.clone(),
-            sockets,
-            clock.timer(runtime.timer(now), now),
-            mdns,
-        )
-        .map_err(|source| StartError::Bind {
-            addr: config.listen_addrs[0],
-            source,
-        })?;
+        let driver =
+            Driver::new(shared.clone(), sockets, shared.timer(now), mdns).map_err(|source| {
+                StartError::Bind {
+                    addr: config.listen_addrs[0],
+                    source,
+                }
+            })?;
         let listen_addrs = driver.local_addrs();
-        runtime.spawn(Box::pin(driver));
+        shared.runtime.spawn(Box::pin(driver));
         Ok(Arc::new(Self {
             shared,
             identity,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -12,6 +13,7 @@ use pos_p2p_protocol::semver::Version;
 
 use crate::driver::{DialWatch, Shared, State, register};
 use crate::error::NewStreamError;
+use crate::runtime::Timer;
 use crate::stream::UnicastStream;
 
 /// A remote node: connected, or known by address. A cheap handle (clone
@@ -97,11 +99,21 @@ impl Peer {
     /// Open a stream to the peer, connecting first if needed (pinned to the
     /// peer's identity, trying each known address). Reuses the one
     /// connection to the peer. A peer that cannot be reached fails within
-    /// the handshake timeout with [`NewStreamError::Unreachable`].
+    /// the handshake timeout with [`NewStreamError::Unreachable`]; a peer
+    /// that allows no more streams now (each allows
+    /// [`Limits::max_streams_per_connection`](crate::Limits) at once) is
+    /// waited for until one of its streams ends, for at most
+    /// [`P2PConfig::stream_wait`](crate::P2PConfig::stream_wait), then
+    /// fails with [`StreamError::StreamsExhausted`].
+    ///
+    /// Cancel-safe: dropping the future opens no stream (a dial it started
+    /// goes on for the callers that share it, or ends).
     pub async fn new_stream(&self) -> Result<UnicastStream, NewStreamError> {
         // The dial this call waits for, if the peer is not connected: the
         // Node joins every caller to one dial per peer.
         let mut watch = DialWatch::new(self.shared.clone());
+        // Set when the peer first allows no more streams.
+        let mut credit_timer: Option<Pin<Box<dyn Timer>>> = None;
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if state.closing.is_some() || state.stopped {
@@ -124,6 +136,12 @@ impl Peer {
                             )))
                         }
                         Err(StreamError::StreamsExhausted) => {
+                            let timer = credit_timer.get_or_insert_with(|| {
+                                self.shared.timer(now + self.shared.stream_wait)
+                            });
+                            if timer.as_mut().poll_expired(cx).is_ready() {
+                                return Poll::Ready(Err(StreamError::StreamsExhausted.into()));
+                            }
                             register(
                                 state.peer_waiters.entry(self.identity).or_default(),
                                 cx.waker(),

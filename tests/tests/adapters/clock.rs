@@ -132,3 +132,97 @@ async fn on_a_manual_clock_a_manual_peer_is_redialed_exactly_when_its_backoff_en
     drop(silent);
     shutdown(a, &clock).await;
 }
+
+/// Run `clock` in the background (`step` every millisecond) until the
+/// returned task is aborted.
+fn ticking(clock: &Clock, step: Duration) -> tokio::task::JoinHandle<()> {
+    let clock = clock.clone();
+    tokio::spawn(async move {
+        loop {
+            clock.advance(step);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_stream_waits_for_the_peers_stream_credit_for_stream_wait_then_fails() {
+    use futures_util::AsyncWriteExt;
+    use pos_p2p::prelude::*;
+
+    use crate::common::{TestHeader, serve};
+
+    const WAIT: Duration = Duration::from_secs(5);
+    let clock = Clock::manual();
+    let mut config =
+        config_with(120, Version::new(1, 0, 0), "127.0.0.1:0".parse().unwrap()).stream_wait(WAIT);
+    config.node.timeouts.handshake = HANDSHAKE;
+    let opener = P2P::with_clock(config, RuntimeKind::Tokio, clock.clone()).unwrap();
+    // A peer that allows two streams at once.
+    let mut busy = config_with(121, Version::new(1, 0, 0), "127.0.0.1:0".parse().unwrap());
+    busy.node.limits.max_streams_per_connection = 2;
+    let server = P2P::new(busy).unwrap();
+    tokio::spawn(serve(server.clone()));
+    let peer = opener.add_peer(server.local_identity(), server.listen_addrs()[0]);
+
+    let ticker = ticking(&clock, Duration::from_millis(10));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = peer.new_stream().await.expect("a stream");
+        stream
+            .write_all(&TestHeader::Sink.to_bytes())
+            .await
+            .unwrap();
+        open.push(stream);
+    }
+    ticker.abort();
+    let _ = ticker.await;
+
+    // A third waits for credit: not a moment less than `stream_wait`.
+    let third = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.new_stream().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    advance(&opener, &clock, WAIT - Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!third.is_finished(), "gave up before stream_wait");
+    advance(&opener, &clock, Duration::from_millis(1)).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), third)
+        .await
+        .expect("gave up in time")
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(pos_p2p::NewStreamError::Stream(
+                pos_p2p::StreamError::StreamsExhausted
+            ))
+        ),
+        "{outcome:?}"
+    );
+
+    // Once a stream ends, the credit comes back and a new one opens (the
+    // clock runs at about the speed of real time now).
+    let ticker = ticking(&clock, Duration::from_millis(1));
+    // (The sink serves its streams one at a time: the first is the one it
+    // is reading.)
+    let mut done = open.remove(0);
+    done.close().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::AsyncReadExt::read_to_end(&mut done, &mut answer),
+    )
+    .await
+    .expect("the answer in time")
+    .unwrap();
+    drop(done);
+    tokio::time::timeout(Duration::from_secs(20), peer.new_stream())
+        .await
+        .expect("in time")
+        .expect("a stream once credit came back");
+    ticker.abort();
+    server.shutdown().await;
+    shutdown(opener, &clock).await;
+}
