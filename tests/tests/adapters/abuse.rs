@@ -270,6 +270,14 @@ async fn new_stream_during_shutdown_fails_with_shutdown() {
     let server = P2P::new(config(100)).unwrap();
     let client = P2P::new(config(101)).unwrap();
     let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
+    // Connected, so that shutdown cannot end before the server acknowledged
+    // the close (without a connection the driver may stop at once, on
+    // another worker thread, and the test would not see shutdown under
+    // way).
+    client
+        .connect(server.listen_addrs()[0], Some(server.local_identity()))
+        .await
+        .unwrap();
     // Shutdown begins (and is then left to finish on its own).
     assert!(client.shutdown().now_or_never().is_none());
     let result = peer.new_stream().await;
