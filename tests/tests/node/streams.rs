@@ -339,3 +339,22 @@ fn a_finished_stream_counts_as_acknowledged_only_once_the_peer_has_every_byte() 
         Err(StreamError::UnknownStream)
     );
 }
+
+#[test]
+fn write_chunks_takes_the_bytes_as_they_are_and_says_how_many() {
+    let (mut sim, a, b) = connected(22, Link::lan());
+    let stream = sim.open_stream(a, b).unwrap();
+    let mut chunks = [
+        bytes::Bytes::from_static(b"hello, "),
+        bytes::Bytes::from_static(b"world"),
+    ];
+    let taken = sim.nodes[a].node.write_chunks(stream, &mut chunks).unwrap();
+    assert_eq!(taken, 12);
+    assert!(chunks.iter().all(bytes::Bytes::is_empty), "{chunks:?}");
+    sim.nodes[a].node.finish(stream).unwrap();
+    let remote = incoming(&mut sim, b);
+    assert_eq!(
+        sim.read_to_end(b, remote, Duration::from_secs(5)),
+        Ok(b"hello, world".to_vec())
+    );
+}
