@@ -358,3 +358,40 @@ fn write_chunks_takes_the_bytes_as_they_are_and_says_how_many() {
         Ok(b"hello, world".to_vec())
     );
 }
+
+#[test]
+fn reset_answers_ok_after_a_stop_and_closed_when_already_reset() {
+    let (mut sim, a, b) = connected(23, Link::lan());
+    // The peer stopped it (so it was reset in answer): resetting is fine.
+    let stopped = sim.open_stream(a, b).unwrap();
+    let remote = incoming(&mut sim, b);
+    sim.nodes[b].node.stop(remote, 9).unwrap();
+    let seen = sim.run_until(Duration::from_secs(5), |sim| {
+        sim.nodes[a].node.send_status(stopped) == Ok(SendStatus::Stopped(9))
+    });
+    assert!(seen);
+    assert_eq!(sim.nodes[a].node.reset(stopped, 0x100), Ok(()));
+    // Reset once already: a second reset is refused.
+    let reset = sim.open_stream(a, b).unwrap();
+    assert_eq!(sim.nodes[a].node.reset(reset, 0x100), Ok(()));
+    assert_eq!(
+        sim.nodes[a].node.reset(reset, 0x100),
+        Err(StreamError::Closed)
+    );
+}
+
+#[test]
+fn discarding_what_arrived_says_whether_the_peer_had_ended() {
+    let (mut sim, a, b) = connected(24, Link::lan());
+    let stream = sim.open_stream(a, b).unwrap();
+    let remote = incoming(&mut sim, b);
+    // Data, not the end yet.
+    sim.nodes[a].node.write(stream, b"unread").unwrap();
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.nodes[b].node.discard_received(remote), Ok(false));
+    // The end arrives: discarding reaches it.
+    sim.nodes[a].node.write(stream, b"more").unwrap();
+    sim.nodes[a].node.finish(stream).unwrap();
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.nodes[b].node.discard_received(remote), Ok(true));
+}
