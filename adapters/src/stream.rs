@@ -215,10 +215,7 @@ impl UnicastStream {
         match self.recv_end {
             Some(None) => return Poll::Ready(Ok(None)),
             Some(Some(code)) => {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    StreamReset(code),
-                )));
+                return Poll::Ready(Err(reset_error(code)));
             }
             None => {}
         }
@@ -233,10 +230,7 @@ impl UnicastStream {
             Ok(ReadOutcome::Reset(code)) => {
                 self.recv_done = true;
                 self.recv_end = Some(Some(code));
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    StreamReset(code),
-                )))
+                Poll::Ready(Err(reset_error(code)))
             }
             Ok(ReadOutcome::Blocked) => {
                 if state.stopped {
@@ -262,10 +256,7 @@ impl UnicastStream {
         match self.recv_end {
             Some(None) => return Poll::Ready(Ok(0)),
             Some(Some(code)) => {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    StreamReset(code),
-                )));
+                return Poll::Ready(Err(reset_error(code)));
             }
             None => {}
         }
@@ -287,10 +278,7 @@ impl UnicastStream {
                 Ok(ReadOutcome::Reset(code)) if filled == 0 => {
                     self.recv_done = true;
                     self.recv_end = Some(Some(code));
-                    break Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        StreamReset(code),
-                    )));
+                    break Poll::Ready(Err(reset_error(code)));
                 }
                 // The end or the reset is reported by the next call (QUIC
                 // forgets the stream once it has said so).
@@ -399,6 +387,11 @@ fn application_code(code: u64) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What a read returns once the peer reset the stream with `code`.
+fn reset_error(code: u64) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, StreamReset(code))
 }
 
 fn to_io(error: StreamError) -> io::Error {

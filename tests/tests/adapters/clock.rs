@@ -24,16 +24,7 @@ fn node(n: u8, clock: &Clock) -> Arc<P2P> {
 /// `a`'s one manual peer once `done` holds (polled; real time, generous:
 /// only a lost wake-up makes it run out).
 async fn until(a: &P2P, done: impl Fn(&ManualPeer) -> bool) -> ManualPeer {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let peers = a.manual_peers();
-        assert_eq!(peers.len(), 1);
-        if done(&peers[0]) {
-            return peers[0].clone();
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {:?}", peers[0]);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::manual::wait_for(a, Duration::from_secs(20), done).await
 }
 
 /// Move the clock by `by` and wait until `a`'s node has taken a turn at

@@ -29,7 +29,11 @@ fn node(n: u8, listen: SocketAddr) -> Arc<P2P> {
 }
 
 /// Poll `a`'s one manual peer until `done` holds; panics after `limit`.
-async fn wait_for(a: &P2P, limit: Duration, done: impl Fn(&ManualPeer) -> bool) -> ManualPeer {
+pub(crate) async fn wait_for(
+    a: &P2P,
+    limit: Duration,
+    done: impl Fn(&ManualPeer) -> bool,
+) -> ManualPeer {
     let deadline = Instant::now() + limit;
     loop {
         let peers = a.manual_peers();
