@@ -389,9 +389,16 @@ fn discarding_what_arrived_says_whether_the_peer_had_ended() {
     sim.nodes[a].node.write(stream, b"unread").unwrap();
     sim.run_for(Duration::from_millis(100));
     assert_eq!(sim.nodes[b].node.discard_received(remote), Ok(false));
-    // The end arrives: discarding reaches it.
+    // b is done sending; its receiving half is still open, so the stream
+    // stays.
+    sim.nodes[b].node.finish(remote).unwrap();
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.nodes[b].node.stream_count(remote.connection()), 1);
+    // The end arrives: discarding reaches it, and with both halves done
+    // the stream is gone from the connection, with nothing more read.
     sim.nodes[a].node.write(stream, b"more").unwrap();
     sim.nodes[a].node.finish(stream).unwrap();
     sim.run_for(Duration::from_millis(100));
     assert_eq!(sim.nodes[b].node.discard_received(remote), Ok(true));
+    assert_eq!(sim.nodes[b].node.stream_count(remote.connection()), 0);
 }
