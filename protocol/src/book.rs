@@ -273,6 +273,25 @@ mod tests {
     }
 
     #[test]
+    fn touching_a_used_peer_makes_it_the_most_recently_used() {
+        // Among peers the application used, the one touched last stays and
+        // the other goes; both ways round, so that the order of the
+        // identities in the book cannot decide it.
+        for (first, second) in [(1, 2), (2, 1)] {
+            let mut book = AddressBook::new(2);
+            book.remember_used(peer(first), addr(1));
+            book.remember_used(peer(second), addr(2));
+            book.touch(&peer(first));
+            book.remember_used(peer(3), addr(3));
+            assert!(
+                book.addrs(&peer(first)).is_some(),
+                "{first} was touched last"
+            );
+            assert!(book.addrs(&peer(second)).is_none());
+        }
+    }
+
+    #[test]
     fn addresses_are_bounded_and_most_recent_first() {
         let mut book = AddressBook::new(4);
         for port in 0..20 {
