@@ -259,12 +259,20 @@ mod tests {
     #[test]
     fn the_least_recently_used_goes_first() {
         let mut book = AddressBook::new(2);
+        assert!(book.is_empty());
+        assert_eq!(book.peers().count(), 0);
         book.remember(peer(1), addr(1));
+        assert!(!book.is_empty());
         book.remember(peer(2), addr(2));
         book.touch(&peer(1));
         book.remember(peer(3), addr(3));
         assert!(book.addrs(&peer(1)).is_some());
         assert!(book.addrs(&peer(2)).is_none());
+        let mut peers: Vec<RemoteIdentity> = book.peers().copied().collect();
+        peers.sort();
+        let mut expected = vec![peer(1), peer(3)];
+        expected.sort();
+        assert_eq!(peers, expected);
         // Unpinning makes a pinned peer an ordinary one.
         book.pin(peer(4), addr(4));
         assert_eq!(book.len(), 3);
