@@ -389,6 +389,12 @@ mod tests {
             RemoteIdentity::from_bytes(&non_canonical),
             Err(IdentityError::NonCanonicalKey)
         );
+        // The same with the sign bit (bit 255, outside y) set: still y = p + 1.
+        non_canonical[31] = 0xff;
+        assert_eq!(
+            RemoteIdentity::from_bytes(&non_canonical),
+            Err(IdentityError::NonCanonicalKey)
+        );
         // y = 2 is not on the curve.
         let mut off_curve = [0u8; 32];
         off_curve[0] = 2;
