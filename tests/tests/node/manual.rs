@@ -256,3 +256,39 @@ fn a_node_that_shuts_down_forgets_its_manual_peers() {
             .is_none_or(|(_, reason)| reason != pos_p2p_protocol::node::TimeoutReason::Manual)
     );
 }
+
+#[test]
+fn peer_addresses_parse_as_documented() {
+    let parse = |s: &str| s.parse::<PeerAddr>();
+    assert_eq!(
+        parse("192.0.2.1:4433"),
+        Ok(PeerAddr::Addr("192.0.2.1:4433".parse().unwrap()))
+    );
+    assert_eq!(
+        parse("[2001:db8::1]:4433"),
+        Ok(PeerAddr::Addr("[2001:db8::1]:4433".parse().unwrap()))
+    );
+    assert_eq!(
+        parse("laptop.local:4433"),
+        Ok(PeerAddr::Host {
+            host: "laptop.local".into(),
+            port: 4433
+        })
+    );
+    // The longest host name DNS allows, and one character more.
+    let longest = format!("{}:1", "a".repeat(253));
+    assert!(parse(&longest).is_ok());
+    let too_long = format!("{}:1", "a".repeat(254));
+    assert!(parse(&too_long).is_err());
+    // No host, a character no host name has, no port, a bad port.
+    for bad in [
+        ":4433",
+        "bad_host:1",
+        "two words:1",
+        "no-port",
+        "host:x",
+        "host:70000",
+    ] {
+        assert!(parse(bad).is_err(), "{bad:?} parsed");
+    }
+}
