@@ -280,6 +280,10 @@ fn peer_addresses_parse_as_documented() {
     assert!(parse(&longest).is_ok());
     let too_long = format!("{}:1", "a".repeat(254));
     assert!(parse(&too_long).is_err());
+    // Shown as written.
+    for text in ["192.0.2.1:4433", "[2001:db8::1]:4433", "laptop.local:4433"] {
+        assert_eq!(parse(text).unwrap().to_string(), text);
+    }
     // No host, a character no host name has, no port, a bad port.
     for bad in [
         ":4433",
