@@ -2,8 +2,9 @@
 
 use std::io;
 
-use pos_p2p_protocol::codec::{DecodeError, FrameError};
+use pos_p2p_protocol::codec::{DecodeError, EncodeError, FrameError};
 use pos_p2p_protocol::node::{DisconnectReason, NodeError, StreamError};
+use pos_p2p_protocol::semver;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,22 @@ pub enum NewStreamError {
     /// The node is shutting down.
     #[error("the node is shut down")]
     Shutdown,
+    /// The operation needs a newer (or other) version of the peer's
+    /// application than the one it announced in its handshake
+    /// ([`Header::requires`](crate::Header::requires)); nothing was sent.
+    #[error("the peer runs {version}, and {operation:?} needs {required}")]
+    PeerTooOld {
+        /// The header's operation.
+        operation: &'static str,
+        /// The versions the operation needs.
+        required: semver::VersionReq,
+        /// The peer's application version.
+        version: semver::Version,
+    },
+    /// The header cannot be encoded (it breaks a limit its own `encode`
+    /// declares, or is longer than its `MAX_LEN`); nothing was sent.
+    #[error("the header cannot be encoded: {0}")]
+    Encode(#[from] EncodeError),
 }
 
 /// Why a header could not be read from a stream.

@@ -55,6 +55,7 @@ mod manual;
 mod mdns;
 mod p2p;
 mod peer;
+mod router;
 mod routes;
 mod runtime;
 mod stream;
@@ -68,6 +69,9 @@ pub use manual::{ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError,
 pub use p2p::TableSizes;
 pub use p2p::{P2P, P2PConfig, generate_identity};
 pub use peer::{Peer, Peers};
+pub use router::{
+    DEFAULT_GRACE_PERIOD, DEFAULT_MAX_IN_FLIGHT, HandlerError, Router, RouterHandle, RouterStats,
+};
 pub use runtime::RuntimeKind;
 pub use stream::{StreamReset, UnicastStream};
 pub use tunnel_stream::{Tunnel, TunnelOpenError};

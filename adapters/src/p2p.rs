@@ -144,6 +144,11 @@ impl P2P {
         }
     }
 
+    /// What the node's handles share.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Start a node on the given runtime.
     pub fn with_runtime(config: P2PConfig, runtime: RuntimeKind) -> Result<Arc<Self>, StartError> {
         Self::with_clock(config, runtime, Clock::system())

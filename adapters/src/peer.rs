@@ -7,9 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
+use pos_p2p_protocol::Header;
 use pos_p2p_protocol::RemoteIdentity;
 use pos_p2p_protocol::node::{ConnectError, DisconnectReason, StreamError};
-use pos_p2p_protocol::semver::Version;
+use pos_p2p_protocol::semver::{Version, VersionReq};
 
 use crate::driver::{DialWatch, Shared, State, register};
 use crate::error::NewStreamError;
@@ -109,6 +110,43 @@ impl Peer {
     /// Cancel-safe: dropping the future opens no stream (a dial it started
     /// goes on for the callers that share it, or ends).
     pub async fn new_stream(&self) -> Result<UnicastStream, NewStreamError> {
+        self.open_stream(None).await
+    }
+
+    /// Open a stream to the peer (as [`new_stream`](Peer::new_stream)
+    /// does) and write `header` on it: the stream, ready for the
+    /// operation's own bytes. If the operation
+    /// [requires](Header::requires) versions of the peer's application,
+    /// the peer's version (from its handshake, connecting first if needed)
+    /// is checked before the stream is opened: a peer that does not
+    /// match fails with [`NewStreamError::PeerTooOld`], and nothing is
+    /// sent to it.
+    ///
+    /// Cancel-safe until the stream is open; dropping the future while it
+    /// writes the header drops the stream (as dropping a stream does).
+    pub async fn open<H: Header>(&self, header: &H) -> Result<UnicastStream, NewStreamError> {
+        let bytes = header.try_to_bytes()?;
+        let required = header.requires();
+        let gate = required
+            .as_ref()
+            .map(|required| (header.operation(), required));
+        let mut stream = self.open_stream(gate).await?;
+        stream.write_chunk(bytes).await.map_err(|error| {
+            let reason = error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<StreamError>())
+                .cloned()
+                .unwrap_or(StreamError::NotConnected);
+            NewStreamError::Stream(reason)
+        })?;
+        Ok(stream)
+    }
+
+    /// Open a stream, once the peer's version matches `gate` if given.
+    async fn open_stream(
+        &self,
+        gate: Option<(&'static str, &VersionReq)>,
+    ) -> Result<UnicastStream, NewStreamError> {
         // The dial this call waits for, if the peer is not connected: the
         // Node joins every caller to one dial per peer.
         let mut watch = DialWatch::new(self.shared.clone());
@@ -121,7 +159,18 @@ impl Peer {
             }
             let now = self.shared.clock.now();
             loop {
-                if state.node.peer(&self.identity).is_some() {
+                if let Some(peer) = state.node.peer(&self.identity) {
+                    if let Some((operation, required)) = gate
+                        && !required.matches(&peer.versions.app)
+                    {
+                        let version = peer.versions.app.clone();
+                        watch.release(&mut state);
+                        return Poll::Ready(Err(NewStreamError::PeerTooOld {
+                            operation,
+                            required: required.clone(),
+                            version,
+                        }));
+                    }
                     watch.release(&mut state);
                     return match state.node.open_stream(now, &self.identity) {
                         Ok(id) => {

@@ -72,6 +72,11 @@ impl UnicastStream {
         }
     }
 
+    /// The stream's id in the node.
+    pub(crate) fn id(&self) -> StreamId {
+        self.id
+    }
+
     /// The peer on the other end.
     pub fn remote_identity(&self) -> RemoteIdentity {
         self.remote

@@ -113,4 +113,22 @@ pub trait Header: Sized {
     fn decoder() -> FrameDecoder {
         FrameDecoder::with_max_frame_len(Self::MAX_LEN)
     }
+
+    /// The name of the operation this header starts: what a router
+    /// dispatches on and what tracing spans show. By default the type's
+    /// name, the same for every value; an enum with one variant per
+    /// operation names each (`"ping"`, `"file"`, ...). Names are never
+    /// sent: the wire carries only the encoded header.
+    fn operation(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
+    /// The versions of the peer's application this operation needs, if it
+    /// needs any: a sender checks them against the version the peer
+    /// announced in its handshake before it opens a stream, and fails
+    /// with a typed error instead of sending an operation the peer would
+    /// refuse. By default `None`: every version.
+    fn requires(&self) -> Option<semver::VersionReq> {
+        None
+    }
 }

@@ -244,6 +244,10 @@ pub mod stream_code {
     pub const REFUSED: u64 = 0x4;
     /// The header did not arrive within the receiver's deadline.
     pub const HEADER_TIMEOUT: u64 = 0x5;
+    /// The receiver's application failed while handling the stream (its
+    /// handler panicked) before it finished its side: what it sent is not
+    /// the whole reply.
+    pub const HANDLER_FAILED: u64 = 0x6;
     /// The first code applications may use for their own resets and stops.
     pub const FIRST_APPLICATION_CODE: u64 = 0x100;
 }
@@ -271,6 +275,10 @@ pub enum StreamRejection {
     /// The header did not reach the peer in time.
     #[error("the header did not reach the peer in time")]
     HeaderTimeout,
+    /// The peer's application failed while handling the stream: what it
+    /// sent is not the whole reply.
+    #[error("the peer's handler for this stream failed")]
+    HandlerFailed,
     /// A protocol code this version does not know (below
     /// [`stream_code::FIRST_APPLICATION_CODE`]).
     #[error("the peer ended the stream (protocol code {0})")]
@@ -290,6 +298,7 @@ impl StreamRejection {
             stream_code::MALFORMED_HEADER => Self::MalformedHeader,
             stream_code::REFUSED => Self::Refused,
             stream_code::HEADER_TIMEOUT => Self::HeaderTimeout,
+            stream_code::HANDLER_FAILED => Self::HandlerFailed,
             code if code < stream_code::FIRST_APPLICATION_CODE => Self::Protocol(code),
             code => Self::Application(code),
         }
@@ -314,6 +323,7 @@ impl StreamRejection {
             Self::MalformedHeader => stream_code::MALFORMED_HEADER,
             Self::Refused => stream_code::REFUSED,
             Self::HeaderTimeout => stream_code::HEADER_TIMEOUT,
+            Self::HandlerFailed => stream_code::HANDLER_FAILED,
             Self::Protocol(code) | Self::Application(code) => *code,
         }
     }

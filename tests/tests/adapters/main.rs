@@ -8,5 +8,6 @@ mod failures;
 mod guide;
 mod load;
 mod manual;
+mod router;
 mod runtimes;
 mod tunnel;
