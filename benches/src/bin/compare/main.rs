@@ -10,8 +10,11 @@
 //! cargo run --release -p pos-p2p-benches --bin compare            # full run
 //! cargo run --release -p pos-p2p-benches --bin compare -- --json out.json
 //! cargo run -p pos-p2p-benches --bin compare -- --smoke           # CI: tiny, checks correctness only
+//! cargo run --release -p pos-p2p-benches --features iroh --bin compare   # with iroh
 //! ```
 
+#[cfg(feature = "iroh")]
+mod iroh_side;
 mod pos;
 mod quinn_side;
 mod report;
@@ -23,7 +26,8 @@ use clap::Parser;
 
 use report::{Report, Row};
 
-/// pos-p2p against quinn and TCP, in one run, with ratios.
+/// pos-p2p against quinn, TCP and (with the `iroh` feature) iroh, in one
+/// run, with ratios.
 #[derive(Debug, Parser)]
 struct Args {
     /// Tiny sizes, one round: checks that every scenario moves the right
@@ -121,6 +125,8 @@ fn main() -> Result<()> {
             match contender.as_str() {
                 "pos" => pos::idle_connections(sizes.idle_connections, sizes.idle).await,
                 "quinn" => quinn_side::idle_connections(sizes.idle_connections, sizes.idle).await,
+                #[cfg(feature = "iroh")]
+                "iroh" => iroh_side::idle_connections(sizes.idle_connections, sizes.idle).await,
                 other => Err(format!("unknown contender {other}").into()),
             }
         })?;
@@ -169,12 +175,16 @@ async fn bulk(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()> {
     let quinn_default = quinn_side::Pair::start(quinn_side::Windows::Default).await?;
     let quinn_ours = quinn_side::Pair::start(quinn_side::Windows::SameAsPos).await?;
     let tcp = tcp::Pair::start().await?;
-    let mut rows = [
+    #[cfg(feature = "iroh")]
+    let iroh = iroh_side::Pair::start().await?;
+    let mut rows = vec![
         Row::new("bulk 1 stream", "pos-p2p (tokio)", "MB/s", true),
         Row::new("bulk 1 stream", "quinn, default windows", "MB/s", true),
         Row::new("bulk 1 stream", "quinn, pos-p2p's windows", "MB/s", true),
         Row::new("bulk 1 stream", "TCP (tokio)", "MB/s", true),
     ];
+    #[cfg(feature = "iroh")]
+    rows.push(Row::new("bulk 1 stream", "iroh, defaults", "MB/s", true));
     for _ in 0..rounds {
         let t = Instant::now();
         pos.bulk(sizes.bulk, false).await?;
@@ -188,9 +198,17 @@ async fn bulk(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()> {
         let t = Instant::now();
         tcp.bulk(sizes.bulk).await?;
         rows[3].push(mb_per_s(sizes.bulk, t.elapsed()));
+        #[cfg(feature = "iroh")]
+        {
+            let t = Instant::now();
+            iroh.bulk(sizes.bulk).await?;
+            rows[4].push(mb_per_s(sizes.bulk, t.elapsed()));
+        }
     }
     report.add(rows);
     pos.shutdown().await;
+    #[cfg(feature = "iroh")]
+    iroh.shutdown().await;
     Ok(())
 }
 
@@ -222,7 +240,9 @@ async fn connect(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()>
     let pos = pos::Pair::start(pos::Windows::Ours).await?;
     let quinn = quinn_side::Pair::start(quinn_side::Windows::Default).await?;
     let quinn_mutual = quinn_side::Pair::start(quinn_side::Windows::MutualTls).await?;
-    let mut rows = [
+    #[cfg(feature = "iroh")]
+    let iroh = iroh_side::Pair::start().await?;
+    let mut rows = vec![
         Row::new(
             "connect (dial to ready)",
             "pos-p2p (QUIC + TLS + Hello)",
@@ -237,6 +257,13 @@ async fn connect(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()>
             false,
         ),
     ];
+    #[cfg(feature = "iroh")]
+    rows.push(Row::new(
+        "connect (dial to ready)",
+        "iroh (direct, loopback)",
+        "µs",
+        false,
+    ));
     for _ in 0..rounds {
         rows[0].push(median(
             pos.connect_latencies(sizes.connects, sizes.connect_pause)
@@ -252,38 +279,85 @@ async fn connect(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()>
                 .connect_latencies(sizes.connects, sizes.connect_pause)
                 .await?,
         ));
+        #[cfg(feature = "iroh")]
+        rows[3].push(median(
+            iroh.connect_latencies(sizes.connects, sizes.connect_pause)
+                .await?,
+        ));
     }
     report.add(rows);
     pos.shutdown().await;
+    #[cfg(feature = "iroh")]
+    iroh.shutdown().await;
     Ok(())
 }
 
 async fn request_response(report: &mut Report, rounds: usize, sizes: Sizes) -> Result<()> {
     let pos = pos::Pair::start(pos::Windows::Ours).await?;
     let quinn = quinn_side::Pair::start(quinn_side::Windows::Default).await?;
-    let mut rows = [
+    let routed = pos::Pair::start_serving(pos::Windows::Ours, pos::Serving::Router).await?;
+    #[cfg(feature = "iroh")]
+    let iroh = iroh_side::Pair::start().await?;
+    let mut sequential = vec![
         Row::new("request/response, sequential", "pos-p2p", "req/s", true),
         Row::new("request/response, sequential", "quinn", "req/s", true),
+        Row::new(
+            "request/response, sequential",
+            "pos-p2p served by a Router",
+            "req/s",
+            true,
+        ),
+    ];
+    let mut parallel = vec![
         Row::new("request/response, 32 in flight", "pos-p2p", "req/s", true),
         Row::new("request/response, 32 in flight", "quinn", "req/s", true),
+        Row::new(
+            "request/response, 32 in flight",
+            "pos-p2p served by a Router",
+            "req/s",
+            true,
+        ),
     ];
+    #[cfg(feature = "iroh")]
+    {
+        sequential.push(Row::new(
+            "request/response, sequential",
+            "iroh",
+            "req/s",
+            true,
+        ));
+        parallel.push(Row::new(
+            "request/response, 32 in flight",
+            "iroh",
+            "req/s",
+            true,
+        ));
+    }
     let rate = |n: usize, t: Instant| n as f64 / t.elapsed().as_secs_f64();
     for _ in 0..rounds {
-        let t = Instant::now();
-        pos.requests(sizes.requests, 1).await?;
-        rows[0].push(rate(sizes.requests, t));
-        let t = Instant::now();
-        quinn.requests(sizes.requests, 1).await?;
-        rows[1].push(rate(sizes.requests, t));
-        let t = Instant::now();
-        pos.requests(sizes.requests, 32).await?;
-        rows[2].push(rate(sizes.requests, t));
-        let t = Instant::now();
-        quinn.requests(sizes.requests, 32).await?;
-        rows[3].push(rate(sizes.requests, t));
+        for (rows, in_flight) in [(&mut sequential, 1), (&mut parallel, 32)] {
+            let t = Instant::now();
+            pos.requests(sizes.requests, in_flight).await?;
+            rows[0].push(rate(sizes.requests, t));
+            let t = Instant::now();
+            quinn.requests(sizes.requests, in_flight).await?;
+            rows[1].push(rate(sizes.requests, t));
+            let t = Instant::now();
+            routed.requests(sizes.requests, in_flight).await?;
+            rows[2].push(rate(sizes.requests, t));
+            #[cfg(feature = "iroh")]
+            {
+                let t = Instant::now();
+                iroh.requests(sizes.requests, in_flight).await?;
+                rows[3].push(rate(sizes.requests, t));
+            }
+        }
     }
-    report.add(rows);
+    report.add(sequential.into_iter().chain(parallel));
     pos.shutdown().await;
+    routed.shutdown().await;
+    #[cfg(feature = "iroh")]
+    iroh.shutdown().await;
     Ok(())
 }
 
@@ -359,48 +433,44 @@ async fn scale(report: &mut Report, rounds: usize, args: &Args) -> Result<()> {
     } else {
         args.idle_connections as f64
     };
-    let mut rows = [
-        Row::new(
-            "idle connections: memory per connection",
-            "pos-p2p",
-            "KiB",
-            false,
-        ),
-        Row::new(
-            "idle connections: memory per connection",
-            "quinn",
-            "KiB",
-            false,
-        ),
-        Row::new(
-            "idle connections: CPU while idle",
-            "pos-p2p",
-            "% of a core",
-            false,
-        ),
-        Row::new(
-            "idle connections: CPU while idle",
-            "quinn",
-            "% of a core",
-            false,
-        ),
-    ];
-    // Each contender in a fresh process per round; the order alternates
-    // (it cannot matter between processes, and the figures show it).
+    #[cfg(not(feature = "iroh"))]
+    let contenders = [("pos", "pos-p2p"), ("quinn", "quinn")];
+    #[cfg(feature = "iroh")]
+    let contenders = [("pos", "pos-p2p"), ("quinn", "quinn"), ("iroh", "iroh")];
+    let mut memory: Vec<Row> = contenders
+        .iter()
+        .map(|&(_, name)| {
+            Row::new(
+                "idle connections: memory per connection",
+                name,
+                "KiB",
+                false,
+            )
+        })
+        .collect();
+    let mut cpu: Vec<Row> = contenders
+        .iter()
+        .map(|&(_, name)| {
+            Row::new(
+                "idle connections: CPU while idle",
+                name,
+                "% of a core",
+                false,
+            )
+        })
+        .collect();
+    // Each contender in a fresh process per round; the order rotates (it
+    // cannot matter between processes, and the figures show it).
     for round in 0..rounds {
-        let order: [(&str, usize); 2] = if round % 2 == 0 {
-            [("pos", 0), ("quinn", 1)]
-        } else {
-            [("quinn", 1), ("pos", 0)]
-        };
-        for (contender, row) in order {
-            let (bytes, cpu) =
-                tokio::task::block_in_place(|| idle_in_own_process(contender, args))?;
-            rows[row].push(bytes / n / 1024.0);
-            rows[row + 2].push(cpu);
+        for i in 0..contenders.len() {
+            let row = (i + round) % contenders.len();
+            let (bytes, used) =
+                tokio::task::block_in_place(|| idle_in_own_process(contenders[row].0, args))?;
+            memory[row].push(bytes / n / 1024.0);
+            cpu[row].push(used);
         }
     }
-    report.add(rows);
+    report.add(memory.into_iter().chain(cpu));
     Ok(())
 }
 

@@ -9,7 +9,10 @@ use pos_p2p::codec::{DecodeError, Reader, Writer};
 use pos_p2p::prelude::*;
 use pos_p2p::semver::Version;
 use pos_p2p::tunnel::{LibraryId, LibraryKeys};
-use pos_p2p::{Identity, P2P, P2PConfig, Peer, RemoteIdentity, RuntimeKind, Tunnel, UnicastStream};
+use pos_p2p::{
+    HandlerError, Identity, P2P, P2PConfig, Peer, RemoteIdentity, Router, RouterHandle,
+    RuntimeKind, Tunnel, UnicastStream,
+};
 
 use crate::{Result, idle_cpu, rss};
 
@@ -86,22 +89,58 @@ fn config(n: u8) -> Result<P2PConfig> {
 pub(crate) struct Pair {
     client: Arc<P2P>,
     server: Arc<P2P>,
+    router: Option<RouterHandle>,
+}
+
+/// How the server takes its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serving {
+    /// An accept loop that spawns a tokio task per stream, as an
+    /// application writes it by hand.
+    AcceptLoop,
+    /// A [`Router`] with one handler for every operation.
+    Router,
 }
 
 impl Pair {
-    pub(crate) async fn start(_windows: Windows) -> Result<Self> {
+    pub(crate) async fn start(windows: Windows) -> Result<Self> {
+        Self::start_serving(windows, Serving::AcceptLoop).await
+    }
+
+    pub(crate) async fn start_serving(_windows: Windows, serving: Serving) -> Result<Self> {
         let server = P2P::with_runtime(config(2)?, RuntimeKind::Tokio)?;
         let client = P2P::with_runtime(config(1)?, RuntimeKind::Tokio)?;
-        tokio::spawn(serve(server.clone()));
+        let router = match serving {
+            Serving::AcceptLoop => {
+                tokio::spawn(serve(server.clone()));
+                None
+            }
+            Serving::Router => Some(
+                Router::<Op>::new(server.clone())
+                    .fallback(|op, stream| async move {
+                        handle_op(op, stream)
+                            .await
+                            .map_err(|e| HandlerError::from(e.to_string()))
+                    })
+                    .spawn(),
+            ),
+        };
         client.add_peer(server.local_identity(), server.listen_addrs()[0]);
         client
             .connect(server.listen_addrs()[0], Some(server.local_identity()))
             .await?;
-        Ok(Self { client, server })
+        Ok(Self {
+            client,
+            server,
+            router,
+        })
     }
 
     pub(crate) async fn shutdown(self) {
         self.client.shutdown().await;
+        if let Some(router) = self.router {
+            router.shutdown().await;
+        }
         self.server.shutdown().await;
     }
 
@@ -271,7 +310,12 @@ async fn serve(p2p: Arc<P2P>) {
 }
 
 async fn handle(mut stream: UnicastStream) -> Result<()> {
-    match Op::from_stream(&mut stream).await? {
+    let op = Op::from_stream(&mut stream).await?;
+    handle_op(op, stream).await
+}
+
+async fn handle_op(op: Op, mut stream: UnicastStream) -> Result<()> {
+    match op {
         Op::Sink => sink(&mut stream).await,
         Op::Echo => {
             let mut request = [0u8; 100];

@@ -66,7 +66,7 @@ impl Report {
         }
     }
 
-    pub(crate) fn add<const N: usize>(&mut self, rows: [Row; N]) {
+    pub(crate) fn add(&mut self, rows: impl IntoIterator<Item = Row>) {
         // Group rows by scenario, keeping their order.
         let mut groups: Vec<Vec<Row>> = Vec::new();
         for row in rows {
