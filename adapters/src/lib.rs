@@ -79,10 +79,17 @@ pub use tunnel_stream::{Tunnel, TunnelOpenError};
 pub use pos_p2p_protocol::codec;
 pub use pos_p2p_protocol::discovery::DiscoveryStats;
 pub use pos_p2p_protocol::node::{
-    ConnectError, DisconnectReason, Limits, NodeStats, StreamError, StreamRejection, Timeouts,
-    TransportFailure, Violation, stream_code,
+    ConnectError, DisconnectReason, Limits, NodeStats, PeerStats, StreamError, StreamRejection,
+    Timeouts, TransportFailure, Violation, stream_code,
 };
-pub use pos_p2p_protocol::tunnel;
+/// The Tunnel: proof that both ends are instances of the same library,
+/// and encryption of library-scoped data. [`Tunnel`](tunnel::Tunnel) is the
+/// async stream; the rest is the sans-IO core's
+/// ([`pos_p2p_protocol::tunnel`]).
+pub mod tunnel {
+    pub use crate::tunnel_stream::{Tunnel, TunnelOpenError};
+    pub use pos_p2p_protocol::tunnel::*;
+}
 
 /// Hooks for tests, not part of the supported API: they may change in any
 /// release.

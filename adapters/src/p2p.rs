@@ -8,9 +8,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
-use pos_p2p_protocol::node::{Node, NodeConfig};
+use pos_p2p_protocol::node::{Limits, Node, NodeConfig, Timeouts};
 use pos_p2p_protocol::semver::Version;
-use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity};
+use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity, VersionPolicy};
 
 use crate::clock::Clock;
 use crate::driver::{DialWatch, Driver, EVENT_QUEUE, Shared, State, register};
@@ -96,10 +96,39 @@ impl P2PConfig {
         self
     }
 
+    /// Which peer versions to accept (default: the same major version, or
+    /// the same minor for `0.x`; see [`VersionPolicy`]).
+    pub fn version_policy(mut self, policy: VersionPolicy) -> Self {
+        self.node.version_policy = policy;
+        self
+    }
+
+    /// Use these limits (connections, streams, headers, windows, the
+    /// address book; see [`Limits`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.node.limits = limits;
+        self
+    }
+
+    /// Use these timeouts (handshake, idle, keep-alive, header; see
+    /// [`Timeouts`]).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.node.timeouts = timeouts;
+        self
+    }
+
     /// Turn LAN discovery on or off (see [`P2PConfig::discovery`]).
     pub fn discovery(mut self, on: bool) -> Self {
         self.discovery = on;
         self
+    }
+}
+
+impl Drop for P2P {
+    fn drop(&mut self) {
+        // Close the connections and let the driver finish on its own; it
+        // stops within the shutdown grace period and drops the sockets.
+        self.begin_shutdown();
     }
 }
 
@@ -117,6 +146,16 @@ pub fn generate_identity() -> Result<Identity, StartError> {
 ///
 /// One driver task per node owns the sockets; every method here only takes
 /// a short lock, never across an `.await`.
+///
+/// The node lives as long as its `P2P`: dropping the last `Arc<P2P>`
+/// starts the same shutdown as [`P2P::shutdown`] (without waiting for it),
+/// even while [`Peer`] handles, streams or [`Events`] are still held. From
+/// then on, `Peer::new_stream` fails with
+/// [`NewStreamError::Shutdown`](crate::NewStreamError::Shutdown), reads and
+/// writes on open streams fail (the connections are closed, so the peers
+/// see them end), and the event stream ends. A [`Router`](crate::Router)
+/// holds its node, so a node with a running router lives until the
+/// router's shutdown.
 #[derive(Debug)]
 pub struct P2P {
     shared: Arc<Shared>,
@@ -481,18 +520,7 @@ impl P2P {
     /// the peers were told (or after a short grace period) and the sockets
     /// are closed.
     pub async fn shutdown(&self) {
-        {
-            let mut state = self.shared.lock();
-            if state.closing.is_none() {
-                let now = self.shared.clock.now();
-                state.closing = Some(now);
-                state.node.shutdown(now);
-                if let Some(discovery) = &mut state.discovery {
-                    discovery.shutdown();
-                }
-            }
-            state.wake_driver();
-        }
+        self.begin_shutdown();
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if state.stopped {
@@ -503,6 +531,21 @@ impl P2P {
             }
         })
         .await;
+    }
+
+    /// Start closing every connection and discovery (once); the driver
+    /// does the rest.
+    fn begin_shutdown(&self) {
+        let mut state = self.shared.lock();
+        if state.closing.is_none() {
+            let now = self.shared.clock.now();
+            state.closing = Some(now);
+            state.node.shutdown(now);
+            if let Some(discovery) = &mut state.discovery {
+                discovery.shutdown();
+            }
+        }
+        state.wake_driver();
     }
 
     /// Whether LAN discovery is running: it was not turned off and an mDNS
@@ -582,23 +625,6 @@ pub struct TableSizes {
     pub writers: usize,
     /// Peers with tasks waiting for stream credit.
     pub peer_waiters: usize,
-}
-
-impl Drop for P2P {
-    fn drop(&mut self) {
-        // Close the connections and let the driver finish on its own; it
-        // stops within the shutdown grace period and drops the sockets.
-        let mut state = self.shared.lock();
-        if state.closing.is_none() {
-            let now = self.shared.clock.now();
-            state.closing = Some(now);
-            state.node.shutdown(now);
-            if let Some(discovery) = &mut state.discovery {
-                discovery.shutdown();
-            }
-        }
-        state.wake_driver();
-    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {

@@ -9,7 +9,7 @@ use std::task::Poll;
 
 use pos_p2p_protocol::Header;
 use pos_p2p_protocol::RemoteIdentity;
-use pos_p2p_protocol::node::{ConnectError, DisconnectReason, StreamError};
+use pos_p2p_protocol::node::{ConnectError, DisconnectReason, PeerStats, StreamError};
 use pos_p2p_protocol::semver::{Version, VersionReq};
 
 use crate::driver::{DialWatch, Shared, State, register};
@@ -71,6 +71,13 @@ impl Peer {
             .node
             .peer(&self.identity)
             .map(|p| p.versions.app.clone())
+    }
+
+    /// How the connection to the peer is doing: round-trip time,
+    /// congestion window, bytes and packets, the path; `None` while not
+    /// connected.
+    pub fn stats(&self) -> Option<PeerStats> {
+        self.shared.lock().node.peer_stats(&self.identity)
     }
 
     /// Whether the peer is connected now.

@@ -249,6 +249,31 @@ pub enum TimeoutReason {
     Manual,
 }
 
+/// How the connection to one peer is doing
+/// ([`Node::peer_stats`](super::Node::peer_stats)): QUIC's own figures for
+/// the connection in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The smoothed round-trip time.
+    pub rtt: std::time::Duration,
+    /// The congestion window: how many bytes may be in flight now.
+    pub congestion_window: u64,
+    /// UDP payload bytes sent on the connection (headers, retransmissions
+    /// and acknowledgements included).
+    pub bytes_sent: u64,
+    /// UDP payload bytes received on the connection.
+    pub bytes_received: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// The path: the peer's address on the connection in use.
+    pub remote_addr: SocketAddr,
+    /// The largest datagram the path carries now (path MTU discovery).
+    pub mtu: u16,
+}
+
 /// What a [`Node`](super::Node) counted: what it refused, limited and
 /// evicted, for diagnostics and for tests that prove a limit acted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

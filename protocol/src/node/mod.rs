@@ -108,7 +108,7 @@ pub use error::{
     stream_code,
 };
 pub use event::{
-    ConnectionId, Ecn, Event, NodeStats, PeerInfo, ReadOutcome, SendStatus, StreamId,
+    ConnectionId, Ecn, Event, NodeStats, PeerInfo, PeerStats, ReadOutcome, SendStatus, StreamId,
     TimeoutReason, Transmit,
 };
 pub use hello::MAX_APP_NAME_LEN;
@@ -414,6 +414,24 @@ impl Node {
     /// A connected peer.
     pub fn peer(&self, identity: &RemoteIdentity) -> Option<&PeerInfo> {
         self.peers.get(identity).map(|p| &p.info)
+    }
+
+    /// How the connection in use to `identity` is doing (`None` if it is
+    /// not connected).
+    pub fn peer_stats(&self, identity: &RemoteIdentity) -> Option<PeerStats> {
+        let info = self.peer(identity)?;
+        let conn = self.conns.get(&info.connection)?;
+        let stats = conn.quic.stats();
+        Some(PeerStats {
+            rtt: stats.path.rtt,
+            congestion_window: stats.path.cwnd,
+            bytes_sent: stats.udp_tx.bytes,
+            bytes_received: stats.udp_rx.bytes,
+            packets_sent: stats.path.sent_packets,
+            packets_lost: stats.path.lost_packets,
+            remote_addr: conn.quic.remote_address(),
+            mtu: stats.path.current_mtu,
+        })
     }
 
     /// Every connected peer, in identity order.

@@ -49,9 +49,9 @@ async fn serve(p2p: Arc<P2P>) {
 async fn streams_refused_for_an_unknown_operation_give_their_slot_back() {
     // The receiver allows 16 streams at once; 200 streams name an
     // operation it does not know while their sender is still writing.
-    let mut server_config = config(60);
-    server_config.node.limits.max_streams_per_connection = 16;
-    let server = P2P::new(server_config).unwrap();
+    let mut limits = pos_p2p::Limits::default();
+    limits.max_streams_per_connection = 16;
+    let server = P2P::new(config(60).limits(limits)).unwrap();
     let client = P2P::new(config(61)).unwrap();
     tokio::spawn(serve(server.clone()));
     let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);
@@ -134,9 +134,9 @@ async fn a_peer_that_makes_up_identities_cannot_grow_the_peer_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_waiting_for_stream_credit_is_woken_when_a_stream_ends() {
-    let mut server_config = config(65);
-    server_config.node.limits.max_streams_per_connection = 4;
-    let server = P2P::new(server_config).unwrap();
+    let mut limits = pos_p2p::Limits::default();
+    limits.max_streams_per_connection = 4;
+    let server = P2P::new(config(65).limits(limits)).unwrap();
     let client = P2P::new(config(66)).unwrap();
     tokio::spawn(serve(server.clone()));
     let peer = client.add_peer(server.local_identity(), server.listen_addrs()[0]);

@@ -73,9 +73,9 @@ async fn identity_mismatch_is_typed_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_peers_fail_in_bounded_time() {
-    let mut cfg = config(66);
-    cfg.node.timeouts.handshake = Duration::from_secs(1);
-    let a = P2P::with_runtime(cfg, RuntimeKind::Tokio).unwrap();
+    let mut timeouts = pos_p2p::Timeouts::default();
+    timeouts.handshake = Duration::from_secs(1);
+    let a = P2P::with_runtime(config(66).timeouts(timeouts), RuntimeKind::Tokio).unwrap();
     // Nobody listens on this port.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let peer = a.add_peer(
@@ -193,4 +193,119 @@ fn a_peer_that_vanishes_mid_transfer_fails_reads_and_writes_within_the_idle_time
         a.shutdown().await;
     });
     drop(doomed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_requirement_set_on_the_config_refuses_older_peers() {
+    // a requires 1.3 or later: b's 1.2 is compatible by semver, but not
+    // enough for a; c's 1.3 is.
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let policy = pos_p2p::VersionPolicy::default()
+        .require_app_version(">=1.3".parse().expect("a valid requirement"));
+    let a =
+        P2P::new(config_with(190, Version::new(1, 4, 0), listen).version_policy(policy)).unwrap();
+    let b = P2P::new(config_with(191, Version::new(1, 2, 0), listen)).unwrap();
+    let c = P2P::new(config_with(192, Version::new(1, 3, 0), listen)).unwrap();
+    let error = a
+        .add_peer(b.local_identity(), b.listen_addrs()[0])
+        .new_stream()
+        .await
+        .expect_err("b is too old for a");
+    let NewStreamError::Unreachable(DisconnectReason::VersionRejected(rejection)) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(rejection.remote.app, Version::new(1, 2, 0));
+    a.add_peer(c.local_identity(), c.listen_addrs()[0])
+        .new_stream()
+        .await
+        .expect("c is new enough");
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_stats_show_the_connection_in_use() {
+    let a = start(193, RuntimeKind::Tokio);
+    let b = start(194, RuntimeKind::Tokio);
+    tokio::spawn(crate::common::serve(b.clone()));
+    let peer = a.add_peer(b.local_identity(), b.listen_addrs()[0]);
+    assert_eq!(peer.stats(), None, "not connected yet");
+    crate::common::ping(&a, &b).await.expect("ping");
+    let stats = peer.stats().expect("connected");
+    assert_eq!(stats.remote_addr, b.listen_addrs()[0]);
+    assert!(
+        stats.rtt > Duration::ZERO && stats.rtt < Duration::from_secs(5),
+        "{stats:?}"
+    );
+    assert!(
+        stats.bytes_sent > 0 && stats.bytes_received > 0,
+        "{stats:?}"
+    );
+    assert!(
+        stats.packets_sent > 0 && stats.congestion_window > 0,
+        "{stats:?}"
+    );
+    assert!(stats.mtu >= 1200, "{stats:?}");
+    // Bytes sent grow with what is sent.
+    let before = stats.bytes_sent;
+    let mut stream = peer.new_stream().await.expect("opens");
+    stream
+        .write_all(&TestHeader::Sink.to_bytes())
+        .await
+        .expect("writes");
+    stream.write_all(&[7u8; 100_000]).await.expect("writes");
+    stream.close().await.expect("finishes");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.expect("reads");
+    let after = peer.stats().expect("connected").bytes_sent;
+    assert!(after >= before + 100_000, "{before} -> {after}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_p2p_shuts_the_node_down_under_live_handles() {
+    let a = start(195, RuntimeKind::Tokio);
+    let b = start(196, RuntimeKind::Tokio);
+    tokio::spawn(crate::common::serve(b.clone()));
+    let peer = a.add_peer(b.local_identity(), b.listen_addrs()[0]);
+    let mut stream = peer.new_stream().await.expect("opens");
+    stream
+        .write_all(&TestHeader::Echo.to_bytes())
+        .await
+        .expect("writes");
+    stream.write_all(b"live").await.expect("writes");
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.expect("echoed");
+    let (mut events_a, mut events_b) = (a.events(), b.events());
+    let a_id = a.local_identity();
+    // The application lets go of its node, keeping a Peer, a stream and
+    // an event subscription.
+    drop(a);
+    let error = peer.new_stream().await.expect_err("the node is gone");
+    assert_eq!(error, NewStreamError::Shutdown);
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the read ends in time");
+    assert!(read.is_err(), "{read:?}");
+    // The subscription ends; the peer sees the node go.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while events_a.recv().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "a's events end");
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events_b.recv().await {
+                Some(P2PEvent::PeerDisconnected { peer, .. }) if peer == a_id => return,
+                Some(_) => {}
+                None => panic!("b stopped"),
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "b sees a disconnect");
+    b.shutdown().await;
 }
