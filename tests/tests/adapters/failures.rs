@@ -278,7 +278,7 @@ async fn dropping_the_last_p2p_shuts_the_node_down_under_live_handles() {
     stream.write_all(b"live").await.expect("writes");
     let mut echoed = [0u8; 4];
     stream.read_exact(&mut echoed).await.expect("echoed");
-    let (mut events_a, mut events_b) = (a.events(), b.events());
+    let (events_a, events_b) = (a.events(), b.events());
     let a_id = a.local_identity();
     // The application lets go of its node, keeping a Peer, a stream and
     // an event subscription.
