@@ -296,3 +296,37 @@ fn peer_addresses_parse_as_documented() {
         assert!(parse(bad).is_err(), "{bad:?} parsed");
     }
 }
+
+#[test]
+fn adding_a_manual_peer_again_updates_the_identity_it_must_have() {
+    let mut sim = Sim::new(9, Link::lan());
+    let a = sim.add_node(quick(1));
+    let b = sim.add_node(quick(2));
+    let (addr, idb, now) = (sim.nodes[b].addr, sim.id(b), sim.now);
+    let stranger = pos_p2p_protocol::Identity::from_bytes(&[99; 32]).to_remote_identity();
+    let peer = PeerAddr::Addr(addr);
+    // First added with the wrong identity (b cannot prove it), then with
+    // b's own: the second call is what counts, and the peer connects.
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, peer.clone(), Some(stranger));
+    assert_eq!(status(&sim, a).expected, Some(stranger));
+    let now = sim.now;
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, peer.clone(), Some(idb));
+    assert_eq!(status(&sim, a).expected, Some(idb));
+    assert!(sim.run_until(Duration::from_secs(120), |sim| {
+        sim.nodes[a].node.peer(&sim.id(b)).is_some()
+    }));
+    assert_eq!(status(&sim, a).identity, Some(idb));
+    // Added again without an identity: whatever answers there will do.
+    let now = sim.now;
+    sim.nodes[a].node.add_manual_peer(now, peer, None);
+    assert_eq!(status(&sim, a).expected, None);
+    assert_eq!(
+        status(&sim, a).identity,
+        Some(idb),
+        "what it proved is kept"
+    );
+}
