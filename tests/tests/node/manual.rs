@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use pos_p2p_protocol::node::{
-    DisconnectReason, Event, ManualError, ManualPeer, ManualStatus, NodeConfig, PeerAddr,
-    RESOLVE_TIMEOUT, ResolveError,
+    DisconnectReason, Event, FIRST_RETRY, ManualError, ManualPeer, ManualStatus, NodeConfig,
+    PeerAddr, RESOLVE_TIMEOUT, ResolveError, STABLE,
 };
 use pos_p2p_tests::sim::{Link, Sim};
 
@@ -329,4 +329,111 @@ fn adding_a_manual_peer_again_updates_the_identity_it_must_have() {
         Some(idb),
         "what it proved is kept"
     );
+}
+
+/// The manual peer at `addr` of node `index`.
+fn status_of(sim: &Sim, index: usize, addr: &PeerAddr) -> ManualPeer {
+    sim.nodes[index]
+        .node
+        .manual_peers()
+        .into_iter()
+        .find(|p| &p.addr == addr)
+        .expect("a manual peer at that address")
+}
+
+#[test]
+fn a_resolve_times_out_at_its_deadline_whatever_else_the_manual_peers_do() {
+    let mut sim = Sim::new(11, Link::lan());
+    let a = sim.add_node(quick(1));
+    let b = sim.add_node(quick(2));
+    let c = sim.add_node(quick(3));
+    // Another manual peer, unreachable: its attempts and retries step the
+    // manual peers every second or so while the host name is resolved.
+    sim.partition(a, c);
+    let (addr_c, idc, idb, now) = (sim.nodes[c].addr, sim.id(c), sim.id(b), sim.now);
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, PeerAddr::Addr(addr_c), Some(idc));
+    let host: PeerAddr = "peer-b.example:4433".parse().unwrap();
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, host.clone(), Some(idb));
+    sim.flush();
+    assert_eq!(status_of(&sim, a, &host).status, ManualStatus::Resolving);
+    let asked = sim.now;
+    assert!(
+        sim.run_until(RESOLVE_TIMEOUT + Duration::from_secs(1), |sim| {
+            matches!(
+                status_of(sim, a, &host).status,
+                ManualStatus::Waiting { .. }
+            )
+        })
+    );
+    assert_eq!(sim.now - asked, RESOLVE_TIMEOUT);
+    let failed = sim.nodes[a]
+        .history
+        .iter()
+        .filter(|e| matches!(e, Event::ConnectFailed { .. }))
+        .count();
+    assert!(failed >= 2, "the other peer was tried meanwhile ({failed})");
+}
+
+/// Node 0's failed attempts since its last stable connection, once it
+/// waits again after the link to node 1 was cut.
+fn failures_after_cut(sim: &mut Sim, a: usize, b: usize) -> (u32, Duration) {
+    sim.partition(a, b);
+    let lost = sim.take_event(a, Duration::from_secs(10), |e| match e {
+        Event::Disconnected { .. } => Some(()),
+        _ => None,
+    });
+    assert_eq!(lost, Some(()));
+    sim.run_for(Duration::from_millis(1));
+    match status(sim, a).status {
+        ManualStatus::Waiting {
+            failures, retry_in, ..
+        } => (failures, retry_in),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn only_a_connection_that_lasted_resets_the_backoff() {
+    let mut sim = Sim::new(12, Link::lan());
+    let a = sim.add_node(quick(1));
+    let b = sim.add_node(quick(2));
+    sim.partition(a, b);
+    let (addr, idb, now) = (sim.nodes[b].addr, sim.id(b), sim.now);
+    sim.nodes[a]
+        .node
+        .add_manual_peer(now, PeerAddr::Addr(addr), Some(idb));
+    for _ in 0..3 {
+        sim.take_event(a, Duration::from_secs(120), |e| match e {
+            Event::ConnectFailed { .. } => Some(()),
+            _ => None,
+        })
+        .expect("an attempt fails");
+    }
+    let ManualStatus::Waiting {
+        failures: before, ..
+    } = status(&sim, a).status
+    else {
+        panic!("{:?}", status(&sim, a))
+    };
+    // A short connection (well under STABLE): the failures count on.
+    sim.heal(a, b);
+    assert!(sim.run_until(Duration::from_secs(60), |sim| {
+        sim.nodes[a].node.peer(&idb).is_some()
+    }));
+    sim.run_for(Duration::from_secs(5));
+    let (short, _) = failures_after_cut(&mut sim, a, b);
+    assert_eq!(short, before + 1);
+    // A connection that lasts STABLE: the backoff starts over.
+    sim.heal(a, b);
+    assert!(sim.run_until(Duration::from_secs(120), |sim| {
+        sim.nodes[a].node.peer(&idb).is_some()
+    }));
+    sim.run_for(STABLE + Duration::from_secs(1));
+    let (long, retry_in) = failures_after_cut(&mut sim, a, b);
+    assert_eq!(long, 1);
+    assert!(retry_in <= FIRST_RETRY, "{retry_in:?}");
 }
