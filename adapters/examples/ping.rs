@@ -8,31 +8,17 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pos_p2p::codec::{DecodeError, Reader, Writer};
 use pos_p2p::prelude::*;
 use pos_p2p::{P2P, P2PConfig, RemoteIdentity, UnicastStream, generate_identity, semver::Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The application's stream header: one variant per operation.
-#[derive(Debug, PartialEq)]
+/// The application's stream header: one variant per operation, each with
+/// its tag (the wire format: never reuse one).
+#[derive(Debug, PartialEq, Header)]
 pub(crate) enum AppHeader {
     /// A ping; the receiver answers `pong` and closes.
+    #[header(tag = 0)]
     Ping,
-}
-
-impl Header for AppHeader {
-    fn encode(&self, w: &mut Writer) {
-        match self {
-            AppHeader::Ping => w.tag(0),
-        }
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.tag()? {
-            0 => Ok(AppHeader::Ping),
-            tag => Err(r.unknown_tag("AppHeader", tag)),
-        }
-    }
 }
 
 mod operations {

@@ -97,6 +97,10 @@ pub mod tunnel {
 pub mod testing {
     pub use crate::clock::Clock;
 }
+/// `#[derive(Header)]`: the trait's implementation from attributes
+/// (explicit tags, limits), checked at compile time. See
+/// [`pos_p2p_derive`].
+pub use pos_p2p_derive::Header;
 pub use pos_p2p_protocol::version;
 pub use pos_p2p_protocol::{
     AppVersion, Header, Identity, IdentityError, Metadata, MetadataError, OperatingSystem,
@@ -107,6 +111,7 @@ pub use pos_p2p_protocol::{
 /// The traits application code needs in scope: `use pos_p2p::prelude::*;`.
 pub mod prelude {
     pub use crate::HeaderExt;
+    pub use pos_p2p_derive::Header;
     pub use pos_p2p_protocol::Header;
 }
 
