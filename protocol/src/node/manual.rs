@@ -416,8 +416,9 @@ impl Node {
                     if now < since + RESOLVE_TIMEOUT {
                         return;
                     }
-                    // Whatever the resolver says now is stale.
-                    manual.generation += 1;
+                    // Whatever the resolver says now is stale: its answer
+                    // finds the peer no longer resolving (and the next
+                    // resolve has a new generation).
                     self.retry_later(manual, now, ManualError::ResolveTimedOut);
                 }
                 Phase::Dialing(dial) => {
