@@ -412,6 +412,23 @@ mod tests {
     }
 
     #[test]
+    fn canonical_keys_near_the_boundary_are_accepted() {
+        // A real key whose top byte and lowest byte look like those of a
+        // non-canonical encoding, but whose middle bytes do not: canonical,
+        // and accepted. (All three parts of the check must hold to refuse.)
+        let key = (0u32..)
+            .map(|n| {
+                let mut seed = [0u8; 32];
+                seed[..4].copy_from_slice(&n.to_le_bytes());
+                Identity::from_bytes(&seed).to_remote_identity()
+            })
+            .find(|id| id.as_bytes()[31] & 0x7f == 0x7f && id.as_bytes()[0] >= 0xed)
+            .expect("one in about 1,700 keys looks like that");
+        assert!(key.as_bytes()[1..31].iter().any(|&b| b != 0xff));
+        assert_eq!(RemoteIdentity::from_bytes(key.as_bytes()), Ok(key));
+    }
+
+    #[test]
     fn signatures_verify_and_tampering_fails() {
         let identity = Identity::from_bytes(&[9; 32]);
         let remote = identity.to_remote_identity();
