@@ -22,6 +22,7 @@ mod identity;
 mod metadata;
 pub mod node;
 mod rate;
+pub mod relay;
 pub mod tunnel;
 pub mod version;
 

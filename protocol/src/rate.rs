@@ -42,6 +42,19 @@ impl TokenBucket {
         }
     }
 
+    /// Take `n` tokens if there are that many (a byte budget: one token a
+    /// byte). `n` above the burst never fits.
+    pub(crate) fn take_n(&mut self, now: Instant, n: u32) -> bool {
+        self.refill(now);
+        let needed = u64::from(n) * 1000;
+        if self.tokens >= needed {
+            self.tokens -= needed;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether a token is there at `now`, without taking it.
     pub(crate) fn has_token(&mut self, now: Instant) -> bool {
         self.refill(now);

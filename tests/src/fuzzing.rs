@@ -803,3 +803,113 @@ pub fn node_stream_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ]
 }
+
+/// A relay with three connected nodes and small limits, fed `data` as the
+/// bytes its connections read: each chunk is one byte naming the sending
+/// client (and how far time moves on), one byte of length, then that
+/// many bytes. Checks that nothing panics, that every frame the relay
+/// writes decodes, that no client's queue grows past its bound (plus the
+/// relay's own control frames), and that a client the relay closes gets
+/// its `Close` frame last.
+pub fn relay_server(data: &[u8]) {
+    use pos_p2p_protocol::Identity;
+    use pos_p2p_protocol::relay::{RelayConfig, RelayFrame, RelayServer};
+    use std::time::{Duration, Instant};
+
+    let mut now = Instant::now();
+    let mut config = RelayConfig::default();
+    config.queue_bytes = 4096;
+    config.bytes_per_second = 8192;
+    config.burst = 4096;
+    let queue_bound = config.queue_bytes + 256;
+    let mut relay = RelayServer::new(config, now);
+    let addr = std::net::SocketAddr::from(([192, 0, 2, 1], 5000));
+    let clients: Vec<_> = (1..=3u8)
+        .filter_map(|n| {
+            relay
+                .accept(
+                    now,
+                    Identity::from_bytes(&[n; 32]).to_remote_identity(),
+                    addr,
+                )
+                .ok()
+        })
+        .collect();
+    assert_eq!(clients.len(), 3);
+    let mut rest = data;
+    while let [selector, len, tail @ ..] = rest {
+        let take = usize::from(*len).min(tail.len());
+        let (chunk, after) = tail.split_at(take);
+        rest = after;
+        now += Duration::from_millis(u64::from(selector >> 2));
+        let client = clients[usize::from(selector & 3) % clients.len()];
+        relay.handle_bytes(now, client, chunk);
+        // Drain what half of the clients would write (the others do not
+        // read, so their queues fill).
+        while let Some(ready) = relay.poll_ready() {
+            if ready == clients[2] {
+                continue;
+            }
+            let closing = relay.closing(ready);
+            let mut last = None;
+            while let Some(frame) = relay.poll_transmit(ready) {
+                last = Some(RelayFrame::from_bytes(&frame).expect("the relay writes valid frames"));
+            }
+            if let Some(reason) = closing {
+                assert_eq!(last, Some(RelayFrame::Close { reason }), "Close comes last");
+            }
+        }
+    }
+    // The client that never read holds at most its bound.
+    let mut held = 0;
+    while let Some(frame) = relay.poll_transmit(clients[2]) {
+        held += frame.len();
+    }
+    assert!(held <= queue_bound, "{held} bytes queued");
+}
+
+/// Seeds for the `relay_server` target: a datagram from each client to the
+/// next, pings, an unknown destination, and a frame only a relay sends.
+pub fn relay_server_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use pos_p2p_protocol::Identity;
+    use pos_p2p_protocol::relay::RelayFrame;
+    let id = |n: u8| Identity::from_bytes(&[n; 32]).to_remote_identity();
+    let chunk = |client: u8, frame: RelayFrame| {
+        let bytes = frame.to_bytes().expect("a valid frame");
+        let mut out = Vec::new();
+        for piece in bytes.chunks(255) {
+            out.push(client);
+            out.push(piece.len() as u8);
+            out.extend_from_slice(piece);
+        }
+        out
+    };
+    let send = |to: u8, len: usize| RelayFrame::Send {
+        to: id(to),
+        datagram: vec![0x5a; len].into(),
+    };
+    let mut forward = Vec::new();
+    for (client, to) in [(0, 2), (1, 3), (2, 1)] {
+        forward.extend(chunk(client, send(to, 100)));
+    }
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.extend(chunk(0, send(3, 1200)));
+    }
+    let mut misc = chunk(1, RelayFrame::Ping { nonce: 7 });
+    misc.extend(chunk(0, send(9, 10)));
+    misc.extend(chunk(0, send(9, 10)));
+    let bad = chunk(
+        1,
+        RelayFrame::Recv {
+            from: id(1),
+            datagram: vec![1, 2, 3].into(),
+        },
+    );
+    vec![
+        ("seed-forward", forward),
+        ("seed-flood", flood),
+        ("seed-misc", misc),
+        ("seed-bad-frame", bad),
+    ]
+}

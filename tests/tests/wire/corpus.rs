@@ -71,6 +71,11 @@ fn tunnel_transport_corpus() {
 }
 
 #[test]
+fn relay_server_corpus() {
+    replay("relay_server", fuzzing::relay_server);
+}
+
+#[test]
 fn mdns_packets_corpus() {
     replay("mdns_packets", fuzzing::mdns_packets);
 }

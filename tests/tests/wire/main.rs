@@ -5,3 +5,4 @@ mod derive;
 mod frames;
 mod headers;
 mod primitives;
+mod relay;
