@@ -326,6 +326,11 @@ fn a_finished_stream_counts_as_acknowledged_only_once_the_peer_has_every_byte() 
     let released = sim.open_stream(a, b).unwrap();
     sim.nodes[a].node.finish(released).unwrap();
     sim.nodes[a].node.release(released);
+    // At once, while the stream is still sending: nobody holds it.
+    assert_eq!(
+        sim.nodes[a].node.send_status(released),
+        Err(StreamError::UnknownStream)
+    );
     let remote = incoming(&mut sim, b);
     sim.read_to_end(b, remote, Duration::from_secs(5)).unwrap();
     // (a asked b to stop sending when it released the stream.)
