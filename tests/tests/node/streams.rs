@@ -407,3 +407,27 @@ fn discarding_what_arrived_says_whether_the_peer_had_ended() {
     assert_eq!(sim.nodes[b].node.discard_received(remote), Ok(true));
     assert_eq!(sim.nodes[b].node.stream_count(remote.connection()), 0);
 }
+
+#[test]
+fn a_half_still_sending_when_its_connection_closes_is_not_connected() {
+    let (mut sim, a, b) = connected(25, Link::lan());
+    let idb = sim.id(b);
+    let stream = sim.open_stream(a, b).unwrap();
+    assert_eq!(sim.nodes[a].node.stream_peer(stream), Some(idb));
+    // Nothing can be acknowledged while the link is cut; the application
+    // closes the connection meanwhile.
+    sim.partition(a, b);
+    sim.nodes[a]
+        .node
+        .write(stream, b"never acknowledged")
+        .unwrap();
+    sim.nodes[a].node.finish(stream).unwrap();
+    sim.run_for(Duration::from_millis(100));
+    let now = sim.now;
+    sim.nodes[a].node.close(now, &idb, "done");
+    sim.flush();
+    assert_eq!(
+        sim.nodes[a].node.send_status(stream),
+        Err(StreamError::NotConnected)
+    );
+}
