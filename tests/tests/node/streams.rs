@@ -431,3 +431,42 @@ fn a_half_still_sending_when_its_connection_closes_is_not_connected() {
         Err(StreamError::NotConnected)
     );
 }
+
+#[test]
+fn a_writer_blocked_by_flow_control_hears_when_it_may_write_again() {
+    let (mut sim, a, b) = connected(26, Link::lan());
+    let stream = sim.open_stream(a, b).unwrap();
+    // Fill the windows: nobody reads on b yet.
+    let chunk = vec![0u8; 64 * 1024];
+    let mut blocked = false;
+    for _ in 0..2000 {
+        match sim.nodes[a].node.write(stream, &chunk) {
+            Ok(_) => {}
+            Err(StreamError::Blocked) => {
+                sim.run_for(Duration::from_millis(50));
+                if sim.nodes[a].node.write(stream, &chunk) == Err(StreamError::Blocked) {
+                    blocked = true;
+                    break;
+                }
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(blocked, "the windows filled");
+    sim.nodes[a].events.clear();
+    // b reads: credit flows back, and a hears that its stream is writable.
+    let remote = incoming(&mut sim, b);
+    let mut read = 0;
+    while read < 256 * 1024 {
+        match sim.nodes[b].node.read(remote, usize::MAX) {
+            Ok(ReadOutcome::Data(bytes)) => read += bytes.len(),
+            _ => sim.run_for(Duration::from_millis(1)),
+        }
+    }
+    let writable = sim.take_event(a, Duration::from_secs(5), |e| match e {
+        Event::StreamWritable(s) if *s == stream => Some(()),
+        _ => None,
+    });
+    assert_eq!(writable, Some(()), "the writer is told");
+    assert!(sim.nodes[a].node.write(stream, &chunk).is_ok());
+}
