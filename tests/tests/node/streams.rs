@@ -470,3 +470,40 @@ fn a_writer_blocked_by_flow_control_hears_when_it_may_write_again() {
     assert_eq!(writable, Some(()), "the writer is told");
     assert!(sim.nodes[a].node.write(stream, &chunk).is_ok());
 }
+
+#[test]
+fn discarding_a_stream_whose_header_is_held_gives_its_budget_to_the_next() {
+    use pos_p2p_tests::sim::SIM_HEADER;
+    // b holds few header frames at a time for its application: the
+    // smallest budget allowed, for headers of at most one byte.
+    let mut sim = Sim::new(27, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let mut config = Sim::config(2);
+    config.limits.max_header_len = 1;
+    config.limits.header_buffer = 1 + pos_p2p_protocol::codec::varint::MAX_VARINT_LEN;
+    let fit = config.limits.header_buffer / SIM_HEADER.len();
+    let b = sim.add_node(config);
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b), "nodes connect");
+    for _ in 0..=fit {
+        sim.open_stream(a, b).unwrap();
+    }
+    // Announced, their headers held for the application (not read).
+    let announced = |sim: &mut Sim, limit| {
+        sim.take_event(b, limit, |e| match e {
+            Event::IncomingStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+    };
+    let held: Vec<StreamId> = (0..fit)
+        .map(|_| announced(&mut sim, Duration::from_secs(1)).expect("announced"))
+        .collect();
+    // One more waits: the held headers take the budget.
+    assert_eq!(announced(&mut sim, Duration::from_millis(500)), None);
+    // Throwing one away (header included) lets it in.
+    assert_eq!(sim.nodes[b].node.discard_received(held[0]), Ok(false));
+    assert!(
+        announced(&mut sim, Duration::from_secs(1)).is_some(),
+        "the waiting stream arrives"
+    );
+}
