@@ -83,7 +83,7 @@ pub use pos_p2p_protocol::node::{
     Timeouts, TransportFailure, Violation, stream_code,
 };
 /// The Tunnel: proof that both ends are instances of the same library,
-/// and encryption of library-scoped data. [`Tunnel`](tunnel::Tunnel) is the
+/// and encryption of library-scoped data. [`Tunnel`] is the
 /// async stream; the rest is the sans-IO core's
 /// ([`pos_p2p_protocol::tunnel`]).
 pub mod tunnel {

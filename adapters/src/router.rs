@@ -1,77 +1,4 @@
 //! [`Router`]: serve the streams peers open, by their header's operation.
-//!
-//! Every application otherwise writes the same loop: accept a stream, read
-//! its [`Header`], pick the code for its operation, run it beside the
-//! others, and stop cleanly at shutdown. The router is that loop, done
-//! once:
-//!
-//! - it accepts streams and reads each one's header with the header's own
-//!   limits; a header that does not decode refuses the stream with its
-//!   reason's code (`MALFORMED_HEADER`, `HEADER_TOO_LARGE`, or
-//!   `UNKNOWN_OPERATION` for a tag this version does not know), and so
-//!   does an operation no route serves (`UNKNOWN_OPERATION`): the sender's
-//!   application gets the reason as a [`StreamRejection`];
-//! - it runs the handlers concurrently, each in a `tracing` span with the
-//!   peer and the operation, at most
-//!   [`max_in_flight`](Router::max_in_flight) at once (beyond that, streams
-//!   wait unaccepted and count against their peers' stream limits, which
-//!   slows the peers down instead of growing a queue);
-//! - a handler that panics takes down only its own stream, which is
-//!   refused with [`StreamRejection::HandlerFailed`] so that the peer does
-//!   not take what was sent for the whole reply; the others go on;
-//! - [`RouterHandle::shutdown`] stops accepting, waits for the handlers in
-//!   flight for the [grace period](Router::grace_period), refuses the
-//!   streams of those still running then ([`StreamRejection::Refused`])
-//!   and drops them, and only then shuts the node down.
-//!
-//! The router's handlers all run inside one task, which it starts on the
-//! node's runtime: it needs nothing from tokio, async-std or smol beyond
-//! what the node uses already. A handler with heavy CPU work should hand
-//! it to its runtime's blocking pool.
-//!
-//! ```no_run
-//! use std::sync::Arc;
-//! use pos_p2p::codec::{DecodeError, Reader, Writer};
-//! use pos_p2p::prelude::*;
-//! use pos_p2p::{P2P, Router};
-//! use futures_util::AsyncWriteExt;
-//!
-//! enum AppHeader {
-//!     Ping,
-//! }
-//!
-//! impl Header for AppHeader {
-//!     fn encode(&self, w: &mut Writer) {
-//!         match self {
-//!             AppHeader::Ping => w.tag(0),
-//!         }
-//!     }
-//!     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-//!         match r.tag()? {
-//!             0 => Ok(AppHeader::Ping),
-//!             tag => Err(r.unknown_tag("AppHeader", tag)),
-//!         }
-//!     }
-//!     fn operation(&self) -> &'static str {
-//!         match self {
-//!             AppHeader::Ping => "ping",
-//!         }
-//!     }
-//! }
-//!
-//! # async fn run(p2p: Arc<P2P>) {
-//! let router = Router::<AppHeader>::new(p2p)
-//!     .route("ping", |_header, mut stream| async move {
-//!         stream.write_all(b"pong").await?;
-//!         stream.close().await?;
-//!         Ok(())
-//!     })
-//!     .spawn();
-//! // ... until the application quits:
-//! let stats = router.shutdown().await;
-//! println!("served {} streams", stats.completed);
-//! # }
-//! ```
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -109,7 +36,80 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// Serves the streams peers open, by the [`operation`](Header::operation)
-/// of their header `H`. See the [module docs](self).
+/// of their header `H`.
+///
+/// Every application otherwise writes the same loop: accept a stream, read
+/// its [`Header`], pick the code for its operation, run it beside the
+/// others, and stop cleanly at shutdown. The router is that loop, done
+/// once:
+///
+/// - it accepts streams and reads each one's header with the header's own
+///   limits; a header that does not decode refuses the stream with its
+///   reason's code (`MALFORMED_HEADER`, `HEADER_TOO_LARGE`, or
+///   `UNKNOWN_OPERATION` for a tag this version does not know), and so
+///   does an operation no route serves (`UNKNOWN_OPERATION`): the sender's
+///   application gets the reason as a [`StreamRejection`];
+/// - it runs the handlers concurrently, each in a `tracing` span with the
+///   peer and the operation, at most
+///   [`max_in_flight`](Router::max_in_flight) at once (beyond that, streams
+///   wait unaccepted and count against their peers' stream limits, which
+///   slows the peers down instead of growing a queue);
+/// - a handler that panics takes down only its own stream, which is
+///   refused with [`StreamRejection::HandlerFailed`] so that the peer does
+///   not take what was sent for the whole reply; the others go on;
+/// - [`RouterHandle::shutdown`] stops accepting, waits for the handlers in
+///   flight for the [grace period](Router::grace_period), refuses the
+///   streams of those still running then ([`StreamRejection::Refused`])
+///   and drops them, and only then shuts the node down.
+///
+/// The router's handlers all run inside one task, which it starts on the
+/// node's runtime: it needs nothing from tokio, async-std or smol beyond
+/// what the node uses already. A handler with heavy CPU work should hand
+/// it to its runtime's blocking pool.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use pos_p2p::codec::{DecodeError, Reader, Writer};
+/// use pos_p2p::prelude::*;
+/// use pos_p2p::{P2P, Router};
+/// use futures_util::AsyncWriteExt;
+///
+/// enum AppHeader {
+///     Ping,
+/// }
+///
+/// impl Header for AppHeader {
+///     fn encode(&self, w: &mut Writer) {
+///         match self {
+///             AppHeader::Ping => w.tag(0),
+///         }
+///     }
+///     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+///         match r.tag()? {
+///             0 => Ok(AppHeader::Ping),
+///             tag => Err(r.unknown_tag("AppHeader", tag)),
+///         }
+///     }
+///     fn operation(&self) -> &'static str {
+///         match self {
+///             AppHeader::Ping => "ping",
+///         }
+///     }
+/// }
+///
+/// # async fn run(p2p: Arc<P2P>) {
+/// let router = Router::<AppHeader>::new(p2p)
+///     .route("ping", |_header, mut stream| async move {
+///         stream.write_all(b"pong").await?;
+///         stream.close().await?;
+///         Ok(())
+///     })
+///     .spawn();
+/// // ... until the application quits:
+/// let stats = router.shutdown().await;
+/// println!("served {} streams", stats.completed);
+/// # }
+/// ```
 pub struct Router<H> {
     p2p: Arc<P2P>,
     routes: HashMap<&'static str, Handler<H>>,
