@@ -150,6 +150,18 @@ fn rejection(error: &io::Error) -> Option<StreamRejection> {
     inner.downcast_ref::<StreamError>()?.rejection()
 }
 
+/// Run `test` or fail after 30 s: a router that stops serving fails the
+/// test instead of hanging it (async-io's timer, which every runtime here
+/// can run).
+async fn within<T>(test: impl std::future::Future<Output = T>) -> T {
+    use futures_util::future::{Either, select};
+    let limit = smol::Timer::after(Duration::from_secs(30));
+    match select(std::pin::pin!(test), limit).await {
+        Either::Left((value, _)) => value,
+        Either::Right(_) => panic!("the test did not finish within 30 s"),
+    }
+}
+
 /// Wait (in short sleeps of async-io's timer, which every runtime here
 /// can run) until `done` holds of the router's statistics.
 async fn until(handle: &RouterHandle, done: impl Fn(&RouterStats) -> bool) -> RouterStats {
@@ -193,175 +205,196 @@ async fn routes_and_refusals(n: u8, runtime: RuntimeKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_operation_and_refuses_with_the_documented_codes_on_tokio() {
-    routes_and_refusals(170, RuntimeKind::Tokio).await;
+    within(routes_and_refusals(170, RuntimeKind::Tokio)).await;
 }
 
 #[test]
 fn routes_by_operation_and_refuses_with_the_documented_codes_on_smol() {
-    smol::block_on(routes_and_refusals(172, RuntimeKind::AsyncStd));
+    smol::block_on(within(routes_and_refusals(172, RuntimeKind::AsyncStd)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_fails_only_its_own_stream() {
-    let (a, b) = pair(174, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
-    let handle = router(b.clone(), Duration::from_secs(1));
-    // A handler in flight while another panics: it waits for its
-    // client's end.
-    let peer = a.peer(&b.local_identity()).expect("b is known");
-    let mut held = peer
-        .open(&Op::Hold { forever: false })
-        .await
-        .expect("a stream opens");
-    until(&handle, |s| s.in_flight == 1).await;
-    // The panicking handler wrote "partial": the peer must not take it for
-    // a whole reply.
-    let error = exchange(&a, &b, &Op::Panic.to_bytes(), b"")
-        .await
-        .expect_err("the handler panicked");
-    assert_eq!(rejection(&error), Some(StreamRejection::HandlerFailed));
-    // The other handler, in flight meanwhile, and later ones are served.
-    held.close().await.expect("finishes");
-    let mut reply = Vec::new();
-    held.read_to_end(&mut reply).await.expect("held answers");
-    assert_eq!(reply, b"done");
-    let reply = exchange(&a, &b, &Op::Echo.to_bytes(), b"still here").await;
-    assert_eq!(reply.expect("echo answers"), b"still here");
-    let stats = until(&handle, |s| s.completed == 2).await;
-    assert_eq!(stats.panicked, 1);
-    handle.shutdown().await;
-    a.shutdown().await;
+    within(async {
+        let (a, b) = pair(174, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
+        let handle = router(b.clone(), Duration::from_secs(1));
+        // A handler in flight while another panics: it waits for its
+        // client's end.
+        let peer = a.peer(&b.local_identity()).expect("b is known");
+        let mut held = peer
+            .open(&Op::Hold { forever: false })
+            .await
+            .expect("a stream opens");
+        until(&handle, |s| s.in_flight == 1).await;
+        // The panicking handler wrote "partial": the peer must not take it for
+        // a whole reply.
+        let error = exchange(&a, &b, &Op::Panic.to_bytes(), b"")
+            .await
+            .expect_err("the handler panicked");
+        assert_eq!(rejection(&error), Some(StreamRejection::HandlerFailed));
+        // The other handler, in flight meanwhile, and later ones are served.
+        held.close().await.expect("finishes");
+        let mut reply = Vec::new();
+        held.read_to_end(&mut reply).await.expect("held answers");
+        assert_eq!(reply, b"done");
+        let reply = exchange(&a, &b, &Op::Echo.to_bytes(), b"still here").await;
+        assert_eq!(reply.expect("echo answers"), b"still here");
+        let stats = until(&handle, |s| s.completed == 2).await;
+        assert_eq!(stats.panicked, 1);
+        handle.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_handlers_within_the_grace_period_and_cancels_the_rest() {
-    let (a, b) = pair(176, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
-    let handle = router(b.clone(), Duration::from_millis(1500));
-    // 100 handlers in flight: 50 finish once their client ends its side,
-    // 50 never do.
-    let peer = a.peer(&b.local_identity()).expect("b is known");
-    let mut streams = Vec::new();
-    for i in 0..100 {
-        let forever = i % 2 == 1;
-        let stream = peer
-            .open(&Op::Hold { forever })
-            .await
-            .expect("a stream opens");
-        streams.push((forever, stream));
-    }
-    until(&handle, |s| s.in_flight == 100).await;
-    let shutdown = {
-        let handle = handle.clone();
-        tokio::spawn(async move { handle.shutdown().await })
-    };
-    // The router no longer accepts, and the handlers in flight go on: the
-    // finite ones answer their clients within the grace period.
-    let mut clients = Vec::new();
-    for (forever, mut stream) in streams {
-        clients.push(tokio::spawn(async move {
-            stream.close().await?;
-            let mut reply = Vec::new();
-            stream.read_to_end(&mut reply).await?;
-            Ok::<_, io::Error>((forever, reply))
-        }));
-    }
-    let stats = shutdown.await.expect("joins");
-    assert_eq!(stats.completed, 50, "{stats:?}");
-    assert_eq!(stats.cancelled, 50, "{stats:?}");
-    assert_eq!(stats.in_flight, 0);
-    assert!(b.is_stopped());
-    for client in clients {
-        match client.await.expect("joins") {
-            Ok((false, reply)) => assert_eq!(reply, b"done"),
-            // A cancelled handler's stream is refused (or its connection
-            // closed): never a clean end.
-            Ok((true, reply)) => panic!("a cancelled handler's stream ended cleanly: {reply:?}"),
-            Err(error) => assert!(
-                matches!(rejection(&error), Some(StreamRejection::Refused) | None),
-                "{error}"
-            ),
+    within(async {
+        let (a, b) = pair(176, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
+        let handle = router(b.clone(), Duration::from_millis(1500));
+        // 100 handlers in flight: 50 finish once their client ends its side,
+        // 50 never do.
+        let peer = a.peer(&b.local_identity()).expect("b is known");
+        let mut streams = Vec::new();
+        for i in 0..100 {
+            let forever = i % 2 == 1;
+            let stream = peer
+                .open(&Op::Hold { forever })
+                .await
+                .expect("a stream opens");
+            streams.push((forever, stream));
         }
-    }
-    a.shutdown().await;
+        until(&handle, |s| s.in_flight == 100).await;
+        let shutdown = {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.shutdown().await })
+        };
+        // The router no longer accepts, and the handlers in flight go on: the
+        // finite ones answer their clients within the grace period.
+        let mut clients = Vec::new();
+        for (forever, mut stream) in streams {
+            clients.push(tokio::spawn(async move {
+                stream.close().await?;
+                let mut reply = Vec::new();
+                stream.read_to_end(&mut reply).await?;
+                Ok::<_, io::Error>((forever, reply))
+            }));
+        }
+        let stats = shutdown.await.expect("joins");
+        assert_eq!(stats.completed, 50, "{stats:?}");
+        assert_eq!(stats.cancelled, 50, "{stats:?}");
+        assert_eq!(stats.in_flight, 0);
+        assert!(b.is_stopped());
+        for client in clients {
+            match client.await.expect("joins") {
+                Ok((false, reply)) => assert_eq!(reply, b"done"),
+                // A cancelled handler's stream is refused (or its connection
+                // closed): never a clean end.
+                Ok((true, reply)) => {
+                    panic!("a cancelled handler's stream ended cleanly: {reply:?}")
+                }
+                Err(error) => assert!(
+                    matches!(rejection(&error), Some(StreamRejection::Refused) | None),
+                    "{error}"
+                ),
+            }
+        }
+        a.shutdown().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_handlers_run_than_allowed() {
-    let (a, b) = pair(178, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
-    let handle = Router::<Op>::new(b.clone())
-        .max_in_flight(2)
-        .route("hold", |_, mut stream| async move {
-            let mut rest = Vec::new();
-            stream.read_to_end(&mut rest).await?;
-            stream.write_all(b"done").await?;
-            stream.close().await?;
-            Ok(())
-        })
-        .spawn();
-    let peer = a.peer(&b.local_identity()).expect("b is known");
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        let stream = peer
-            .open(&Op::Hold { forever: false })
-            .await
-            .expect("a stream opens");
-        streams.push(stream);
-    }
-    until(&handle, |s| s.in_flight == 2).await;
-    // The third waits unaccepted while two handlers run.
-    smol::Timer::after(Duration::from_millis(200)).await;
-    assert_eq!(handle.stats().accepted, 2);
-    // One ends: the third is taken.
-    let mut first = streams.remove(0);
-    first.close().await.expect("finishes");
-    let mut reply = Vec::new();
-    first.read_to_end(&mut reply).await.expect("answered");
-    assert_eq!(reply, b"done");
-    let stats = until(&handle, |s| s.accepted == 3).await;
-    assert!(stats.in_flight <= 2, "{stats:?}");
-    drop(streams);
-    handle.shutdown().await;
-    a.shutdown().await;
+    within(async {
+        let (a, b) = pair(178, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
+        let router = Router::<Op>::new(b.clone()).max_in_flight(2).route(
+            "hold",
+            |_, mut stream| async move {
+                let mut rest = Vec::new();
+                stream.read_to_end(&mut rest).await?;
+                stream.write_all(b"done").await?;
+                stream.close().await?;
+                Ok(())
+            },
+        );
+        // It says what it serves.
+        let shown = format!("{router:?}");
+        assert!(
+            shown.contains("\"hold\"") && shown.contains("max_in_flight: 2"),
+            "{shown}"
+        );
+        let handle = router.spawn();
+        let peer = a.peer(&b.local_identity()).expect("b is known");
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            let stream = peer
+                .open(&Op::Hold { forever: false })
+                .await
+                .expect("a stream opens");
+            streams.push(stream);
+        }
+        until(&handle, |s| s.in_flight == 2).await;
+        // The third waits unaccepted while two handlers run.
+        smol::Timer::after(Duration::from_millis(200)).await;
+        assert_eq!(handle.stats().accepted, 2);
+        // One ends: the third is taken.
+        let mut first = streams.remove(0);
+        first.close().await.expect("finishes");
+        let mut reply = Vec::new();
+        first.read_to_end(&mut reply).await.expect("answered");
+        assert_eq!(reply, b"done");
+        let stats = until(&handle, |s| s.accepted == 3).await;
+        assert!(stats.in_flight <= 2, "{stats:?}");
+        drop(streams);
+        handle.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_gated_on_a_newer_version_fails_before_a_stream_opens() {
-    // b runs 1.4; the operation needs >= 1.5.
-    let (a, b) = pair(180, Version::new(1, 4, 0), RuntimeKind::Tokio).await;
-    let handle = router(b.clone(), Duration::from_secs(1));
-    let peer = a.peer(&b.local_identity()).expect("b is known");
-    match peer.open(&Op::Gated).await {
-        Err(NewStreamError::PeerTooOld {
-            operation,
-            required,
-            version,
-        }) => {
-            assert_eq!(operation, "gated");
-            assert_eq!(required, VersionReq::parse(">=1.5").expect("valid"));
-            assert_eq!(version, Version::new(1, 4, 0));
+    within(async {
+        // b runs 1.4; the operation needs >= 1.5.
+        let (a, b) = pair(180, Version::new(1, 4, 0), RuntimeKind::Tokio).await;
+        let handle = router(b.clone(), Duration::from_secs(1));
+        let peer = a.peer(&b.local_identity()).expect("b is known");
+        match peer.open(&Op::Gated).await {
+            Err(NewStreamError::PeerTooOld {
+                operation,
+                required,
+                version,
+            }) => {
+                assert_eq!(operation, "gated");
+                assert_eq!(required, VersionReq::parse(">=1.5").expect("valid"));
+                assert_eq!(version, Version::new(1, 4, 0));
+            }
+            other => panic!("expected PeerTooOld, got {other:?}"),
         }
-        other => panic!("expected PeerTooOld, got {other:?}"),
-    }
-    // Nothing reached b: the next stream is the first it accepts.
-    let mut stream = peer.open(&Op::Echo).await.expect("echo opens");
-    stream.write_all(b"after").await.expect("writes");
-    stream.close().await.expect("finishes");
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.expect("reads");
-    assert_eq!(reply, b"after");
-    let stats = until(&handle, |s| s.completed == 1).await;
-    assert_eq!(stats.accepted, 1);
-    handle.shutdown().await;
-    // A 1.5 peer is served.
-    let (c, d) = pair(182, Version::new(1, 5, 0), RuntimeKind::Tokio).await;
-    let handle = router(d.clone(), Duration::from_secs(1));
-    let peer = c.peer(&d.local_identity()).expect("d is known");
-    let mut stream = peer.open(&Op::Gated).await.expect("gated opens");
-    stream.write_all(b"new").await.expect("writes");
-    stream.close().await.expect("finishes");
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.expect("reads");
-    assert_eq!(reply, b"new");
-    handle.shutdown().await;
-    a.shutdown().await;
-    c.shutdown().await;
+        // Nothing reached b: the next stream is the first it accepts.
+        let mut stream = peer.open(&Op::Echo).await.expect("echo opens");
+        stream.write_all(b"after").await.expect("writes");
+        stream.close().await.expect("finishes");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("reads");
+        assert_eq!(reply, b"after");
+        let stats = until(&handle, |s| s.completed == 1).await;
+        assert_eq!(stats.accepted, 1);
+        handle.shutdown().await;
+        // A 1.5 peer is served.
+        let (c, d) = pair(182, Version::new(1, 5, 0), RuntimeKind::Tokio).await;
+        let handle = router(d.clone(), Duration::from_secs(1));
+        let peer = c.peer(&d.local_identity()).expect("d is known");
+        let mut stream = peer.open(&Op::Gated).await.expect("gated opens");
+        stream.write_all(b"new").await.expect("writes");
+        stream.close().await.expect("finishes");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("reads");
+        assert_eq!(reply, b"new");
+        handle.shutdown().await;
+        a.shutdown().await;
+        c.shutdown().await;
+    })
+    .await;
 }
