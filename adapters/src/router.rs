@@ -290,6 +290,10 @@ pub struct RouterStats {
     pub cancelled: u64,
     /// Handlers running now.
     pub in_flight: usize,
+    /// How many times the router's task ran: it runs when a stream
+    /// arrives or a handler makes progress, and not while nothing
+    /// happens.
+    pub turns: u64,
 }
 
 #[derive(Debug)]
@@ -505,6 +509,7 @@ impl<H: Header + Send + 'static> Future for Serve<H> {
         };
         let mut control = this.control.lock();
         let stats = &mut control.stats;
+        stats.turns += 1;
         stats.accepted += accepted;
         for outcome in ended {
             match outcome {

@@ -335,9 +335,14 @@ async fn no_more_handlers_run_than_allowed() {
             streams.push(stream);
         }
         until(&handle, |s| s.in_flight == 2).await;
-        // The third waits unaccepted while two handlers run.
+        // The third waits unaccepted while two handlers run, and the
+        // router's task sleeps meanwhile (it does not poll in a loop while
+        // it is full).
+        let turns = handle.stats().turns;
         smol::Timer::after(Duration::from_millis(200)).await;
         assert_eq!(handle.stats().accepted, 2);
+        let idle_turns = handle.stats().turns - turns;
+        assert!(idle_turns <= 3, "{idle_turns} turns while nothing happened");
         // One ends: the third is taken.
         let mut first = streams.remove(0);
         first.close().await.expect("finishes");
@@ -395,6 +400,32 @@ async fn an_operation_gated_on_a_newer_version_fails_before_a_stream_opens() {
         handle.shutdown().await;
         a.shutdown().await;
         c.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_run_past_the_grace_period_while_the_router_serves() {
+    within(async {
+        // The grace period only bounds a shutdown: a handler that runs
+        // longer while the router serves is not cancelled.
+        let (a, b) = pair(184, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
+        let handle = router(b.clone(), Duration::from_millis(100));
+        let peer = a.peer(&b.local_identity()).expect("b is known");
+        let mut stream = peer
+            .open(&Op::Hold { forever: false })
+            .await
+            .expect("a stream opens");
+        until(&handle, |s| s.in_flight == 1).await;
+        smol::Timer::after(Duration::from_millis(500)).await;
+        stream.close().await.expect("finishes");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("answered");
+        assert_eq!(reply, b"done");
+        let stats = until(&handle, |s| s.completed == 1).await;
+        assert_eq!(stats.cancelled, 0);
+        handle.shutdown().await;
+        a.shutdown().await;
     })
     .await;
 }
