@@ -429,3 +429,43 @@ async fn handlers_run_past_the_grace_period_while_the_router_serves() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handlers_and_abandoned_streams_are_counted() {
+    within(async {
+        let (a, b) = pair(186, Version::new(1, 0, 0), RuntimeKind::Tokio).await;
+        let handle = Router::<Op>::new(b.clone())
+            .max_in_flight(1)
+            .route("echo", |_, _| async {
+                Err::<(), _>(pos_p2p::HandlerError::from("the handler gives up"))
+            })
+            .route("hold", |_, mut stream| async move {
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+                Ok(())
+            })
+            .spawn();
+        // A handler that returns an error.
+        let _ = exchange(&a, &b, &Op::Echo.to_bytes(), b"").await;
+        let stats = until(&handle, |s| s.failed == 1).await;
+        assert_eq!(stats.completed, 0);
+        // One handler runs; a second stream waits unaccepted; the peer
+        // goes away before the router reads the waiting stream's header.
+        let peer = a.peer(&b.local_identity()).expect("b is known");
+        let _held = peer
+            .open(&Op::Hold { forever: false })
+            .await
+            .expect("opens");
+        until(&handle, |s| s.in_flight == 1).await;
+        let _waiting = peer
+            .open(&Op::Hold { forever: false })
+            .await
+            .expect("opens");
+        smol::Timer::after(Duration::from_millis(100)).await;
+        a.shutdown().await;
+        let stats = until(&handle, |s| s.in_flight == 0 && s.accepted == 3).await;
+        assert_eq!(stats.abandoned, 1, "{stats:?}");
+        handle.shutdown().await;
+    })
+    .await;
+}
