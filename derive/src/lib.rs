@@ -213,11 +213,9 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         .as_ref()
         .map(|n| quote!(const MAX_LEN: usize = #n;));
     let requirement = |lit: &Option<LitStr>| match lit {
+        // Checked at compile time, so `ok()` is always `Some`.
         Some(req) => quote! {
-            ::core::option::Option::Some(
-                #krate::semver::VersionReq::parse(#req)
-                    .expect("checked by #[derive(Header)] at compile time"),
-            )
+            #krate::semver::VersionReq::parse(#req).ok()
         },
         None => quote!(::core::option::Option::None),
     };
