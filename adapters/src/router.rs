@@ -245,7 +245,12 @@ impl RouterHandle {
     /// [grace period](Router::grace_period), refuse the streams of those
     /// still running then ([`StreamRejection::Refused`]) and drop them,
     /// then shut the node down. Resolves when all of that is done, with
-    /// the router's final statistics. Calling it again (or from several
+    /// the router's final statistics. A handler counts as running until
+    /// its future ends: one that let go of its stream and goes on with
+    /// other work is cancelled like the others, and its stream refused
+    /// even if its reply had been finished (the refusal can overtake
+    /// reply bytes not yet acknowledged), so end handlers with their
+    /// streams. Calling it again (or from several
     /// handles) waits for the same shutdown.
     pub async fn shutdown(&self) -> RouterStats {
         {
