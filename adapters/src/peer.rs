@@ -166,11 +166,12 @@ impl Peer {
             }
             let now = self.shared.clock.now();
             loop {
-                if let Some(peer) = state.node.peer(&self.identity) {
+                if state.node.peer(&self.identity).is_some() {
                     if let Some((operation, required)) = gate
-                        && !required.matches(&peer.versions.app)
+                        && let Some(Err(version)) =
+                            state.node.peer_satisfies(&self.identity, required)
                     {
-                        let version = peer.versions.app.clone();
+                        let version = version.clone();
                         watch.release(&mut state);
                         return Poll::Ready(Err(NewStreamError::PeerTooOld {
                             operation,

@@ -15,7 +15,7 @@ use pos_p2p_protocol::Header;
 use pos_p2p_protocol::node::{StreamId, StreamRejection};
 use tracing::Instrument as _;
 
-use crate::driver::{Shared, register};
+use crate::driver::register;
 use crate::header::HeaderExt as _;
 use crate::runtime::Timer;
 use crate::{P2P, UnicastStream};
@@ -199,7 +199,7 @@ impl<H: Header + Send + 'static> Router<H> {
     /// Start serving, in a task on the node's runtime.
     pub fn spawn(self) -> RouterHandle {
         let (serve, handle) = self.build();
-        serve.shared.clone().runtime.spawn(Box::pin(serve));
+        serve.p2p.shared().clone().runtime.spawn(Box::pin(serve));
         handle
     }
 
@@ -208,7 +208,6 @@ impl<H: Header + Send + 'static> Router<H> {
         let control = Arc::new(Control {
             state: Mutex::new(ControlState::default()),
         });
-        let shared = self.p2p.shared().clone();
         let serve = Serve {
             accept: None,
             tasks: FuturesUnordered::new(),
@@ -222,7 +221,6 @@ impl<H: Header + Send + 'static> Router<H> {
             grace_timer: None,
             node_shutdown: None,
             max_in_flight: self.max_in_flight,
-            shared: shared.clone(),
             p2p: self.p2p,
         };
         (serve, RouterHandle { control })
@@ -340,7 +338,6 @@ struct Routes<H> {
 /// The serving task.
 struct Serve<H> {
     p2p: Arc<P2P>,
-    shared: Arc<Shared>,
     accept: Option<Accept>,
     tasks: FuturesUnordered<Task>,
     /// The streams of the handlers running.
@@ -363,7 +360,7 @@ impl<H: Header + Send + 'static> Serve<H> {
             operation = tracing::field::Empty,
         );
         let routes = self.routes.clone();
-        let shared = self.shared.clone();
+        let shared = self.p2p.shared().clone();
         self.tasks.push(Box::pin(
             async move {
                 // Kept alive until the outcome is known: a panicking
@@ -397,7 +394,7 @@ impl<H: Header + Send + 'static> Serve<H> {
     fn cancel_all(&mut self) -> usize {
         let cancelled = self.tasks.len();
         {
-            let mut state = self.shared.lock();
+            let mut state = self.p2p.shared().lock();
             for id in std::mem::take(&mut self.in_flight) {
                 state.node.reject(id, StreamRejection::Refused);
             }
@@ -494,7 +491,7 @@ impl<H: Header + Send + 'static> Future for Serve<H> {
         let mut cancelled = 0;
         if shutting_down && !this.tasks.is_empty() {
             let grace = this.grace;
-            let shared = &this.shared;
+            let shared = this.p2p.shared();
             let timer = this
                 .grace_timer
                 .get_or_insert_with(|| shared.timer(shared.clock.now() + grace));

@@ -822,7 +822,7 @@ pub fn relay_server(data: &[u8]) {
     config.bytes_per_second = 8192;
     config.burst = 4096;
     let queue_bound = config.queue_bytes + 256;
-    let mut relay = RelayServer::new(config, now);
+    let mut relay = RelayServer::new(config);
     let addr = std::net::SocketAddr::from(([192, 0, 2, 1], 5000));
     let clients: Vec<_> = (1..=3u8)
         .filter_map(|n| {

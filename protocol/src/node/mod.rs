@@ -416,6 +416,23 @@ impl Node {
         self.peers.get(identity).map(|p| &p.info)
     }
 
+    /// Whether the connected peer `identity` runs an application version
+    /// that `required` accepts (an operation's
+    /// [`Header::requires`](crate::Header::requires)): `Ok(())`, or its
+    /// version; `None` while it is not connected.
+    pub fn peer_satisfies(
+        &self,
+        identity: &RemoteIdentity,
+        required: &semver::VersionReq,
+    ) -> Option<Result<(), &semver::Version>> {
+        let app = &self.peer(identity)?.versions.app;
+        Some(if crate::version::satisfies(app, required) {
+            Ok(())
+        } else {
+            Err(app)
+        })
+    }
+
     /// How the connection in use to `identity` is doing (`None` if it is
     /// not connected).
     pub fn peer_stats(&self, identity: &RemoteIdentity) -> Option<PeerStats> {

@@ -251,10 +251,7 @@ impl RelayFrame {
 /// A datagram: length-prefixed, sliced out of the frame's body without a
 /// copy.
 fn datagram(r: &mut Reader<'_>, body: &Bytes) -> Result<Bytes, DecodeError> {
-    let start = r.position();
-    let bytes = r.bytes(MAX_RELAYED_DATAGRAM)?;
+    let len = r.bytes(MAX_RELAYED_DATAGRAM)?.len();
     let end = r.position();
-    let begin = end - bytes.len();
-    debug_assert!(begin >= start);
-    Ok(body.slice(begin..end))
+    Ok(body.slice(end - len..end))
 }

@@ -119,7 +119,7 @@ struct Client {
 /// use pos_p2p_protocol::relay::{RelayConfig, RelayFrame, RelayServer};
 ///
 /// let now = Instant::now();
-/// let mut relay = RelayServer::new(RelayConfig::default(), now);
+/// let mut relay = RelayServer::new(RelayConfig::default());
 /// let (a, b) = (Identity::from_bytes(&[1; 32]), Identity::from_bytes(&[2; 32]));
 /// let addr = "192.0.2.1:5000".parse().unwrap();
 /// let ca = relay.accept(now, a.to_remote_identity(), addr).unwrap();
@@ -144,7 +144,7 @@ pub struct RelayServer {
 
 impl RelayServer {
     /// A relay with these limits.
-    pub fn new(config: RelayConfig, _now: Instant) -> Self {
+    pub fn new(config: RelayConfig) -> Self {
         Self {
             config,
             clients: HashMap::new(),

@@ -360,3 +360,28 @@ fn a_known_peer_is_dialed_where_the_book_and_discovery_say() {
     });
     assert_eq!(result, Some(Ok(idb)));
 }
+
+#[test]
+fn a_connected_peers_version_is_checked_against_an_operations_requirement() {
+    use pos_p2p_protocol::semver::{Version, VersionReq};
+    let mut sim = Sim::new(31, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let mut config = Sim::config(2);
+    config.versions.app = Version::new(1, 4, 0);
+    let b = sim.add_node(config);
+    let idb = sim.id(b);
+    let newer = VersionReq::parse(">=1.5").unwrap();
+    let older = VersionReq::parse(">=1.4").unwrap();
+    assert_eq!(
+        sim.nodes[a].node.peer_satisfies(&idb, &newer),
+        None,
+        "not connected"
+    );
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    assert_eq!(
+        sim.nodes[a].node.peer_satisfies(&idb, &newer),
+        Some(Err(&Version::new(1, 4, 0)))
+    );
+    assert_eq!(sim.nodes[a].node.peer_satisfies(&idb, &older), Some(Ok(())));
+}

@@ -97,7 +97,7 @@ fn a_frame_on_the_wire() {
 #[test]
 fn datagrams_are_forwarded_by_identity_and_unknown_ones_reported_once_a_second() {
     let mut now = Instant::now();
-    let mut relay = RelayServer::new(RelayConfig::default(), now);
+    let mut relay = RelayServer::new(RelayConfig::default());
     let a = relay.accept(now, id(1), addr()).expect("a accepted");
     let b = relay.accept(now, id(2), addr()).expect("b accepted");
     assert_eq!(
@@ -157,7 +157,7 @@ fn the_access_rule_and_the_client_limit_refuse_with_a_reason() {
     let mut config = RelayConfig::default();
     config.access = Access::Allow(BTreeSet::from([id(1), id(2)]));
     config.max_clients = 1;
-    let mut relay = RelayServer::new(config, now);
+    let mut relay = RelayServer::new(config);
     assert_eq!(
         relay.accept(now, id(3), addr()),
         Err(CloseReason::NotAllowed)
@@ -196,7 +196,7 @@ fn a_sender_over_its_rate_is_dropped_until_its_budget_refills() {
     let mut config = RelayConfig::default();
     config.bytes_per_second = 10_000;
     config.burst = 5_000;
-    let mut relay = RelayServer::new(config, now);
+    let mut relay = RelayServer::new(config);
     let a = relay.accept(now, id(1), addr()).expect("a");
     let b = relay.accept(now, id(2), addr()).expect("b");
     drain(&mut relay, b);
@@ -226,7 +226,7 @@ fn a_node_that_does_not_read_holds_at_most_its_queue() {
     let now = Instant::now();
     let mut config = RelayConfig::default();
     config.queue_bytes = 10_000;
-    let mut relay = RelayServer::new(config, now);
+    let mut relay = RelayServer::new(config);
     let a = relay.accept(now, id(1), addr()).expect("a");
     let b = relay.accept(now, id(2), addr()).expect("b");
     drain(&mut relay, b);
@@ -254,7 +254,7 @@ fn a_node_that_does_not_read_holds_at_most_its_queue() {
 #[test]
 fn a_client_that_breaks_the_protocol_is_closed() {
     let now = Instant::now();
-    let mut relay = RelayServer::new(RelayConfig::default(), now);
+    let mut relay = RelayServer::new(RelayConfig::default());
     // A frame only a relay sends.
     let a = relay.accept(now, id(1), addr()).expect("a");
     let recv = RelayFrame::Recv {
@@ -293,7 +293,7 @@ fn a_client_that_breaks_the_protocol_is_closed() {
 #[test]
 fn shutting_down_closes_everyone_and_refuses_newcomers() {
     let now = Instant::now();
-    let mut relay = RelayServer::new(RelayConfig::default(), now);
+    let mut relay = RelayServer::new(RelayConfig::default());
     let a = relay.accept(now, id(1), addr()).expect("a");
     relay.shutdown();
     assert_eq!(relay.closing(a), Some(CloseReason::ShuttingDown));
