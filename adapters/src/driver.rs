@@ -90,6 +90,8 @@ pub(crate) struct State {
     pub(crate) closing: Option<Instant>,
     pub(crate) stopped: bool,
     pub(crate) stopped_waiters: Vec<Waker>,
+    /// The tasks of the node's relay connections.
+    pub(crate) relay_tasks: HashMap<pos_p2p_protocol::node::RelayConnId, crate::relay::RelayTask>,
 }
 
 #[derive(Debug)]
@@ -421,7 +423,7 @@ impl Driver {
     /// moves QUIC's timers after the turn set the driver's). `true` if the
     /// driver should turn again at once: the budget ran out, or that
     /// deadline has passed already.
-    fn send_all(&mut self, cx: &mut Context<'_>, shared: &Shared) -> bool {
+    fn send_all(&mut self, cx: &mut Context<'_>, shared: &Arc<Shared>) -> bool {
         let rounds = TRANSMITS_PER_TURN / TRANSMITS_PER_LOCK;
         for round in 0..rounds {
             if self.outbox.is_empty() {
@@ -439,6 +441,14 @@ impl Driver {
             let mut state = shared.lock();
             let now = shared.clock.now();
             self.poll_transmits(&mut state, now);
+            // Relayed datagrams went to the relay tasks.
+            let mut woken = Vec::new();
+            crate::relay::service(&mut state, shared, &mut woken);
+            if !woken.is_empty() {
+                drop(state);
+                woken.into_iter().for_each(Waker::wake);
+                state = shared.lock();
+            }
             if self.outbox.is_empty() {
                 let at = state.node.poll_timeout().map(|(at, _)| at);
                 drop(state);
@@ -589,6 +599,16 @@ impl Driver {
                     state.wake_accept_waiters();
                 }
                 Event::StreamsAvailable { peer } => state.wake_peer(&peer),
+                Event::RelayConnected { relay, observed } => {
+                    if let Some(relay) = state.node.relay_addr(relay).cloned() {
+                        state.publish(P2PEvent::RelayConnected { relay, observed });
+                    }
+                }
+                Event::RelayDisconnected { relay, error } => {
+                    if let Some(relay) = state.node.relay_addr(relay).cloned() {
+                        state.publish(P2PEvent::RelayDisconnected { relay, error });
+                    }
+                }
                 Event::StreamReadable(stream) => {
                     if let Some(waker) = state.readers.remove(&stream) {
                         state.woken.push(waker);
@@ -676,6 +696,11 @@ impl Future for Driver {
             );
         }
         this.poll_transmits(&mut state, now);
+        {
+            let mut woken = std::mem::take(&mut state.woken);
+            crate::relay::service(&mut state, &shared, &mut woken);
+            state.woken = woken;
+        }
         if let Some(since) = state.closing {
             // Every close has been sent in an earlier turn (or the grace
             // period is over): the peers were told, stop.
@@ -698,6 +723,9 @@ impl Future for Driver {
                 }
                 state.subscribers.clear();
                 state.wake_accept_waiters();
+                let mut woken = std::mem::take(&mut state.woken);
+                crate::relay::close_all(&mut state, &mut woken);
+                state.woken = woken;
                 let woken = std::mem::take(&mut state.woken);
                 drop(state);
                 woken.into_iter().for_each(Waker::wake);

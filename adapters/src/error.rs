@@ -31,6 +31,10 @@ pub enum StartError {
     /// The OS could not provide randomness for the node's seed.
     #[error("no randomness: {0}")]
     Random(io::Error),
+    /// A relay of the configuration cannot be used (more than
+    /// [`MAX_RELAYS`](pos_p2p_protocol::node::MAX_RELAYS)).
+    #[error("relay: {0}")]
+    Relay(#[from] pos_p2p_protocol::relay::RelayError),
 }
 
 /// The OS's randomness failure as an I/O error (its `errno` when it has

@@ -79,6 +79,23 @@ pub enum P2PEvent {
         /// as it was sent).
         metadata: HashMap<String, String>,
     },
+    /// The node connected to one of its relays: peers can reach it through
+    /// the relay now.
+    RelayConnected {
+        /// The relay.
+        relay: pos_p2p_protocol::node::RelayAddr,
+        /// Where the relay sees this node come from (its public address,
+        /// behind a NAT).
+        observed: SocketAddr,
+    },
+    /// The connection to a relay ended; the node connects again, backing
+    /// off.
+    RelayDisconnected {
+        /// The relay.
+        relay: pos_p2p_protocol::node::RelayAddr,
+        /// Why.
+        error: pos_p2p_protocol::relay::RelayError,
+    },
 }
 
 /// The events of one subscriber, as a `futures_core::Stream` or with

@@ -55,6 +55,7 @@ mod manual;
 mod mdns;
 mod p2p;
 mod peer;
+mod relay;
 mod router;
 mod routes;
 mod runtime;
@@ -79,9 +80,11 @@ pub use tunnel_stream::{Tunnel, TunnelOpenError};
 pub use pos_p2p_protocol::codec;
 pub use pos_p2p_protocol::discovery::DiscoveryStats;
 pub use pos_p2p_protocol::node::{
-    ConnectError, DisconnectReason, Limits, NodeStats, PeerStats, StreamError, StreamRejection,
-    Timeouts, TransportFailure, Violation, stream_code,
+    ConnectError, DisconnectReason, Limits, NodeStats, PathKind, PeerStats, RelayAddr,
+    RelayAddrError, RelayStatus, StreamError, StreamRejection, Timeouts, TransportFailure,
+    Violation, stream_code,
 };
+pub use pos_p2p_protocol::relay::RelayError;
 /// The Tunnel: proof that both ends are instances of the same library,
 /// and encryption of library-scoped data. [`Tunnel`] is the
 /// async stream; the rest is the sans-IO core's

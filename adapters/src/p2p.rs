@@ -8,7 +8,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use pos_p2p_protocol::discovery::{Discovery, DiscoveryConfig, DiscoveryStats};
-use pos_p2p_protocol::node::{Limits, Node, NodeConfig, Timeouts};
+use pos_p2p_protocol::node::{Limits, Node, NodeConfig, RelayAddr, RelayStatus, Timeouts};
+use pos_p2p_protocol::relay::RelayError;
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, Metadata, RemoteIdentity, VersionPolicy};
 
@@ -51,6 +52,9 @@ pub struct P2PConfig {
     /// [`Limits::max_streams_per_connection`](crate::Limits) at once)
     /// before failing with `StreamError::StreamsExhausted` (default: 10 s).
     pub stream_wait: Duration,
+    /// The relays the node connects to and is reachable through (default:
+    /// none; see [`P2PConfig::relay`]).
+    pub relays: Vec<RelayAddr>,
     explicit_listen: bool,
 }
 
@@ -72,6 +76,7 @@ impl P2PConfig {
             ],
             discovery: true,
             stream_wait: Duration::from_secs(10),
+            relays: Vec::new(),
             explicit_listen: false,
         })
     }
@@ -114,6 +119,14 @@ impl P2PConfig {
     /// [`Timeouts`]).
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
         self.node.timeouts = timeouts;
+        self
+    }
+
+    /// Use a relay (see [`P2P::add_relay`]). None are used unless
+    /// configured: the node talks to no server its application did not
+    /// name.
+    pub fn relay(mut self, relay: RelayAddr) -> Self {
+        self.relays.push(relay);
         self
     }
 
@@ -219,7 +232,10 @@ impl P2P {
             seed
         });
         discovery_config.metadata = config.node.metadata.clone();
-        let node = Node::new(config.node, now)?;
+        let mut node = Node::new(config.node, now)?;
+        for relay in &config.relays {
+            node.add_relay(now, relay.clone())?;
+        }
 
         let mut sockets = Vec::new();
         let mut v4_port = None;
@@ -283,6 +299,7 @@ impl P2P {
                 closing: None,
                 stopped: false,
                 stopped_waiters: Vec::new(),
+                relay_tasks: HashMap::new(),
             },
             clock.clone(),
             runtime,
@@ -395,6 +412,51 @@ impl P2P {
         // evicted to make room for strangers.
         state.node.protect(identity);
         Peer::new(self.shared.clone(), identity)
+    }
+
+    /// Use the relay `relay`: the node connects to it over TLS on TCP,
+    /// pinning its identity, stays connected (reconnecting with backoff
+    /// when the connection ends), and can be reached through it by any
+    /// node that knows this node's identity and the relay. Its status is
+    /// in [`P2P::relays`], its comings and goings in [`P2P::events`].
+    pub fn add_relay(&self, relay: RelayAddr) -> Result<(), RelayError> {
+        let mut state = self.shared.lock();
+        state.node.add_relay(self.shared.clock.now(), relay)?;
+        state.wake_driver();
+        Ok(())
+    }
+
+    /// The relays the node uses and how each stands.
+    pub fn relays(&self) -> Vec<(RelayAddr, RelayStatus)> {
+        let state = self.shared.lock();
+        state
+            .node
+            .relays()
+            .map(|(_, addr, status)| (addr.clone(), status))
+            .collect()
+    }
+
+    /// Remember a peer reached through the relay `relay` (which this node
+    /// starts using too), so that [`Peer::new_stream`] dials it there on
+    /// demand, pinning `identity` end to end: the relay only forwards
+    /// encrypted datagrams.
+    pub fn add_peer_via_relay(
+        &self,
+        identity: RemoteIdentity,
+        relay: RelayAddr,
+    ) -> Result<Peer, RelayError> {
+        let mut state = self.shared.lock();
+        let id = state.node.add_relay(self.shared.clock.now(), relay)?;
+        let path = state
+            .node
+            .relay_path(id, identity)
+            .ok_or_else(|| RelayError::Protocol("too many relayed paths".into()))?;
+        state.node.book_mut().pin(identity, path);
+        state.added.insert(identity);
+        state.node.protect(identity);
+        state.wake_driver();
+        drop(state);
+        Ok(Peer::new(self.shared.clone(), identity))
     }
 
     /// Add a manual peer: an address (`"192.0.2.1:4433"`, `"[::1]:4433"`)

@@ -20,7 +20,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pos_p2p_protocol::node::{Event, Node, NodeConfig, ReadOutcome, StreamError, StreamId};
+use pos_p2p_protocol::node::{
+    Event, Node, NodeConfig, ReadOutcome, RelayAction, RelayConnId, StreamError, StreamId,
+};
+use pos_p2p_protocol::relay::{ConnId, RelayConfig, RelayEndpoint};
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, RemoteIdentity};
 use rand_chacha::ChaCha8Rng;
@@ -101,6 +104,35 @@ pub struct Sim {
     buf: Vec<u8>,
     /// Steps in a row at which time did not move.
     stalled: u32,
+    /// Relays, reached over simulated TCP.
+    pub relays: Vec<SimRelay>,
+    pipes: Vec<Pipe>,
+}
+
+/// A relay of the simulation: the relay's own sans-IO endpoint, reached
+/// over simulated TCP connections (reliable, in order, with the link's
+/// latency, never lost).
+#[derive(Debug)]
+pub struct SimRelay {
+    /// The relay under test.
+    pub endpoint: RelayEndpoint,
+    /// Where it accepts TCP connections.
+    pub addr: SocketAddr,
+    /// Whether it is running (a stopped relay refuses connections).
+    pub up: bool,
+}
+
+/// A simulated TCP connection between a node and a relay.
+#[derive(Debug)]
+struct Pipe {
+    node: usize,
+    node_conn: RelayConnId,
+    relay: usize,
+    relay_conn: ConnId,
+    to_relay: VecDeque<(Instant, Vec<u8>)>,
+    to_node: VecDeque<(Instant, Vec<u8>)>,
+    /// The relay closes it once what it wrote has arrived.
+    relay_closing: bool,
 }
 
 /// Steps in a row without time moving after which a node that keeps asking
@@ -141,6 +173,171 @@ impl Sim {
             stats: SimStats::default(),
             buf: Vec::new(),
             stalled: 0,
+            relays: Vec::new(),
+            pipes: Vec::new(),
+        }
+    }
+
+    /// Add a relay with identity `identity` at `addr` (TCP); returns its
+    /// index.
+    pub fn add_relay(&mut self, identity: &Identity, addr: SocketAddr) -> usize {
+        self.relays.push(SimRelay {
+            endpoint: RelayEndpoint::new(identity, RelayConfig::default()).expect("relay TLS"),
+            addr,
+            up: true,
+        });
+        self.relays.len() - 1
+    }
+
+    /// Stop relay `index` (its connections end at once) and start it again
+    /// with the same identity: a relay restart.
+    pub fn restart_relay(&mut self, index: usize, identity: &Identity) {
+        let now = self.now;
+        let pipes = std::mem::take(&mut self.pipes);
+        for pipe in pipes {
+            if pipe.relay == index {
+                self.nodes[pipe.node]
+                    .node
+                    .relay_closed(now, pipe.node_conn, Some("reset".into()));
+            } else {
+                self.pipes.push(pipe);
+            }
+        }
+        self.relays[index].endpoint =
+            RelayEndpoint::new(identity, RelayConfig::default()).expect("relay TLS");
+        self.flush();
+    }
+
+    /// Move what nodes and relays wrote onto their TCP connections, and
+    /// act on the nodes' relay actions.
+    fn flush_relays(&mut self) {
+        let now = self.now;
+        let latency = self.link.latency;
+        for i in 0..self.nodes.len() {
+            while let Some(action) = self.nodes[i].node.poll_relay_action() {
+                match action {
+                    RelayAction::Connect { conn, addr } => {
+                        let relay = self.relays.iter().position(|r| r.up && r.addr == addr);
+                        let accepted = relay.and_then(|r| {
+                            let from = self.nodes[i].addr;
+                            Some((r, self.relays[r].endpoint.connect(now, from)?))
+                        });
+                        match accepted {
+                            Some((relay, relay_conn)) => {
+                                self.pipes.push(Pipe {
+                                    node: i,
+                                    node_conn: conn,
+                                    relay,
+                                    relay_conn,
+                                    to_relay: VecDeque::new(),
+                                    to_node: VecDeque::new(),
+                                    relay_closing: false,
+                                });
+                                self.nodes[i].node.relay_opened(now, conn);
+                            }
+                            None => self.nodes[i].node.relay_closed(
+                                now,
+                                conn,
+                                Some("connection refused".into()),
+                            ),
+                        }
+                    }
+                    RelayAction::Close { conn } => {
+                        if let Some(p) = self
+                            .pipes
+                            .iter()
+                            .position(|p| p.node == i && p.node_conn == conn)
+                        {
+                            let pipe = self.pipes.remove(p);
+                            self.relays[pipe.relay].endpoint.remove(pipe.relay_conn);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(conn) = self.nodes[i].node.poll_relay_ready() {
+                let mut bytes = Vec::new();
+                self.nodes[i].node.poll_relay_write(conn, &mut bytes);
+                if let Some(pipe) = self
+                    .pipes
+                    .iter_mut()
+                    .find(|p| p.node == i && p.node_conn == conn)
+                    && !bytes.is_empty()
+                {
+                    pipe.to_relay.push_back((now + latency, bytes));
+                }
+            }
+        }
+        for r in 0..self.relays.len() {
+            while let Some(conn) = self.relays[r].endpoint.poll_ready() {
+                let mut bytes = Vec::new();
+                let close = self.relays[r].endpoint.poll_write(conn, &mut bytes);
+                if let Some(pipe) = self
+                    .pipes
+                    .iter_mut()
+                    .find(|p| p.relay == r && p.relay_conn == conn)
+                {
+                    if !bytes.is_empty() {
+                        pipe.to_node.push_back((now + latency, bytes));
+                    }
+                    pipe.relay_closing |= close;
+                }
+            }
+        }
+    }
+
+    /// The next moment a byte arrives on a simulated TCP connection or a
+    /// relay's timer is due.
+    fn next_relay_event(&self) -> Option<Instant> {
+        let pipes = self.pipes.iter().flat_map(|p| {
+            let closing = (p.relay_closing && p.to_node.is_empty()).then_some(self.now);
+            [
+                p.to_relay.front().map(|x| x.0),
+                p.to_node.front().map(|x| x.0),
+                closing,
+            ]
+        });
+        let timers = self.relays.iter().filter_map(|r| r.endpoint.poll_timeout());
+        pipes.flatten().chain(timers).min()
+    }
+
+    /// Deliver what has arrived on simulated TCP connections by now.
+    fn deliver_relays(&mut self) {
+        let now = self.now;
+        let mut i = 0;
+        while i < self.pipes.len() {
+            while let Some((at, _)) = self.pipes[i].to_relay.front()
+                && *at <= now
+            {
+                let Some((_, bytes)) = self.pipes[i].to_relay.pop_front() else {
+                    break;
+                };
+                let (r, conn) = (self.pipes[i].relay, self.pipes[i].relay_conn);
+                self.relays[r].endpoint.handle_bytes(now, conn, &bytes);
+            }
+            while let Some((at, _)) = self.pipes[i].to_node.front()
+                && *at <= now
+            {
+                let Some((_, bytes)) = self.pipes[i].to_node.pop_front() else {
+                    break;
+                };
+                let (n, conn) = (self.pipes[i].node, self.pipes[i].node_conn);
+                self.nodes[n].node.handle_relay_bytes(now, conn, &bytes);
+            }
+            if self.pipes[i].relay_closing && self.pipes[i].to_node.is_empty() {
+                let pipe = self.pipes.remove(i);
+                self.relays[pipe.relay].endpoint.remove(pipe.relay_conn);
+                self.nodes[pipe.node]
+                    .node
+                    .relay_closed(now, pipe.node_conn, None);
+                continue;
+            }
+            i += 1;
+        }
+        for relay in &mut self.relays {
+            if relay.endpoint.poll_timeout().is_some_and(|at| at <= now) {
+                relay.endpoint.handle_timeout(now);
+            }
         }
     }
 
@@ -256,6 +453,7 @@ impl Sim {
     /// Send every pending transmit of every node onto the network, and
     /// collect every pending event.
     pub fn flush(&mut self) {
+        self.flush_relays();
         for i in 0..self.nodes.len() {
             loop {
                 let mut buf = std::mem::take(&mut self.buf);
@@ -312,6 +510,8 @@ impl Sim {
                 self.nodes[i].events.push_back(event);
             }
         }
+        // Relayed datagrams the nodes just sent.
+        self.flush_relays();
     }
 
     /// Advance to the next delivery or timer and process it. Returns false
@@ -331,7 +531,10 @@ impl Sim {
             .iter_mut()
             .filter_map(|n| n.node.poll_timeout().map(|(at, _)| at))
             .min();
-        let next = [next_delivery, next_timer].into_iter().flatten().min();
+        let next = [next_delivery, next_timer, self.next_relay_event()]
+            .into_iter()
+            .flatten()
+            .min();
         let next = match (next, limit) {
             (Some(next), Some(limit)) => next.min(limit),
             (Some(next), None) => next,
@@ -372,6 +575,7 @@ impl Sim {
                 );
             }
         }
+        self.deliver_relays();
         for i in 0..self.nodes.len() {
             let due = self.nodes[i]
                 .node

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use async_io::Async;
 
-use super::{Interest, Runtime, Task, Timer, UdpIo};
+use super::{Interest, Runtime, Task, TcpConnect, TcpIo, Timer, UdpIo};
 
 #[derive(Debug)]
 pub(crate) struct AsyncStd;
@@ -33,6 +33,38 @@ impl Runtime for AsyncStd {
 
     fn wrap_udp(&self, socket: UdpSocket) -> io::Result<Box<dyn UdpIo>> {
         Ok(Box::new(Async::new(socket)?))
+    }
+
+    fn connect_tcp(&self, addr: std::net::SocketAddr) -> TcpConnect {
+        Box::pin(async move {
+            let stream = Async::<std::net::TcpStream>::connect(addr).await?;
+            stream.get_ref().set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn TcpIo>)
+        })
+    }
+}
+
+impl TcpIo for Async<std::net::TcpStream> {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        use std::io::Read;
+        loop {
+            match (&mut self.get_ref()).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            std::task::ready!(self.poll_readable(cx))?;
+        }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        use std::io::Write;
+        loop {
+            match (&mut self.get_ref()).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            std::task::ready!(self.poll_writable(cx))?;
+        }
     }
 }
 

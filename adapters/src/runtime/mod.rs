@@ -34,6 +34,19 @@ pub(crate) trait Runtime: Send + Sync + Debug + 'static {
     fn spawn(&self, task: Task);
     fn timer(&self, at: Instant) -> Pin<Box<dyn Timer>>;
     fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<Box<dyn UdpIo>>;
+    /// Open a TCP connection (to a relay).
+    fn connect_tcp(&self, addr: std::net::SocketAddr) -> TcpConnect;
+}
+
+/// A TCP connection being opened.
+pub(crate) type TcpConnect = Pin<Box<dyn Future<Output = io::Result<Box<dyn TcpIo>>> + Send>>;
+
+/// A TCP connection registered with a runtime's reactor.
+pub(crate) trait TcpIo: Send + Sync + Debug {
+    /// Read into `buf`; `Ok(0)` at the end.
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    /// Write some of `buf`.
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
 }
 
 /// A one-shot timer that can be moved.

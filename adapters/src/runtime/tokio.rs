@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use super::{Interest, Runtime, Task, Timer, UdpIo};
+use super::{Interest, Runtime, Task, TcpConnect, TcpIo, Timer, UdpIo};
 
 #[derive(Debug)]
 pub(crate) struct Tokio(pub(crate) tokio::runtime::Handle);
@@ -23,6 +23,41 @@ impl Runtime for Tokio {
     fn wrap_udp(&self, socket: std::net::UdpSocket) -> io::Result<Box<dyn UdpIo>> {
         let _guard = self.0.enter();
         Ok(Box::new(tokio::net::UdpSocket::from_std(socket)?))
+    }
+
+    fn connect_tcp(&self, addr: std::net::SocketAddr) -> TcpConnect {
+        let handle = self.0.clone();
+        Box::pin(async move {
+            let stream = {
+                let _guard = handle.enter();
+                tokio::net::TcpStream::connect(addr)
+            }
+            .await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn TcpIo>)
+        })
+    }
+}
+
+impl TcpIo for tokio::net::TcpStream {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.poll_read_ready(cx))?;
+            match self.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.poll_write_ready(cx))?;
+            match self.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
     }
 }
 

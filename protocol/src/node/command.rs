@@ -103,6 +103,7 @@ impl Node {
         self.shutting_down = true;
         // A node that shuts down keeps no one connected.
         self.manual.clear();
+        self.close_relays();
         let ids: Vec<ConnectionId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close_conn(

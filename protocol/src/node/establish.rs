@@ -146,6 +146,25 @@ impl Node {
             );
             return;
         }
+        // A relay names who sent what it forwards; TLS proves it. A relay
+        // that names someone else is lying or confused: the connection is
+        // not kept on its word.
+        if let Some(said) = self.relays.path_peer(&conn.quic.remote_address())
+            && said != remote
+        {
+            self.stats.relayed_identity_mismatches += 1;
+            self.close_conn(
+                now,
+                id,
+                close_code::IDENTITY_MISMATCH,
+                Bytes::from_static(b"unexpected identity"),
+                DisconnectReason::IdentityMismatch {
+                    expected: said,
+                    actual: remote,
+                },
+            );
+            return;
+        }
         if remote == self.local {
             self.close_conn(
                 now,

@@ -145,6 +145,23 @@ pub enum Event {
     StreamWritable(StreamId),
     /// Everything written on a finished stream was acknowledged.
     StreamFinished(StreamId),
+    /// The node connected to one of its relays: peers can reach it
+    /// through it now.
+    RelayConnected {
+        /// The relay.
+        relay: super::RelayId,
+        /// Where the relay sees this node come from.
+        observed: SocketAddr,
+    },
+    /// The connection to a relay ended; the node connects again (see
+    /// [`Node::relays`](super::Node::relays)). Peers reached through it are
+    /// cut off unless QUIC finds another path.
+    RelayDisconnected {
+        /// The relay.
+        relay: super::RelayId,
+        /// Why.
+        error: crate::relay::RelayError,
+    },
     /// The peer asked us to stop sending on a stream.
     StreamStopped {
         /// The stream.
@@ -235,6 +252,8 @@ pub struct Transmit {
 pub enum TimeoutReason {
     /// A QUIC timer (loss detection, pacing, idle, keep-alive) of a connection.
     Connection(ConnectionId),
+    /// A relay connection is due: to be opened again, pinged, or given up.
+    Relay(super::RelayId),
     /// The deadline of a connection's Hello exchange.
     Handshake(ConnectionId),
     /// A connection that said Goodbye closes at the latest now.
@@ -268,8 +287,12 @@ pub struct PeerStats {
     pub packets_sent: u64,
     /// Packets declared lost.
     pub packets_lost: u64,
-    /// The path: the peer's address on the connection in use.
+    /// The path: the peer's address on the connection in use (for a
+    /// relayed path, the address QUIC knows it by, see
+    /// [`Node::relay_path`](super::Node::relay_path)).
     pub remote_addr: SocketAddr,
+    /// Whether the peer is reached directly or through a relay.
+    pub path: super::PathKind,
     /// The largest datagram the path carries now (path MTU discovery).
     pub mtu: u16,
 }
@@ -320,4 +343,14 @@ pub struct NodeStats {
     pub headers_timed_out: u64,
     /// Streams the peer stopped, reset in answer.
     pub streams_reset_on_stop: u64,
+    /// Datagrams sent through a relay.
+    pub relayed_sent: u64,
+    /// Datagrams that arrived through a relay.
+    pub relayed_received: u64,
+    /// Datagrams for a relayed path that could not be sent (the relay not
+    /// connected, or its queue full).
+    pub relayed_dropped: u64,
+    /// Relayed connections closed because TLS proved another identity
+    /// than the one the relay said sent them.
+    pub relayed_identity_mismatches: u64,
 }

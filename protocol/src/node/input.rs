@@ -127,6 +127,7 @@ impl Node {
         }
         // After the connections: a dial or a disconnection they reported
         // is news the manual peers act on in the same turn.
+        self.relay_timers(now);
         if self.manual.deadline(now).is_some_and(|at| at <= now) {
             self.drive_manual(now);
         }

@@ -90,9 +90,10 @@ mod hello;
 mod input;
 mod manual;
 mod output;
+mod relay;
 mod setup;
 mod stream;
-mod tls;
+pub(crate) mod tls;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -115,6 +116,10 @@ pub use hello::MAX_APP_NAME_LEN;
 pub use manual::{
     FIRST_RETRY, MAX_RETRY, ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError,
     RESOLVE_TIMEOUT, ResolveError, STABLE,
+};
+pub use relay::{
+    MAX_RELAYS, PathKind, RELAY_MAX_RETRY, RELAY_PING_INTERVAL, RELAY_TIMEOUT, RelayAction,
+    RelayAddr, RelayAddrError, RelayConnId, RelayId, RelayStatus,
 };
 pub use tls::TlsSetupError;
 pub use view::StreamView;
@@ -200,6 +205,8 @@ pub struct Node {
     book: AddressBook,
     /// Peers the application asked to keep connected.
     manual: manual::Manuals,
+    /// The relays the application configured, and the relayed paths.
+    relays: relay::Relays,
     /// The node's tracing span (its identity); every connection's span is
     /// inside it.
     span: tracing::Span,
@@ -364,6 +371,7 @@ impl Node {
             dials: dial::Dials::default(),
             book,
             manual: manual::Manuals::new(seeds.manual),
+            relays: relay::Relays::default(),
             span,
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
@@ -447,6 +455,7 @@ impl Node {
             packets_sent: stats.path.sent_packets,
             packets_lost: stats.path.lost_packets,
             remote_addr: conn.quic.remote_address(),
+            path: self.path_kind(conn.quic.remote_address()),
             mtu: stats.path.current_mtu,
         })
     }

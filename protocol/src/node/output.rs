@@ -15,7 +15,11 @@ impl Node {
         max_datagrams: usize,
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
-        if let Some((transmit, bytes)) = self.responses.pop_front() {
+        while let Some((transmit, bytes)) = self.responses.pop_front() {
+            if Self::is_relayed(&transmit.destination) {
+                self.send_relayed(transmit.destination, &bytes, transmit.segment_size);
+                continue;
+            }
             buf.clear();
             buf.extend_from_slice(&bytes);
             return Some(transmit);
@@ -24,7 +28,9 @@ impl Node {
         // that sent last, without allocating: each turn looks up the next
         // id after the previous one (removed ids still work as bounds).
         let mut cursor = self.transmit_cursor;
-        for _ in 0..self.active.len() {
+        let mut turns = self.active.len();
+        while turns > 0 {
+            turns -= 1;
             let next = cursor
                 .and_then(|c| {
                     self.active
@@ -42,6 +48,16 @@ impl Node {
             buf.clear();
             if let Some(t) = conn.quic.poll_transmit(now, max_datagrams.max(1), buf) {
                 self.transmit_cursor = Some(id);
+                if Self::is_relayed(&t.destination) {
+                    // Through a relay, not the socket; then this
+                    // connection again (its turn is not over).
+                    let data = std::mem::take(buf);
+                    self.send_relayed(t.destination, &data[..t.size], t.segment_size);
+                    *buf = data;
+                    cursor = self.active.range(..id).next_back().copied();
+                    turns += 1;
+                    continue;
+                }
                 return Some(Transmit {
                     destination: t.destination,
                     ecn: t.ecn.map(Ecn::from_quinn),
@@ -97,6 +113,11 @@ impl Node {
             && next.is_none_or(|(t, _)| at < t)
         {
             next = Some((at, TimeoutReason::Manual));
+        }
+        if let Some((at, reason)) = self.relay_timeout()
+            && next.is_none_or(|(t, _)| at < t)
+        {
+            next = Some((at, reason));
         }
         next
     }

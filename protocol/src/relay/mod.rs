@@ -15,8 +15,14 @@
 //! relay binary only moves bytes between its sockets and this state
 //! machine, like the node's adapters.
 
+mod client;
+mod endpoint;
 mod frame;
 mod server;
+mod tls;
 
+pub use client::{RelayClient, RelayClientEvent, RelayError};
+pub use endpoint::{ConnId, MAX_RELAY_HANDSHAKES, RELAY_HANDSHAKE_TIMEOUT, RelayEndpoint};
 pub use frame::{CloseReason, MAX_RELAY_FRAME, MAX_RELAYED_DATAGRAM, RelayFrame};
 pub use server::{Access, ClientId, RelayConfig, RelayServer, RelayStats};
+pub use tls::RELAY_ALPN;

@@ -140,6 +140,10 @@ pub struct RelayServer {
     next_id: u64,
     stats: RelayStats,
     shutting_down: bool,
+    /// A lying relay, for tests: the sender it names instead of each of
+    /// these.
+    #[cfg(feature = "deterministic")]
+    misnamed: HashMap<RemoteIdentity, RemoteIdentity>,
 }
 
 impl RelayServer {
@@ -153,6 +157,8 @@ impl RelayServer {
             next_id: 0,
             stats: RelayStats::default(),
             shutting_down: false,
+            #[cfg(feature = "deterministic")]
+            misnamed: HashMap::new(),
         }
     }
 
@@ -255,6 +261,14 @@ impl RelayServer {
         let Some(sender) = self.clients.get(&from).map(|c| c.identity) else {
             return;
         };
+        #[cfg(feature = "deterministic")]
+        let (sender, to) = (
+            self.misnamed.get(&sender).copied().unwrap_or(sender),
+            self.misnamed
+                .iter()
+                .find(|(_, claimed)| **claimed == to)
+                .map_or(to, |(actual, _)| *actual),
+        );
         let destination = self
             .by_identity
             .get(&to)
@@ -394,6 +408,15 @@ impl RelayServer {
     /// The node `client` is, while connected.
     pub fn identity(&self, client: ClientId) -> Option<RemoteIdentity> {
         self.clients.get(&client).map(|c| c.identity)
+    }
+
+    /// For tests only (the `deterministic` feature), never in a relay:
+    /// lie about who sends, naming `claimed` as the sender of what
+    /// `actual` sends (and handing `actual` what is sent to `claimed`), so
+    /// tests can prove nodes do not believe a relay.
+    #[cfg(feature = "deterministic")]
+    pub fn misname(&mut self, actual: RemoteIdentity, claimed: RemoteIdentity) {
+        self.misnamed.insert(actual, claimed);
     }
 
     /// What the relay counted.

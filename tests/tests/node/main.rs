@@ -8,5 +8,6 @@ mod dial;
 mod faults;
 mod lifecycle;
 mod manual;
+mod relay;
 mod streams;
 mod tunnel;

@@ -6,3 +6,4 @@ mod frames;
 mod headers;
 mod primitives;
 mod relay;
+mod relay_tls;
