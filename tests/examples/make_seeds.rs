@@ -2,8 +2,9 @@
 //! `node_datagrams` (whole dialer sessions recorded with deterministic
 //! crypto, framed as the target's opcodes), `tunnel_responder` (an
 //! initiator's side of a tunnel handshake) and `tunnel_transport` (sealed
-//! messages), `node_streams` (stream operations) and `relay_server`
-//! (relay frames from three clients). Run it when the handshakes change (a test says so):
+//! messages), `node_streams` (stream operations), `relay_server`
+//! (relay frames from three clients) and `relay_client` (frames a relay
+//! sends a node). Run it when the handshakes change (a test says so):
 //!
 //! `cargo run -p pos-p2p-tests --example make_seeds`
 
@@ -25,6 +26,11 @@ fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/relay_server");
     std::fs::create_dir_all(&dir).expect("corpus dir");
     for (name, bytes) in pos_p2p_tests::fuzzing::relay_server_seeds() {
+        std::fs::write(dir.join(name), &bytes).expect("write seed");
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/relay_client");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    for (name, bytes) in pos_p2p_tests::fuzzing::relay_client_seeds() {
         std::fs::write(dir.join(name), &bytes).expect("write seed");
     }
     tunnel_seeds();

@@ -913,3 +913,133 @@ pub fn relay_server_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("seed-bad-frame", bad),
     ]
 }
+
+/// A node's relay connection fed arbitrary frames by a malicious relay
+/// (after a real TLS handshake with a [`RelayEndpoint`], so the bytes
+/// reach [`RelayClient`]'s frame handling): each chunk of the input is
+/// written as the relay's plaintext. Checks that the client either keeps
+/// going or stops with a typed error, stays stopped, and that every event
+/// it reports is one a relay may cause.
+///
+/// [`RelayEndpoint`]: pos_p2p_protocol::relay::RelayEndpoint
+/// [`RelayClient`]: pos_p2p_protocol::relay::RelayClient
+pub fn relay_client(data: &[u8]) {
+    run_relay_client(data);
+}
+
+/// The body of [`relay_client`]: how the client's connection ended, if it
+/// did.
+pub fn run_relay_client(data: &[u8]) -> Option<pos_p2p_protocol::relay::RelayError> {
+    use pos_p2p_protocol::Identity;
+    use pos_p2p_protocol::relay::{RelayClient, RelayConfig, RelayEndpoint};
+    use std::time::Instant;
+
+    let now = Instant::now();
+    let relay_identity = Identity::from_bytes(&[0xee; 32]);
+    let mut relay = RelayEndpoint::new(&relay_identity, RelayConfig::default()).expect("relay TLS");
+    let node = Identity::from_bytes(&[1; 32]);
+    let config = RelayClient::client_config(&node).expect("client TLS");
+    let mut client =
+        RelayClient::new(config, relay_identity.to_remote_identity(), 64 << 10).expect("client");
+    let conn = relay
+        .connect(now, std::net::SocketAddr::from(([192, 0, 2, 1], 5000)))
+        .expect("room for a handshake");
+    let mut failed = None;
+    let mut pump = |relay: &mut RelayEndpoint, client: &mut RelayClient| loop {
+        let mut moved = false;
+        let mut up = Vec::new();
+        client.poll_write(&mut up);
+        if !up.is_empty() {
+            moved = true;
+            relay.handle_bytes(now, conn, &up);
+        }
+        while let Some(ready) = relay.poll_ready() {
+            let mut down = Vec::new();
+            relay.poll_write(ready, &mut down);
+            if !down.is_empty() {
+                moved = true;
+                let result = client.handle_bytes(&down);
+                match (&failed, result) {
+                    (None, Err(e)) => failed = Some(e),
+                    (Some(before), Err(after)) => assert_eq!(*before, after, "stays failed"),
+                    (Some(_), Ok(())) => panic!("a failed client accepted more"),
+                    (None, Ok(())) => {}
+                }
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            assert!(
+                !matches!(event, pos_p2p_protocol::relay::RelayClientEvent::Connected)
+                    || client.is_connected()
+            );
+        }
+        if !moved {
+            return;
+        }
+    };
+    pump(&mut relay, &mut client);
+    assert!(client.is_connected(), "the handshake completes");
+    let mut rest = data;
+    while let [len, tail @ ..] = rest {
+        let take = usize::from(*len).min(tail.len());
+        let (chunk, after) = tail.split_at(take);
+        rest = after;
+        if !relay.inject(conn, chunk) {
+            break;
+        }
+        pump(&mut relay, &mut client);
+    }
+    failed
+}
+
+/// Seeds for the `relay_client` target: each frame a relay sends, a ping,
+/// a frame only a node sends, a frame over the limit, and frames cut in
+/// pieces.
+pub fn relay_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use pos_p2p_protocol::Identity;
+    use pos_p2p_protocol::relay::{CloseReason, RelayFrame};
+    let id = |n: u8| Identity::from_bytes(&[n; 32]).to_remote_identity();
+    let chunked = |bytes: &[u8], size: usize| {
+        let mut out = Vec::new();
+        for piece in bytes.chunks(size) {
+            out.push(piece.len() as u8);
+            out.extend_from_slice(piece);
+        }
+        out
+    };
+    let frames = |list: &[RelayFrame]| {
+        let mut bytes = Vec::new();
+        for frame in list {
+            bytes.extend_from_slice(&frame.to_bytes().expect("a valid frame"));
+        }
+        bytes
+    };
+    let good = frames(&[
+        RelayFrame::Recv {
+            from: id(2),
+            datagram: vec![0x5a; 300].into(),
+        },
+        RelayFrame::PeerGone { identity: id(3) },
+        RelayFrame::Ping { nonce: 9 },
+        RelayFrame::Pong { nonce: 1 },
+        RelayFrame::ObservedAddr {
+            addr: "[2001:db8::1]:4000".parse().expect("an address"),
+        },
+    ]);
+    let close = frames(&[RelayFrame::Close {
+        reason: CloseReason::Full,
+    }]);
+    let node_only = frames(&[RelayFrame::Send {
+        to: id(2),
+        datagram: vec![1, 2, 3].into(),
+    }]);
+    // A length prefix (LEB128) of 1,565: one over the limit.
+    let too_long = vec![0x9d, 0x0c, 0x02];
+    vec![
+        ("seed-good", chunked(&good, 255)),
+        ("seed-good-in-pieces", chunked(&good, 7)),
+        ("seed-close", chunked(&close, 255)),
+        ("seed-node-only", chunked(&node_only, 255)),
+        ("seed-too-long", chunked(&too_long, 255)),
+    ]
+}

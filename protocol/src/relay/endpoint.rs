@@ -321,6 +321,21 @@ impl RelayEndpoint {
         self.server.misname(actual, claimed);
     }
 
+    /// For tests and fuzzing only (the `deterministic` feature): write
+    /// `bytes` to `conn`'s client as if they were frames, as a malicious
+    /// relay could; `false` if the connection has no client.
+    #[cfg(feature = "deterministic")]
+    pub fn inject(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if c.client.is_none() || c.tls.writer().write_all(bytes).is_err() {
+            return false;
+        }
+        self.mark_ready(conn);
+        true
+    }
+
     /// The forwarding logic's counters.
     pub fn stats(&self) -> RelayStats {
         self.server.stats()

@@ -76,6 +76,35 @@ fn relay_server_corpus() {
 }
 
 #[test]
+fn relay_client_corpus() {
+    replay("relay_client", fuzzing::relay_client);
+}
+
+#[test]
+fn the_relay_client_seeds_end_as_they_should() {
+    use pos_p2p_protocol::relay::RelayError;
+    // Run each seed's frames and see how the client stands: the good ones
+    // keep it, the others end it with the error they should.
+    for (name, expected) in [
+        ("seed-good", None),
+        ("seed-good-in-pieces", None),
+        ("seed-close", Some("Closed")),
+        ("seed-node-only", Some("Protocol")),
+        ("seed-too-long", Some("Protocol")),
+    ] {
+        let seeds = fuzzing::relay_client_seeds();
+        let (_, seed) = seeds.iter().find(|(n, _)| *n == name).expect("seed");
+        let error: Option<RelayError> = fuzzing::run_relay_client(seed);
+        let kind = error.as_ref().map(|e| format!("{e:?}"));
+        assert_eq!(
+            kind.as_deref().map(|k| k.split('(').next().unwrap_or(k)),
+            expected,
+            "{name}: {error:?}"
+        );
+    }
+}
+
+#[test]
 fn mdns_packets_corpus() {
     replay("mdns_packets", fuzzing::mdns_packets);
 }
