@@ -217,6 +217,9 @@ fn main() {
                 let (a, b, peer) = pair(relayed, 10 + 4 * round as u8 + 2 * i as u8).await;
                 let took = bulk(&peer, bulk_mib << 20).await;
                 throughput[i].push((bulk_mib << 20) as f64 / took.as_secs_f64() / 1e6);
+                if std::env::var_os("RELAY_BENCH_DEBUG").is_some() {
+                    eprintln!("{i}: {:?} {:?} {:?}", peer.stats(), b.stats(), a.stats());
+                }
                 let mut rtts = Vec::with_capacity(requests);
                 for _ in 0..requests {
                     let started = Instant::now();

@@ -37,7 +37,7 @@ pub const RELAY_MAX_RETRY: Duration = Duration::from_secs(60);
 const MAX_PATHS: usize = 4_096;
 /// The most bytes waiting to be written to one relay; datagrams beyond
 /// are dropped, as a full link drops them.
-const RELAY_QUEUE: usize = 256 << 10;
+const RELAY_QUEUE: usize = 1 << 20;
 /// How many datagrams wait for a relay that is still connecting (the
 /// first flight of a dial made before the relay connection was up); more
 /// are dropped, and QUIC retransmits them.

@@ -76,7 +76,11 @@ pub struct RelayClient {
     tls: rustls::ClientConnection,
     decoder: FrameDecoder,
     connected: bool,
-    /// Bytes written into TLS that `poll_write` has not taken yet.
+    /// Frames not yet handed to TLS: they are encrypted together when
+    /// `poll_write` is called, in records of up to 16 KiB rather than one
+    /// record per datagram.
+    plaintext: Vec<u8>,
+    /// Bytes queued (frames and TLS) that `poll_write` has not taken yet.
     queued: usize,
     max_queued: usize,
     events: VecDeque<RelayClientEvent>,
@@ -99,6 +103,7 @@ impl RelayClient {
             tls,
             decoder: RelayFrame::decoder(),
             connected: false,
+            plaintext: Vec::new(),
             queued: 0,
             max_queued,
             events: VecDeque::new(),
@@ -227,21 +232,23 @@ impl RelayClient {
         if !always && self.queued + bytes.len() > self.max_queued {
             return false;
         }
-        // Without a buffer limit rustls takes all of it.
-        if self.tls.writer().write_all(&bytes).is_err() {
-            return false;
-        }
+        self.plaintext.extend_from_slice(&bytes);
         self.queued += bytes.len();
         true
     }
 
     /// Whether there are bytes to write.
     pub fn wants_write(&self) -> bool {
-        self.tls.wants_write()
+        !self.plaintext.is_empty() || self.tls.wants_write()
     }
 
     /// Append the bytes to write to the connection to `buf`.
     pub fn poll_write(&mut self, buf: &mut Vec<u8>) {
+        // Without a buffer limit rustls takes all of it; before the
+        // handshake is done it holds the frames until it is.
+        if !self.plaintext.is_empty() && self.tls.writer().write_all(&self.plaintext).is_ok() {
+            self.plaintext.clear();
+        }
         while self.tls.wants_write() {
             match self.tls.write_tls(buf) {
                 Ok(0) | Err(_) => break,
@@ -253,6 +260,9 @@ impl RelayClient {
 
     /// Close the connection politely (a TLS close_notify to write).
     pub fn close(&mut self) {
+        if self.tls.writer().write_all(&self.plaintext).is_ok() {
+            self.plaintext.clear();
+        }
         self.tls.send_close_notify();
     }
 }

@@ -254,13 +254,17 @@ impl RelayEndpoint {
             return true;
         };
         if let Some(client) = c.client {
-            let mut taken = 0;
-            while taken < WRITE_CHUNK {
+            // Frames are encrypted together, in records of up to 16 KiB.
+            let mut frames = Vec::new();
+            while frames.len() < WRITE_CHUNK {
                 let Some(frame) = self.server.poll_transmit(client) else {
                     break;
                 };
-                taken += frame.len();
-                let _ = c.tls.writer().write_all(&frame);
+                frames.extend_from_slice(&frame);
+            }
+            let taken = frames.len();
+            if taken > 0 {
+                let _ = c.tls.writer().write_all(&frames);
             }
             if self.server.closing(client).is_some() && !c.closing {
                 // The `Close` frame was the last one queued.
