@@ -107,6 +107,11 @@ pub struct Sim {
     /// Relays, reached over simulated TCP.
     pub relays: Vec<SimRelay>,
     pipes: Vec<Pipe>,
+    /// How many relay connections each node opened (by node index).
+    pub relay_attempts: Vec<u64>,
+    /// Nodes whose bytes for their relays are not taken (a TCP connection
+    /// that does not drain): the node must bound what it holds.
+    pub relay_writes_stalled: BTreeSet<usize>,
 }
 
 /// A relay of the simulation: the relay's own sans-IO endpoint, reached
@@ -120,6 +125,12 @@ pub struct SimRelay {
     pub addr: SocketAddr,
     /// Whether it is running (a stopped relay refuses connections).
     pub up: bool,
+    /// Connections to it are neither accepted nor refused (a firewall
+    /// that drops them): the node's own deadline must end them.
+    pub blackhole: bool,
+    /// It reads nothing more from its connections (a hung relay): what
+    /// nodes send waits in the simulated TCP connection.
+    pub frozen: bool,
 }
 
 /// A simulated TCP connection between a node and a relay.
@@ -175,16 +186,60 @@ impl Sim {
             stalled: 0,
             relays: Vec::new(),
             pipes: Vec::new(),
+            relay_attempts: Vec::new(),
+            relay_writes_stalled: BTreeSet::new(),
         }
+    }
+
+    /// The relay's name for node `node`'s connection to relay `relay`.
+    pub fn relay_conn(&self, node: usize, relay: usize) -> Option<ConnId> {
+        self.pipes
+            .iter()
+            .find(|p| p.node == node && p.relay == relay)
+            .map(|p| p.relay_conn)
+    }
+
+    /// Take what node `node` has for its relays now (bypassing a stall):
+    /// how many bytes that was.
+    pub fn take_relay_writes(&mut self, node: usize) -> usize {
+        let mut total = 0;
+        let now = self.now;
+        let latency = self.link.latency;
+        while let Some(conn) = self.nodes[node].node.poll_relay_ready() {
+            let mut bytes = Vec::new();
+            self.nodes[node].node.poll_relay_write(conn, &mut bytes);
+            total += bytes.len();
+            if let Some(pipe) = self
+                .pipes
+                .iter_mut()
+                .find(|p| p.node == node && p.node_conn == conn)
+                && !bytes.is_empty()
+            {
+                pipe.to_relay.push_back((now + latency, bytes));
+            }
+        }
+        total
     }
 
     /// Add a relay with identity `identity` at `addr` (TCP); returns its
     /// index.
     pub fn add_relay(&mut self, identity: &Identity, addr: SocketAddr) -> usize {
+        self.add_relay_with(identity, addr, RelayConfig::default())
+    }
+
+    /// Like [`Sim::add_relay`], with these limits.
+    pub fn add_relay_with(
+        &mut self,
+        identity: &Identity,
+        addr: SocketAddr,
+        config: RelayConfig,
+    ) -> usize {
         self.relays.push(SimRelay {
-            endpoint: RelayEndpoint::new(identity, RelayConfig::default()).expect("relay TLS"),
+            endpoint: RelayEndpoint::new(identity, config).expect("relay TLS"),
             addr,
             up: true,
+            blackhole: false,
+            frozen: false,
         });
         self.relays.len() - 1
     }
@@ -217,6 +272,17 @@ impl Sim {
             while let Some(action) = self.nodes[i].node.poll_relay_action() {
                 match action {
                     RelayAction::Connect { conn, addr } => {
+                        if self.relay_attempts.len() <= i {
+                            self.relay_attempts.resize(i + 1, 0);
+                        }
+                        self.relay_attempts[i] += 1;
+                        if self
+                            .relays
+                            .iter()
+                            .any(|r| r.up && r.blackhole && r.addr == addr)
+                        {
+                            continue;
+                        }
                         let relay = self.relays.iter().position(|r| r.up && r.addr == addr);
                         let accepted = relay.and_then(|r| {
                             let from = self.nodes[i].addr;
@@ -255,6 +321,9 @@ impl Sim {
                     _ => {}
                 }
             }
+            if self.relay_writes_stalled.contains(&i) {
+                continue;
+            }
             while let Some(conn) = self.nodes[i].node.poll_relay_ready() {
                 let mut bytes = Vec::new();
                 self.nodes[i].node.poll_relay_write(conn, &mut bytes);
@@ -292,7 +361,10 @@ impl Sim {
         let pipes = self.pipes.iter().flat_map(|p| {
             let closing = (p.relay_closing && p.to_node.is_empty()).then_some(self.now);
             [
-                p.to_relay.front().map(|x| x.0),
+                p.to_relay
+                    .front()
+                    .filter(|_| !self.relays[p.relay].frozen)
+                    .map(|x| x.0),
                 p.to_node.front().map(|x| x.0),
                 closing,
             ]
@@ -308,6 +380,7 @@ impl Sim {
         while i < self.pipes.len() {
             while let Some((at, _)) = self.pipes[i].to_relay.front()
                 && *at <= now
+                && !self.relays[self.pipes[i].relay].frozen
             {
                 let Some((_, bytes)) = self.pipes[i].to_relay.pop_front() else {
                     break;

@@ -118,8 +118,9 @@ pub use manual::{
     RESOLVE_TIMEOUT, ResolveError, STABLE,
 };
 pub use relay::{
-    MAX_RELAYS, PathKind, RELAY_MAX_RETRY, RELAY_PING_INTERVAL, RELAY_TIMEOUT, RelayAction,
-    RelayAddr, RelayAddrError, RelayConnId, RelayId, RelayStatus,
+    MAX_RELAYED_PATHS, MAX_RELAYS, MAX_WAITING_DATAGRAMS, PathKind, RELAY_MAX_RETRY,
+    RELAY_PING_INTERVAL, RELAY_QUEUE_BYTES, RELAY_TIMEOUT, RelayAction, RelayAddr, RelayAddrError,
+    RelayConnId, RelayId, RelayStatus,
 };
 pub use tls::TlsSetupError;
 pub use view::StreamView;

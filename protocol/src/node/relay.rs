@@ -34,14 +34,14 @@ pub const RELAY_MAX_RETRY: Duration = Duration::from_secs(60);
 /// The most relayed paths a node remembers (peers it dialed through a
 /// relay, and peers that sent through one); unused ones are forgotten
 /// first.
-const MAX_PATHS: usize = 4_096;
+pub const MAX_RELAYED_PATHS: usize = 4_096;
 /// The most bytes waiting to be written to one relay; datagrams beyond
 /// are dropped, as a full link drops them.
-const RELAY_QUEUE: usize = 1 << 20;
+pub const RELAY_QUEUE_BYTES: usize = 1 << 20;
 /// How many datagrams wait for a relay that is still connecting (the
 /// first flight of a dial made before the relay connection was up); more
 /// are dropped, and QUIC retransmits them.
-const MAX_WAITING_DATAGRAMS: usize = 16;
+pub const MAX_WAITING_DATAGRAMS: usize = 16;
 /// The first segment of a relayed path's address: `100::/64`.
 const PATH_PREFIX: u16 = 0x0100;
 
@@ -252,10 +252,10 @@ impl Relays {
             entry.pinned |= pinned;
             return Some(addr);
         }
-        if self.paths.len() >= MAX_PATHS {
+        if self.paths.len() >= MAX_RELAYED_PATHS {
             self.paths.retain(|a, p| p.pinned || in_use(a));
         }
-        if self.paths.len() >= MAX_PATHS {
+        if self.paths.len() >= MAX_RELAYED_PATHS {
             return None;
         }
         self.paths.insert(addr, PathEntry { peer, pinned });
@@ -334,6 +334,18 @@ impl Node {
         })
     }
 
+    /// The peer a relayed path leads to, while the node remembers the path
+    /// (see [`Node::relay_path`]).
+    pub fn relayed_path(&self, addr: SocketAddr) -> Option<RemoteIdentity> {
+        self.relays.path_peer(&addr)
+    }
+
+    /// How many relayed paths the node remembers (at most
+    /// [`MAX_RELAYED_PATHS`]).
+    pub fn relayed_path_count(&self) -> usize {
+        self.relays.paths.len()
+    }
+
     /// How an address is reached: directly, or through one of the node's
     /// relays.
     pub fn path_kind(&self, addr: SocketAddr) -> PathKind {
@@ -361,7 +373,7 @@ impl Node {
         if !matches!(slot.state, SlotState::Opening { .. }) {
             return;
         }
-        match RelayClient::new(config, slot.addr.identity, RELAY_QUEUE) {
+        match RelayClient::new(config, slot.addr.identity, RELAY_QUEUE_BYTES) {
             Ok(client) => {
                 slot.state = SlotState::Open {
                     conn,

@@ -123,6 +123,9 @@ fn two_nodes_exchange_datagrams_through_the_relay() {
         })
     );
     assert_eq!(relay.stats().forwarded, 1);
+    // Finished handshakes no longer count against the handshake limit.
+    assert_eq!(relay.handshaking(), 0);
+    assert_eq!(relay.handshakes_failed(), 0);
 }
 
 #[test]
@@ -201,6 +204,7 @@ fn handshakes_are_bounded_in_number_and_time() {
         relay.connect(now, addr(9999)).is_none(),
         "one more is refused"
     );
+    assert_eq!(relay.handshakes_failed(), 1);
     assert_eq!(relay.poll_timeout(), Some(now + RELAY_HANDSHAKE_TIMEOUT));
     relay.handle_timeout(now + RELAY_HANDSHAKE_TIMEOUT - Duration::from_millis(1));
     assert_eq!(
@@ -210,6 +214,12 @@ fn handshakes_are_bounded_in_number_and_time() {
     );
     relay.handle_timeout(now + RELAY_HANDSHAKE_TIMEOUT);
     assert_eq!(relay.handshaking(), 0);
+    assert_eq!(relay.handshakes_failed(), 1 + MAX_RELAY_HANDSHAKES as u64);
+    assert_eq!(
+        relay.connections(),
+        MAX_RELAY_HANDSHAKES,
+        "held until removed"
+    );
     let mut closing = BTreeSet::new();
     while let Some(conn) = relay.poll_ready() {
         if relay.poll_write(conn, &mut Vec::new()) {
