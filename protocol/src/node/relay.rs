@@ -252,14 +252,19 @@ impl Relays {
             entry.pinned |= pinned;
             return Some(addr);
         }
-        if self.paths.len() >= MAX_RELAYED_PATHS {
+        if self.paths_full() {
+            // Only when full: a sweep costs a look at every connection.
             self.paths.retain(|a, p| p.pinned || in_use(a));
         }
-        if self.paths.len() >= MAX_RELAYED_PATHS {
+        if self.paths_full() {
             return None;
         }
         self.paths.insert(addr, PathEntry { peer, pinned });
         Some(addr)
+    }
+
+    fn paths_full(&self) -> bool {
+        self.paths.len() >= MAX_RELAYED_PATHS
     }
 }
 
@@ -420,7 +425,10 @@ impl Node {
         {
             let slot = &mut self.relays.slots[i];
             let SlotState::Open {
-                client, deadline, ..
+                client,
+                deadline,
+                ping,
+                ..
             } = &mut slot.state
             else {
                 return;
@@ -454,7 +462,9 @@ impl Node {
                     RelayClientEvent::Datagram { from, datagram } => {
                         datagrams.push((from, datagram));
                     }
-                    RelayClientEvent::Pong { .. } => *deadline = None,
+                    // Only the answer to the latest ping counts.
+                    RelayClientEvent::Pong { nonce } if nonce == *ping => *deadline = None,
+                    RelayClientEvent::Pong { .. } => {}
                     // QUIC notices on its own that nothing comes back.
                     RelayClientEvent::PeerGone(_) => {}
                 }

@@ -89,8 +89,9 @@ impl RelayEndpoint {
             self.handshakes_failed += 1;
             return None;
         }
+        // Fails only with a configuration rustls rejects, which `new`
+        // would have reported already.
         let Ok(mut tls) = rustls::ServerConnection::new(self.tls.clone()) else {
-            self.handshakes_failed += 1;
             return None;
         };
         // Whole frames or nothing: a partly written frame would corrupt
@@ -164,8 +165,9 @@ impl RelayEndpoint {
         c.deadline = None;
         self.handshaking -= 1;
         let identity = tls::peer_identity(c.tls.peer_certificates());
+        // The verifier accepts only identity certificates: fail closed
+        // should that ever change.
         let Some(identity) = identity else {
-            self.handshakes_failed += 1;
             c.closing = true;
             return;
         };

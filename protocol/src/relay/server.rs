@@ -78,6 +78,8 @@ pub struct RelayStats {
     pub dropped_queue: u64,
     /// Datagrams to nodes not connected to this relay.
     pub unknown_destination: u64,
+    /// Pings answered.
+    pub pings: u64,
 }
 
 /// A client connection, as the relay's I/O layer names it.
@@ -248,6 +250,7 @@ impl RelayServer {
             match RelayFrame::from_body(&body) {
                 Ok(RelayFrame::Send { to, datagram }) => self.forward(now, client, to, datagram),
                 Ok(RelayFrame::Ping { nonce }) => {
+                    self.stats.pings += 1;
                     self.queue(client, &RelayFrame::Pong { nonce }, false);
                 }
                 // An answer to a ping of ours (the relay sends none yet).

@@ -629,3 +629,56 @@ fn a_late_report_about_an_old_relay_connection_does_not_touch_the_new_one() {
     assert_eq!(node.relays().next().unwrap().2, RelayStatus::Connecting);
     assert_eq!(node.poll_relay_action(), None);
 }
+
+/// Run the simulation for `duration`, calling node `node`'s
+/// `handle_timeout` every 100 ms as well, as a driver may at any turn.
+fn run_with_frequent_timeouts(sim: &mut Sim, node: usize, duration: Duration) {
+    let end = sim.now + duration;
+    while sim.now < end {
+        sim.run_for(Duration::from_millis(100));
+        let now = sim.now;
+        sim.nodes[node].node.handle_timeout(now);
+        sim.flush();
+    }
+}
+
+#[test]
+fn the_backoff_holds_however_often_the_node_is_woken() {
+    let mut sim = Sim::new(17, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let relay = sim.add_relay(&relay_identity(), relay_addr());
+    sim.relays[relay].up = false;
+    let now = sim.now;
+    sim.nodes[a].node.add_relay(now, the_relay()).unwrap();
+    run_with_frequent_timeouts(&mut sim, a, Duration::from_secs(120));
+    assert_eq!(sim.relay_attempts[a], 7);
+}
+
+#[test]
+fn pings_go_every_fifteen_seconds_however_often_the_node_is_woken() {
+    let (mut sim, a, _b, _relay) = behind_relay(18);
+    let before = sim.relays[0].endpoint.stats().pings;
+    run_with_frequent_timeouts(&mut sim, a, Duration::from_secs(61));
+    // a's four pings, and b's (not woken more often) four.
+    assert_eq!(sim.relays[0].endpoint.stats().pings - before, 8);
+}
+
+#[test]
+fn a_pong_that_answers_no_ping_of_ours_does_not_keep_a_dead_relay() {
+    let (mut sim, a, _b, _relay) = behind_relay(19);
+    // The relay hangs just before the first ping...
+    sim.run_for(RELAY_PING_INTERVAL - Duration::from_millis(10));
+    sim.relays[0].frozen = true;
+    sim.run_for(Duration::from_millis(100));
+    // ... and a stale answer (nonce 0: no ping of a's had it) arrives.
+    let conn = sim.relay_conn(a, 0).unwrap();
+    let pong = pos_p2p_protocol::relay::RelayFrame::Pong { nonce: 0 }
+        .to_bytes()
+        .unwrap();
+    assert!(sim.relays[0].endpoint.inject(conn, &pong));
+    let gone = sim.take_event(a, RELAY_TIMEOUT + Duration::from_secs(1), |e| match e {
+        Event::RelayDisconnected { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert_eq!(gone, Some(RelayError::Timeout));
+}
