@@ -321,20 +321,8 @@ impl Sim {
                     _ => {}
                 }
             }
-            if self.relay_writes_stalled.contains(&i) {
-                continue;
-            }
-            while let Some(conn) = self.nodes[i].node.poll_relay_ready() {
-                let mut bytes = Vec::new();
-                self.nodes[i].node.poll_relay_write(conn, &mut bytes);
-                if let Some(pipe) = self
-                    .pipes
-                    .iter_mut()
-                    .find(|p| p.node == i && p.node_conn == conn)
-                    && !bytes.is_empty()
-                {
-                    pipe.to_relay.push_back((now + latency, bytes));
-                }
+            if !self.relay_writes_stalled.contains(&i) {
+                self.take_relay_writes(i);
             }
         }
         for r in 0..self.relays.len() {

@@ -252,19 +252,19 @@ fn main() {
     memory(idle);
 }
 
-/// Connect a client to an in-memory relay endpoint, moving bytes until
-/// both are quiet.
+/// Connect a client with identity `seed` from `from` to an in-memory
+/// relay endpoint, moving bytes until both are quiet.
 fn connect(
     relay: &mut RelayEndpoint,
     now: Instant,
-    n: u8,
+    seed: [u8; 32],
+    from: std::net::SocketAddr,
+    max_queued: usize,
 ) -> (RelayClient, pos_p2p_protocol::relay::ConnId) {
     let relay_id = Identity::from_bytes(&[0xee; 32]).to_remote_identity();
-    let config = RelayClient::client_config(&Identity::from_bytes(&[n; 32])).expect("tls");
-    let mut client = RelayClient::new(config, relay_id, 8 << 20).expect("client");
-    let conn = relay
-        .connect(now, std::net::SocketAddr::from(([10, 0, 0, n], 4000)))
-        .expect("room");
+    let config = RelayClient::client_config(&Identity::from_bytes(&seed)).expect("tls");
+    let mut client = RelayClient::new(config, relay_id, max_queued).expect("client");
+    let conn = relay.connect(now, from).expect("room");
     loop {
         let mut moved = false;
         let mut up = Vec::new();
@@ -299,8 +299,9 @@ fn capacity(datagrams: usize) {
     config.burst = u32::MAX;
     config.queue_bytes = 8 << 20;
     let mut relay = RelayEndpoint::new(&Identity::from_bytes(&[0xee; 32]), config).expect("relay");
-    let (mut a, ca) = connect(&mut relay, now, 1);
-    let (mut b, cb) = connect(&mut relay, now, 2);
+    let addr = |n: u8| std::net::SocketAddr::from(([10, 0, 0, n], 4000));
+    let (mut a, ca) = connect(&mut relay, now, [1; 32], addr(1), 8 << 20);
+    let (mut b, cb) = connect(&mut relay, now, [2; 32], addr(2), 8 << 20);
     let to = Identity::from_bytes(&[2; 32]).to_remote_identity();
     let datagram = Bytes::from(vec![0x5a; 1200]);
     let mut relay_time = Duration::ZERO;
@@ -352,73 +353,11 @@ fn memory(clients: usize) {
     let empty = live();
     let mut links = Vec::with_capacity(clients);
     for i in 0..clients {
-        let n = (i % 250) as u8 + 1;
-        // Distinct identities: a derived seed per client.
-        let seed = [
-            n,
-            (i / 250) as u8,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-            7,
-        ];
-        let relay_id = Identity::from_bytes(&[0xee; 32]).to_remote_identity();
-        let config = RelayClient::client_config(&Identity::from_bytes(&seed)).expect("tls");
-        let mut client = RelayClient::new(config, relay_id, 64 << 10).expect("client");
-        let conn = relay
-            .connect(
-                now,
-                std::net::SocketAddr::from(([10, 0, 0, 1], 4000 + i as u16)),
-            )
-            .expect("room");
-        loop {
-            let mut moved = false;
-            let mut up = Vec::new();
-            client.poll_write(&mut up);
-            if !up.is_empty() {
-                moved = true;
-                relay.handle_bytes(now, conn, &up);
-            }
-            while let Some(c) = relay.poll_ready() {
-                let mut down = Vec::new();
-                relay.poll_write(c, &mut down);
-                if c == conn && !down.is_empty() {
-                    moved = true;
-                    client.handle_bytes(&down).expect("handshake");
-                }
-            }
-            while client.poll_event().is_some() {}
-            if !moved {
-                break;
-            }
-        }
-        links.push(client);
+        // Distinct identities: a seed derived from the client's number.
+        let mut seed = [7; 32];
+        seed[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        let from = std::net::SocketAddr::from(([10, 0, 0, 1], 4000 + i as u16));
+        links.push(connect(&mut relay, now, seed, from, 64 << 10).0);
     }
     assert_eq!(relay.stats().clients, clients);
     // What is left once the clients' side is gone is the relay's.
