@@ -446,14 +446,9 @@ impl P2P {
         relay: RelayAddr,
     ) -> Result<Peer, RelayError> {
         let mut state = self.shared.lock();
-        let id = state.node.add_relay(self.shared.clock.now(), relay)?;
-        let path = state
-            .node
-            .relay_path(id, identity)
-            .ok_or_else(|| RelayError::Protocol("too many relayed paths".into()))?;
-        state.node.book_mut().pin(identity, path);
+        let now = self.shared.clock.now();
+        state.node.add_relayed_peer(now, identity, relay)?;
         state.added.insert(identity);
-        state.node.protect(identity);
         state.wake_driver();
         drop(state);
         Ok(Peer::new(self.shared.clone(), identity))

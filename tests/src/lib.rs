@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod lan;
 pub mod netns;
 pub mod raw;
+pub mod relay_link;
 pub mod sim;
 
 /// A 16-byte identifier, as a UUID's bytes.

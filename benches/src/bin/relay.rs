@@ -253,7 +253,7 @@ fn main() {
 }
 
 /// Connect a client with identity `seed` from `from` to an in-memory
-/// relay endpoint, moving bytes until both are quiet.
+/// relay endpoint, through the handshake.
 fn connect(
     relay: &mut RelayEndpoint,
     now: Instant,
@@ -262,32 +262,10 @@ fn connect(
     max_queued: usize,
 ) -> (RelayClient, pos_p2p_protocol::relay::ConnId) {
     let relay_id = Identity::from_bytes(&[0xee; 32]).to_remote_identity();
-    let config = RelayClient::client_config(&Identity::from_bytes(&seed)).expect("tls");
-    let mut client = RelayClient::new(config, relay_id, max_queued).expect("client");
-    let conn = relay.connect(now, from).expect("room");
-    loop {
-        let mut moved = false;
-        let mut up = Vec::new();
-        client.poll_write(&mut up);
-        if !up.is_empty() {
-            moved = true;
-            relay.handle_bytes(now, conn, &up);
-        }
-        while let Some(c) = relay.poll_ready() {
-            let mut down = Vec::new();
-            relay.poll_write(c, &mut down);
-            if c == conn && !down.is_empty() {
-                moved = true;
-                client.handle_bytes(&down).expect("handshake");
-            }
-        }
-        while client.poll_event().is_some() {}
-        if !moved {
-            break;
-        }
-    }
-    assert!(client.is_connected());
-    (client, conn)
+    let node = Identity::from_bytes(&seed);
+    let link = pos_p2p_tests::relay_link::connect(relay, now, &node, relay_id, from, max_queued);
+    assert!(link.client.is_connected(), "{:?}", link.error);
+    (link.client, link.conn)
 }
 
 /// Datagrams a second the relay's whole logic (TLS both ways, frames,

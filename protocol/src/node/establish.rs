@@ -131,9 +131,18 @@ impl Node {
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
-        if let Some(expected) = conn.expected
-            && expected != remote
-        {
+        // The identity a dial pinned, and the one a relay names as the
+        // sender of what it forwards: TLS proved another, so the
+        // connection is not kept (a relay that names someone else is lying
+        // or confused).
+        let said = self.relays.path_peer(&conn.quic.remote_address());
+        let mismatch = [(conn.expected, false), (said, true)]
+            .into_iter()
+            .find_map(|(e, relayed)| e.filter(|e| *e != remote).map(|e| (e, relayed)));
+        if let Some((expected, relayed)) = mismatch {
+            if relayed {
+                self.stats.relayed_identity_mismatches += 1;
+            }
             self.close_conn(
                 now,
                 id,
@@ -141,25 +150,6 @@ impl Node {
                 Bytes::from_static(b"unexpected identity"),
                 DisconnectReason::IdentityMismatch {
                     expected,
-                    actual: remote,
-                },
-            );
-            return;
-        }
-        // A relay names who sent what it forwards; TLS proves it. A relay
-        // that names someone else is lying or confused: the connection is
-        // not kept on its word.
-        if let Some(said) = self.relays.path_peer(&conn.quic.remote_address())
-            && said != remote
-        {
-            self.stats.relayed_identity_mismatches += 1;
-            self.close_conn(
-                now,
-                id,
-                close_code::IDENTITY_MISMATCH,
-                Bytes::from_static(b"unexpected identity"),
-                DisconnectReason::IdentityMismatch {
-                    expected: said,
                     actual: remote,
                 },
             );

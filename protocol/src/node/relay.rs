@@ -279,9 +279,9 @@ impl Node {
             return Ok(RelayId(i as u16));
         }
         if self.relays.slots.len() >= MAX_RELAYS {
-            return Err(RelayError::Protocol(format!(
-                "a node uses at most {MAX_RELAYS} relays"
-            )));
+            return Err(RelayError::LimitReached(
+                "a node uses at most 16 relays (MAX_RELAYS)",
+            ));
         }
         if self.relays.config.is_none() {
             let config = RelayClient::client_config(&self.config.identity)
@@ -301,6 +301,25 @@ impl Node {
         });
         self.relay_timers(now);
         Ok(id)
+    }
+
+    /// Remember `peer` as reached through `relay` (which the node starts
+    /// using, see [`Node::add_relay`]): its relayed path is pinned in the
+    /// address book, so [`Node::dial_peer`] dials it there, and its
+    /// connections are protected from eviction. Returns the path's address.
+    pub fn add_relayed_peer(
+        &mut self,
+        now: Instant,
+        peer: RemoteIdentity,
+        relay: RelayAddr,
+    ) -> Result<SocketAddr, RelayError> {
+        let id = self.add_relay(now, relay)?;
+        let path = self.relay_path(id, peer).ok_or(RelayError::LimitReached(
+            "the table of relayed paths is full",
+        ))?;
+        self.book.pin(peer, path);
+        self.protect(peer);
+        Ok(path)
     }
 
     /// The relay `relay` is.

@@ -62,6 +62,10 @@ pub enum RelayError {
     /// The relay could not be reached (the TCP connection failed).
     #[error("could not reach the relay: {0}")]
     Unreachable(String),
+    /// A limit of this node was reached (how many relays it uses, how
+    /// many relayed paths it remembers).
+    #[error("limit reached: {0}")]
+    LimitReached(&'static str),
 }
 
 /// A node's side of one connection to a relay. The caller moves bytes

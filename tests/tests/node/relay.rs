@@ -682,3 +682,20 @@ fn a_pong_that_answers_no_ping_of_ours_does_not_keep_a_dead_relay() {
     });
     assert_eq!(gone, Some(RelayError::Timeout));
 }
+
+#[test]
+fn a_peer_added_through_a_relay_is_dialed_there_by_identity() {
+    let (mut sim, a, b, _relay) = behind_relay(20);
+    let now = sim.now;
+    let peer = sim.id(a);
+    let path = sim.nodes[b]
+        .node
+        .add_relayed_peer(now, peer, the_relay())
+        .unwrap();
+    // Known by identity alone: the book holds the relayed path.
+    sim.nodes[b].node.dial_peer(now, peer, &[]).unwrap();
+    assert!(sim.run_until_connected(a, b));
+    let stats = sim.nodes[b].node.peer_stats(&peer).unwrap();
+    assert_eq!(stats.remote_addr, path);
+    assert!(matches!(stats.path, PathKind::Relayed(_)));
+}

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pos_p2p_protocol::relay::{
-    Access, CloseReason, ConnId, MAX_RELAY_HANDSHAKES, RELAY_HANDSHAKE_TIMEOUT, RelayClient,
-    RelayClientEvent, RelayConfig, RelayEndpoint, RelayError,
+    Access, CloseReason, ConnId, MAX_RELAY_HANDSHAKES, RELAY_HANDSHAKE_TIMEOUT, RelayClientEvent,
+    RelayConfig, RelayEndpoint, RelayError,
 };
 use pos_p2p_protocol::{Identity, RemoteIdentity};
+use pos_p2p_tests::relay_link::{self, Link, pump};
 
 fn identity(n: u8) -> Identity {
     Identity::from_bytes(&[n; 32])
@@ -28,65 +29,9 @@ fn addr(port: u16) -> SocketAddr {
 
 const RELAY: u8 = 0xee;
 
-/// A node's connection to the relay: its client and the relay's name for
-/// it.
-struct Link {
-    client: RelayClient,
-    conn: ConnId,
-    /// What the client heard, and how it ended if it did.
-    events: Vec<RelayClientEvent>,
-    error: Option<RelayError>,
-    closed_by_relay: bool,
-}
-
 fn connect(relay: &mut RelayEndpoint, now: Instant, node: u8, pinned: RemoteIdentity) -> Link {
-    let config = RelayClient::client_config(&identity(node)).unwrap();
-    let client = RelayClient::new(config, pinned, 256 << 10).unwrap();
-    let conn = relay.connect(now, addr(u16::from(node))).unwrap();
-    let mut link = Link {
-        client,
-        conn,
-        events: Vec::new(),
-        error: None,
-        closed_by_relay: false,
-    };
-    pump(relay, now, &mut [&mut link]);
-    link
-}
-
-/// Move bytes both ways until nothing moves.
-fn pump(relay: &mut RelayEndpoint, now: Instant, links: &mut [&mut Link]) {
-    loop {
-        let mut moved = false;
-        for link in links.iter_mut() {
-            let mut up = Vec::new();
-            link.client.poll_write(&mut up);
-            if !up.is_empty() && link.error.is_none() {
-                moved = true;
-                relay.handle_bytes(now, link.conn, &up);
-            }
-        }
-        while let Some(conn) = relay.poll_ready() {
-            let mut down = Vec::new();
-            let close = relay.poll_write(conn, &mut down);
-            let Some(link) = links.iter_mut().find(|l| l.conn == conn) else {
-                continue;
-            };
-            if !down.is_empty() && link.error.is_none() {
-                moved = true;
-                if let Err(e) = link.client.handle_bytes(&down) {
-                    link.error = Some(e);
-                }
-                while let Some(event) = link.client.poll_event() {
-                    link.events.push(event);
-                }
-            }
-            link.closed_by_relay |= close;
-        }
-        if !moved {
-            return;
-        }
-    }
+    let from = addr(u16::from(node));
+    relay_link::connect(relay, now, &identity(node), pinned, from, 256 << 10)
 }
 
 fn relay(config: RelayConfig) -> RelayEndpoint {
