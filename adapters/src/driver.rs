@@ -286,6 +286,13 @@ impl Driver {
             .collect::<io::Result<Vec<_>>>()?;
         let span = shared.lock().node.span().clone();
         let timer_at = shared.clock.now();
+        if mdns.is_none() {
+            // Without mDNS nothing lists the interfaces again: the
+            // candidates for direct connections are those of the start.
+            let listen: Vec<SocketAddr> = sockets.iter().map(|s| s.local).collect();
+            let addrs = crate::mdns::interface_addrs(&listen, &crate::mdns::interfaces());
+            shared.lock().node.set_local_addrs(timer_at, &addrs);
+        }
         Ok(Self {
             shared,
             span,
@@ -609,6 +616,14 @@ impl Driver {
                         state.publish(P2PEvent::RelayDisconnected { relay, error });
                     }
                 }
+                Event::AddressDiscovered { relay, addr } => {
+                    if let Some(relay) = state.node.relay_addr(relay).cloned() {
+                        state.publish(P2PEvent::AddressDiscovered { relay, addr });
+                    }
+                }
+                Event::PathChanged { peer, path } => {
+                    state.publish(P2PEvent::PathChanged { peer, path });
+                }
                 Event::StreamReadable(stream) => {
                     if let Some(waker) = state.readers.remove(&stream) {
                         state.woken.push(waker);
@@ -655,6 +670,11 @@ impl Future for Driver {
         state.driver = Some(cx.waker().clone());
         let now = shared.clock.now();
         this.feed(&mut state, now);
+        if rescanned && let Some(mdns) = this.mdns.as_ref() {
+            // Candidates for direct connections (and, when they changed, a
+            // network change: the node asks its relays where it is again).
+            state.node.set_local_addrs(now, &mdns.advertised());
+        }
         state.node.handle_timeout(now);
         if let (Some(mdns), Some(discovery)) = (this.mdns.as_mut(), state.discovery.as_mut()) {
             if rescanned {

@@ -96,6 +96,25 @@ pub enum P2PEvent {
         /// Why.
         error: pos_p2p_protocol::relay::RelayError,
     },
+    /// A relay answered the node's address probe with a new address: where
+    /// the node's UDP socket is seen from the relay (its NAT's mapping).
+    /// The node tells the peers it reaches through a relay, so they can
+    /// try to reach it directly.
+    AddressDiscovered {
+        /// The relay.
+        relay: pos_p2p_protocol::node::RelayAddr,
+        /// The node's public address and port, as the relay sees them.
+        addr: SocketAddr,
+    },
+    /// A connected peer is reached over another path now: typically a
+    /// direct connection took over from a relayed one (hole punching).
+    /// Streams already open finish on the old path.
+    PathChanged {
+        /// The peer.
+        peer: RemoteIdentity,
+        /// How it is reached now.
+        path: pos_p2p_protocol::node::PathKind,
+    },
 }
 
 /// The events of one subscriber, as a `futures_core::Stream` or with

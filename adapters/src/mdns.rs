@@ -75,6 +75,33 @@ pub(crate) fn interfaces() -> Vec<if_addrs::Interface> {
     }
 }
 
+/// The addresses the node's sockets (`listen`, the first one's port) have
+/// on `ifaces`: a socket bound to an unspecified address covers every
+/// interface address of its family.
+pub(crate) fn interface_addrs(
+    listen: &[SocketAddr],
+    ifaces: &[if_addrs::Interface],
+) -> Vec<SocketAddr> {
+    let Some(port) = listen.first().map(SocketAddr::port) else {
+        return Vec::new();
+    };
+    let mut addrs = Vec::new();
+    for listen in listen.iter().filter(|a| a.port() == port) {
+        for iface in ifaces {
+            let ip = iface.ip();
+            let covered = if listen.ip().is_unspecified() {
+                ip.is_ipv4() == listen.is_ipv4()
+            } else {
+                ip == listen.ip()
+            };
+            if covered && !addrs.contains(&SocketAddr::new(ip, port)) {
+                addrs.push(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    addrs
+}
+
 /// An IPv4 interface the group was joined on: its index (when known) and
 /// the address multicasts go out from.
 type V4Iface = (Option<u32>, Ipv4Addr);
@@ -160,24 +187,7 @@ impl Mdns {
     /// socket shares the IPv4 port), an unspecified address standing for
     /// every interface address of its family.
     pub(crate) fn advertised(&self) -> Vec<SocketAddr> {
-        let Some(port) = self.listen.first().map(SocketAddr::port) else {
-            return Vec::new();
-        };
-        let mut addrs = Vec::new();
-        for listen in self.listen.iter().filter(|a| a.port() == port) {
-            for iface in &self.ifaces {
-                let ip = iface.ip();
-                let covered = if listen.ip().is_unspecified() {
-                    ip.is_ipv4() == listen.is_ipv4()
-                } else {
-                    ip == listen.ip()
-                };
-                if covered && !addrs.contains(&SocketAddr::new(ip, port)) {
-                    addrs.push(SocketAddr::new(ip, port));
-                }
-            }
-        }
-        addrs
+        interface_addrs(&self.listen, &self.ifaces)
     }
 
     /// Take a fresh list of the interfaces (see [`Mdns::scan_due`]) and join

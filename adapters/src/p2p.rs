@@ -130,6 +130,15 @@ impl P2PConfig {
         self
     }
 
+    /// Try to reach peers met through a relay directly (on by default):
+    /// see [`NodeConfig::hole_punching`](pos_p2p_protocol::node::NodeConfig::hole_punching).
+    /// Off, peers reached through a relay never learn this node's
+    /// addresses, and such connections stay relayed.
+    pub fn hole_punching(mut self, on: bool) -> Self {
+        self.node.hole_punching = on;
+        self
+    }
+
     /// Turn LAN discovery on or off (see [`P2PConfig::discovery`]).
     pub fn discovery(mut self, on: bool) -> Self {
         self.discovery = on;

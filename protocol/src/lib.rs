@@ -23,6 +23,7 @@ mod metadata;
 pub mod node;
 mod rate;
 pub mod relay;
+pub mod stun;
 pub mod tunnel;
 pub mod version;
 

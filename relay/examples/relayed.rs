@@ -1,7 +1,8 @@
 //! Two devices that only know each other's identity and a relay: a relay
 //! runs in this process (as `pos-p2p-relay` would on a server), device A
 //! is reachable through it, device B reaches A there and measures round
-//! trips over the relayed path.
+//! trips over the relayed path; then the two go direct (hole punching, here
+//! on loopback) and B measures again.
 //!
 //! ```text
 //! cargo run -p pos-p2p-relay --example relayed
@@ -13,7 +14,7 @@ use futures_util::{AsyncReadExt, AsyncWriteExt};
 use pos_p2p::codec::{DecodeError, Reader, Writer};
 use pos_p2p::prelude::*;
 use pos_p2p::semver::Version;
-use pos_p2p::{P2P, P2PConfig, PathKind, RelayStatus, generate_identity};
+use pos_p2p::{P2P, P2PConfig, P2PEvent, PathKind, Peer, RelayStatus, generate_identity};
 use pos_p2p_protocol::relay::RelayConfig;
 use pos_p2p_relay::Relay;
 
@@ -32,6 +33,28 @@ impl Header for Ping {
             tag => Err(r.unknown_tag("Ping", tag)),
         }
     }
+}
+
+/// Five round trips to `peer`, then the path they took.
+async fn ping(peer: &Peer, when: &str) -> Result<(), Box<dyn std::error::Error>> {
+    println!("{when}:");
+    for i in 0..5 {
+        let started = Instant::now();
+        let mut stream = peer.open(&Ping).await?;
+        stream.close().await?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await?;
+        assert_eq!(reply, b"pong");
+        println!("  ping {i}: {:?}", started.elapsed());
+    }
+    let stats = peer.stats().ok_or("A disconnected")?;
+    let path = match stats.path {
+        PathKind::Relayed(_) => "through the relay".to_owned(),
+        PathKind::Direct(addr) => format!("directly at {addr}"),
+        _ => "by another path".to_owned(),
+    };
+    println!("  B reaches A {path}, round trip {:?}", stats.rtt);
+    Ok(())
 }
 
 #[tokio::main]
@@ -70,23 +93,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Device B knows A's identity and relay, nothing else.
     let b = P2P::new(config("relayed")?)?;
+    let events = b.events();
     let peer = b.add_peer_via_relay(a.local_identity(), relay.relay_addr())?;
-    for i in 0..5 {
-        let started = Instant::now();
-        let mut stream = peer.open(&Ping).await?;
-        stream.close().await?;
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await?;
-        assert_eq!(reply, b"pong");
-        println!("ping {i}: {:?}", started.elapsed());
+    ping(&peer, "first contact").await?;
+    // Meanwhile the two told each other their addresses over the relayed
+    // connection and dialed them: a direct connection takes over.
+    let direct = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.recv().await {
+            if let P2PEvent::PathChanged {
+                path: PathKind::Direct(addr),
+                ..
+            } = event
+            {
+                return Some(addr);
+            }
+        }
+        None
+    })
+    .await;
+    match direct {
+        Ok(Some(addr)) => println!("B went direct to A at {addr}"),
+        _ => println!("B stays relayed (no direct path)"),
     }
-    let stats = peer.stats().ok_or("A disconnected")?;
-    let path = match stats.path {
-        PathKind::Relayed(_) => "through the relay".to_owned(),
-        PathKind::Direct(addr) => format!("directly at {addr}"),
-        _ => "by another path".to_owned(),
-    };
-    println!("B reaches A {path}, round trip {:?}", stats.rtt);
+    ping(&peer, "afterwards").await?;
     let forwarded = relay.stats();
     println!(
         "the relay forwarded {} datagrams ({} bytes) it could not read",

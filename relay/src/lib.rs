@@ -2,7 +2,9 @@
 //!
 //! Every decision (TLS, who may connect, what is forwarded, every limit) is
 //! made by the sans-IO [`RelayEndpoint`] of `pos-p2p-protocol`; this crate
-//! accepts TCP connections and moves bytes between them and it. Run it as
+//! accepts TCP connections and moves bytes between them and it, and
+//! answers address probes (STUN Binding, §10.6) on UDP at the same address
+//! through the sans-IO [`ProbeResponder`]. Run it as
 //! a binary (`cargo run -p pos-p2p-relay -- --help`) or embed it:
 //!
 //! ```no_run
@@ -27,10 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pos_p2p_protocol::node::RelayAddr;
-use pos_p2p_protocol::relay::{ConnId, RelayConfig, RelayEndpoint, RelayStats};
+use pos_p2p_protocol::relay::{ConnId, ProbeResponder, RelayConfig, RelayEndpoint, RelayStats};
 use pos_p2p_protocol::{Identity, RemoteIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Notify;
 
 /// How often handshake deadlines are checked.
@@ -59,6 +61,7 @@ impl Inner {
 #[derive(Debug)]
 struct Shared {
     inner: Mutex<Inner>,
+    probes: Mutex<ProbeResponder>,
     stop: Notify,
 }
 
@@ -76,11 +79,13 @@ pub struct Relay {
     local_addr: SocketAddr,
     identity: RemoteIdentity,
     accept: tokio::task::JoinHandle<()>,
+    probe_task: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
     /// Serve on `listener` with `identity` and these limits, on the current
-    /// tokio runtime.
+    /// tokio runtime; address probes are answered on a UDP socket bound to
+    /// the listener's address (fails if that cannot be bound).
     pub fn serve(
         listener: TcpListener,
         identity: &Identity,
@@ -88,20 +93,26 @@ impl Relay {
     ) -> io::Result<Self> {
         let endpoint = RelayEndpoint::new(identity, config).map_err(io::Error::other)?;
         let local_addr = listener.local_addr()?;
+        let udp = std::net::UdpSocket::bind(local_addr)?;
+        udp.set_nonblocking(true)?;
+        let udp = UdpSocket::from_std(udp)?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 endpoint,
                 tasks: HashMap::new(),
             }),
+            probes: Mutex::new(ProbeResponder::new(Instant::now())),
             stop: Notify::new(),
         });
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+        let probe_task = tokio::spawn(answer_probes(shared.clone(), udp));
         tokio::spawn(ticker(shared.clone()));
         Ok(Self {
             shared,
             local_addr,
             identity: identity.to_remote_identity(),
             accept,
+            probe_task,
         })
     }
 
@@ -128,6 +139,15 @@ impl Relay {
         self.shared.lock().endpoint.stats()
     }
 
+    /// Address probes answered.
+    pub fn probes_answered(&self) -> u64 {
+        self.shared
+            .probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answered()
+    }
+
     /// TCP connections held now (handshaking or serving).
     pub fn connections(&self) -> usize {
         self.shared.lock().endpoint.connections()
@@ -137,6 +157,7 @@ impl Relay {
     /// stop accepting.
     pub async fn shutdown(self) {
         self.accept.abort();
+        self.probe_task.abort();
         self.shared.stop.notify_waiters();
         {
             let mut inner = self.shared.lock();
@@ -149,6 +170,26 @@ impl Relay {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Answer address probes on `udp` until the relay stops.
+async fn answer_probes(shared: Arc<Shared>, udp: UdpSocket) {
+    let mut buf = vec![0; 2048];
+    loop {
+        let (len, from) = match udp.recv_from(&mut buf).await {
+            Ok(received) => received,
+            // ICMP errors from earlier sends (a prober that went away).
+            Err(_) => continue,
+        };
+        let answer = shared
+            .probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answer(Instant::now(), from, &buf[..len]);
+        if let Some(answer) = answer {
+            let _ = udp.send_to(&answer, from).await;
         }
     }
 }

@@ -97,7 +97,7 @@ async fn send(b: &P2P, a: &P2P, len: usize) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_that_know_only_each_others_identity_and_relay_connect() {
+async fn two_nodes_that_know_only_each_others_identity_and_relay_connect_then_go_direct() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = RelayConfig::default();
     config.bytes_per_second = 64 << 20;
@@ -111,33 +111,66 @@ async fn two_nodes_that_know_only_each_others_identity_and_relay_connect() {
     tokio::spawn(serve(a.clone()));
     wait_relay_connected(&a).await;
     // b knows a's identity and relay, nothing else.
+    let b_events = b.events();
     let peer = b
         .add_peer_via_relay(a.local_identity(), relay.relay_addr())
         .unwrap();
     assert_eq!(send(&b, &a, 1 << 20).await, 1 << 20);
-    let stats = peer.stats().expect("connected");
-    assert!(
-        matches!(stats.path, PathKind::Relayed(_)),
-        "b reaches a through the relay: {stats:?}"
-    );
-    assert!(
-        relay.stats().forwarded > (1 << 20) / 1500,
-        "{:?}",
-        relay.stats()
-    );
+    assert!(peer.stats().is_some(), "connected");
+    // The connection started through the relay...
     assert!(b.stats().relayed_sent > 0 && a.stats().relayed_received > 0);
-    // a heard about its relay, with where it sees a from.
-    let observed = loop {
+    // ...and, the two sockets reaching each other, went direct: each
+    // told the other its candidates (its interface addresses, and where
+    // the relay's probe responder saw it) and both dialed them.
+    let direct = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match b_events.recv().await {
+                Some(P2PEvent::PathChanged {
+                    peer: p,
+                    path: PathKind::Direct(addr),
+                }) if p == a.local_identity() => break addr,
+                Some(_) => {}
+                None => panic!("events ended"),
+            }
+        }
+    })
+    .await
+    .expect("b reaches a directly");
+    let stats = peer.stats().expect("connected");
+    assert_eq!(stats.path, PathKind::Direct(direct), "{stats:?}");
+    assert!(relay.probes_answered() >= 2, "both nodes asked the relay");
+    // From now on the relay carries nothing of a transfer.
+    let before = relay.stats().forwarded;
+    assert_eq!(send(&b, &a, 1 << 20).await, 1 << 20);
+    let after = relay.stats().forwarded;
+    assert!(
+        after - before < 100,
+        "{} datagrams through the relay",
+        after - before
+    );
+    // a heard about its relay, with where it sees a from, and where the
+    // relay sees a's UDP socket: its own address on loopback.
+    let mut observed = None;
+    let mut discovered = None;
+    while observed.is_none() || discovered.is_none() {
         match events.recv().await {
-            Some(P2PEvent::RelayConnected { relay: r, observed }) => {
+            Some(P2PEvent::RelayConnected {
+                relay: r,
+                observed: o,
+            }) => {
                 assert_eq!(r, relay.relay_addr());
-                break observed;
+                observed = Some(o);
+            }
+            Some(P2PEvent::AddressDiscovered { relay: r, addr }) => {
+                assert_eq!(r, relay.relay_addr());
+                discovered = Some(addr);
             }
             Some(_) => {}
-            None => panic!("no RelayConnected event"),
+            None => panic!("no RelayConnected or AddressDiscovered event"),
         }
-    };
-    assert!(observed.ip().is_loopback());
+    }
+    assert!(observed.is_some_and(|o| o.ip().is_loopback()));
+    assert_eq!(discovered, a.listen_addrs().first().copied());
     a.shutdown().await;
     b.shutdown().await;
     relay.shutdown().await;

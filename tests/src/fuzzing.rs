@@ -1043,3 +1043,58 @@ pub fn relay_client_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("seed-too-long", chunked(&too_long, 255)),
     ]
 }
+
+/// Read `data` as a STUN message both ways (docs/PROTOCOL.md §10.6): as
+/// the answer to a node's probe and as a request to a relay's responder.
+/// Nothing may panic; an answer that decodes re-encodes to an answer with
+/// the same transaction id and address, and a request is answered with
+/// the address it came from.
+pub fn stun(data: &[u8]) {
+    use pos_p2p_protocol::relay::ProbeResponder;
+    use pos_p2p_protocol::stun;
+    if let Ok((id, addr)) = stun::parse_binding_response(data) {
+        assert!(stun::is_stun(data));
+        let again = stun::binding_response(id, addr);
+        assert_eq!(stun::parse_binding_response(&again), Ok((id, addr)));
+    }
+    let from: std::net::SocketAddr = "198.51.100.7:40000".parse().expect("an address");
+    let mut responder = ProbeResponder::new(std::time::Instant::now());
+    let now = std::time::Instant::now();
+    match (
+        stun::parse_binding_request(data),
+        responder.answer(now, from, data),
+    ) {
+        (Ok(id), Some(answer)) => {
+            assert_eq!(stun::parse_binding_response(&answer), Ok((id, from)));
+        }
+        (Err(_), None) => {}
+        (request, answer) => panic!("request {request:?} but answer {answer:?}"),
+    }
+}
+
+/// The `stun` target's seeds: a request, the RFC 5769 sample answer (with
+/// attributes to skip), an IPv6 answer.
+pub fn stun_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use pos_p2p_protocol::stun::{TransactionId, binding_request, binding_response};
+    let id = TransactionId([0xb7; 12]);
+    let rfc5769: Vec<u8> = [
+        "0101003c2112a442b7e7a701bc34d686fa87dfae",
+        "8022000b7465737420766563746f7220",
+        "002000080001a147e112a643",
+        "000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7",
+        "80280004c07d4c96",
+    ]
+    .concat()
+    .as_bytes()
+    .chunks(2)
+    .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("hex"), 16).expect("hex"))
+    .collect();
+    vec![
+        ("seed-request", binding_request(id).to_vec()),
+        ("seed-rfc5769-answer", rfc5769),
+        (
+            "seed-ipv6-answer",
+            binding_response(id, "[2001:db8::7]:4433".parse().expect("an address")),
+        ),
+    ]
+}

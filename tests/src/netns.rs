@@ -256,3 +256,204 @@ impl Watched {
         }
     }
 }
+
+/// Whether nftables' `nft` is installed (the NAT lab needs it).
+pub fn nft_available() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A small internet in namespaces: a public segment `203.0.113.0/24` with
+/// a relay host at `.1`, and two home networks `192.168.<k>.0/24` (a host
+/// at `.2` each), each behind its own NAT router (public address
+/// `203.0.113.1<k>`, nftables masquerading, which maps a socket to one
+/// public port whatever the destination, and a firewall that lets in only
+/// replies to what went out). Removed when dropped.
+#[derive(Debug)]
+pub struct NatLab {
+    /// The relay host's namespace.
+    pub relay: String,
+    /// The NAT routers' namespaces.
+    pub nats: [String; 2],
+    /// The home hosts' namespaces.
+    pub homes: [String; 2],
+    all: Vec<String>,
+}
+
+impl NatLab {
+    /// The relay host's address.
+    pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+    /// The public address of NAT `k` (0 or 1).
+    pub fn nat_ip(k: usize) -> Ipv4Addr {
+        Ipv4Addr::new(203, 0, 113, 11 + k as u8)
+    }
+
+    /// Build it; `None` (with a note) where namespaces or nftables are
+    /// unavailable, unless `POS_P2P_REQUIRE_NETNS=1` (then a panic).
+    pub fn new(what: &str) -> Option<Self> {
+        require(what)?;
+        if !nft_available() {
+            assert!(
+                std::env::var_os("POS_P2P_REQUIRE_NETNS").is_none(),
+                "POS_P2P_REQUIRE_NETNS is set but nft (nftables) is not installed"
+            );
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {what}: nft is not installed");
+            return None;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}x{n}", std::process::id());
+        let name = |role: &str| format!("posN{tag}{role}");
+        let mut lab = NatLab {
+            relay: name("relay"),
+            nats: [name("nat0"), name("nat1")],
+            homes: [name("home0"), name("home1")],
+            all: Vec::new(),
+        };
+        let hub = name("hub");
+        for ns in [&hub, &lab.relay]
+            .into_iter()
+            .chain(&lab.nats)
+            .chain(&lab.homes)
+        {
+            ip(&["netns", "add", ns]);
+            lab.all.push(ns.clone());
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &hub, "link", "set", "br0", "up"]);
+        // A host on the public segment: a veth from the hub's bridge.
+        let public = |ns: &str, port: &str, addr: Ipv4Addr| {
+            ip(&[
+                "-n", &hub, "link", "add", port, "type", "veth", "peer", "name", "wan", "netns", ns,
+            ]);
+            ip(&["-n", &hub, "link", "set", port, "master", "br0"]);
+            ip(&["-n", &hub, "link", "set", port, "up"]);
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "wan"]);
+            ip(&["-n", ns, "link", "set", "wan", "up"]);
+        };
+        public(&lab.relay, "prelay", Self::RELAY_IP);
+        for k in 0..2 {
+            let (nat, home) = (&lab.nats[k], &lab.homes[k]);
+            public(nat, &format!("pnat{k}"), Self::nat_ip(k));
+            ip(&[
+                "-n", nat, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
+                home,
+            ]);
+            let (gw, host) = (
+                format!("192.168.{}.1", k + 1),
+                format!("192.168.{}.2", k + 1),
+            );
+            ip(&["-n", nat, "addr", "add", &format!("{gw}/24"), "dev", "lan"]);
+            ip(&["-n", nat, "link", "set", "lan", "up"]);
+            ip(&[
+                "-n",
+                home,
+                "addr",
+                "add",
+                &format!("{host}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", home, "link", "set", "eth0", "up"]);
+            ip(&["-n", home, "route", "add", "default", "via", &gw]);
+            run(nat, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+            run(nat, "nft", &["add", "table", "ip", "nat"]);
+            run(
+                nat,
+                "nft",
+                &[
+                    "add",
+                    "chain",
+                    "ip",
+                    "nat",
+                    "post",
+                    "{ type nat hook postrouting priority 100; }",
+                ],
+            );
+            run(
+                nat,
+                "nft",
+                &[
+                    "add",
+                    "rule",
+                    "ip",
+                    "nat",
+                    "post",
+                    "oifname",
+                    "wan",
+                    "masquerade",
+                ],
+            );
+            // A home router's firewall: nothing unsolicited comes in from
+            // the public side, to the router itself or through it. (Without
+            // it, a peer's punching packet that arrives before this side
+            // sent anything is delivered to the router, and the state
+            // Linux keeps for it makes the router map this side's own
+            // packets to that peer to another port: punching fails.)
+            run(nat, "nft", &["add", "table", "inet", "filter"]);
+            for hook in ["input", "forward"] {
+                run(
+                    nat,
+                    "nft",
+                    &[
+                        "add",
+                        "chain",
+                        "inet",
+                        "filter",
+                        hook,
+                        &format!("{{ type filter hook {hook} priority 0; }}"),
+                    ],
+                );
+                run(
+                    nat,
+                    "nft",
+                    &[
+                        "add", "rule", "inet", "filter", hook, "iifname", "wan", "ct", "state",
+                        "new", "drop",
+                    ],
+                );
+            }
+        }
+        Some(lab)
+    }
+
+    /// `program args` in namespace `ns`, watched line by line.
+    pub fn spawn(&self, ns: &str, program: &str, args: &[&str]) -> Watched {
+        Watched::new(
+            Command::new("ip")
+                .args(["netns", "exec", ns, program])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the program starts"),
+        )
+    }
+}
+
+/// `program args` in namespace `ns`, which must succeed.
+fn run(ns: &str, program: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .output()
+        .expect("ip netns exec runs");
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        for ns in &self.all {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use pos_p2p_protocol::node::{
     Event, Node, NodeConfig, ReadOutcome, RelayAction, RelayConnId, StreamError, StreamId,
 };
-use pos_p2p_protocol::relay::{ConnId, RelayConfig, RelayEndpoint};
+use pos_p2p_protocol::relay::{ConnId, ProbeResponder, RelayConfig, RelayEndpoint};
 use pos_p2p_protocol::semver::Version;
 use pos_p2p_protocol::{Identity, RemoteIdentity};
 use rand_chacha::ChaCha8Rng;
@@ -66,6 +66,122 @@ pub struct SimNode {
     pub events: VecDeque<Event>,
     /// Every event it ever reported, for assertions after the fact.
     pub history: Vec<Event>,
+    /// The NAT it is behind (an index into [`Sim::nats`]), if any: its
+    /// address is then a private one.
+    pub nat: Option<usize>,
+    /// A firewall drops every UDP datagram to and from it (TCP to relays
+    /// still works).
+    pub udp_blocked: bool,
+}
+
+/// How a NAT picks the outside port for an inside socket (RFC 4787 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    /// One outside port per inside socket, whatever the destination: the
+    /// port a relay observes is the one peers can reach.
+    EndpointIndependent,
+    /// A new outside port for every destination address and port (a
+    /// "symmetric" NAT): the port a relay observes is useless to peers.
+    AddressDependent,
+}
+
+/// A NAT box between a private network and the simulated internet:
+/// [`Mapping`] as configured, port-restricted filtering (a datagram comes
+/// in only from an address and port the inside sent to through that
+/// mapping), mappings that expire after [`Nat::timeout`] without outgoing
+/// traffic, and no hairpinning (a datagram from inside to the NAT's own
+/// public address is dropped).
+#[derive(Debug)]
+pub struct Nat {
+    /// Its public address.
+    pub public_ip: IpAddr,
+    /// How it maps.
+    pub mapping: Mapping,
+    /// How long a mapping lives without outgoing traffic.
+    pub timeout: Duration,
+    /// Datagrams its filter dropped.
+    pub filtered: u64,
+    /// Datagrams dropped because they were sent to its own public address
+    /// from inside (no hairpinning).
+    pub hairpin_dropped: u64,
+    next_port: u16,
+    entries: Vec<NatEntry>,
+}
+
+#[derive(Debug)]
+struct NatEntry {
+    inside: SocketAddr,
+    /// The destination, for an address-dependent mapping.
+    dest: Option<SocketAddr>,
+    port: u16,
+    /// Where the inside sent through this mapping: what may come in.
+    peers: BTreeSet<SocketAddr>,
+    last_out: Instant,
+}
+
+impl Nat {
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.timeout;
+        self.entries
+            .retain(|e| now.saturating_duration_since(e.last_out) < timeout);
+    }
+
+    /// The outside address of a datagram from `inside` to `dest`.
+    fn outbound(&mut self, now: Instant, inside: SocketAddr, dest: SocketAddr) -> SocketAddr {
+        self.expire(now);
+        let key = match self.mapping {
+            Mapping::EndpointIndependent => None,
+            Mapping::AddressDependent => Some(dest),
+        };
+        let entry = match self
+            .entries
+            .iter()
+            .position(|e| e.inside == inside && e.dest == key)
+        {
+            Some(i) => &mut self.entries[i],
+            None => {
+                let port = self.next_port;
+                self.next_port = self.next_port.wrapping_add(1).max(1024);
+                self.entries.push(NatEntry {
+                    inside,
+                    dest: key,
+                    port,
+                    peers: BTreeSet::new(),
+                    last_out: now,
+                });
+                self.entries.last_mut().expect("just pushed")
+            }
+        };
+        entry.peers.insert(dest);
+        entry.last_out = now;
+        SocketAddr::new(self.public_ip, entry.port)
+    }
+
+    /// Where a datagram from `from` to the outside port `port` goes
+    /// inside, if the NAT lets it in.
+    fn inbound(&mut self, now: Instant, from: SocketAddr, port: u16) -> Option<SocketAddr> {
+        self.expire(now);
+        let inside = self
+            .entries
+            .iter()
+            .find(|e| e.port == port && e.peers.contains(&from))
+            .map(|e| e.inside);
+        if inside.is_none() {
+            self.filtered += 1;
+        }
+        inside
+    }
+
+    /// Forget every mapping (a NAT reboot or rebinding): the next
+    /// outgoing datagram gets a new outside port.
+    pub fn rebind(&mut self) {
+        self.entries.clear();
+    }
+
+    /// How many mappings it holds now.
+    pub fn mappings(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +191,10 @@ struct InFlight {
     from: SocketAddr,
     to: SocketAddr,
     data: Vec<u8>,
+    /// The sending node, if a node sent it.
+    src: Option<usize>,
+    /// Within the private network of this NAT (not through it).
+    lan: Option<usize>,
 }
 
 /// The simulated network and its nodes.
@@ -112,6 +232,8 @@ pub struct Sim {
     /// Nodes whose bytes for their relays are not taken (a TCP connection
     /// that does not drain): the node must bound what it holds.
     pub relay_writes_stalled: BTreeSet<usize>,
+    /// NAT boxes, by index.
+    pub nats: Vec<Nat>,
 }
 
 /// A relay of the simulation: the relay's own sans-IO endpoint, reached
@@ -131,6 +253,10 @@ pub struct SimRelay {
     /// It reads nothing more from its connections (a hung relay): what
     /// nodes send waits in the simulated TCP connection.
     pub frozen: bool,
+    /// It answers address probes (STUN) on UDP at its address.
+    pub stun: bool,
+    /// Its address probe responder.
+    pub probes: ProbeResponder,
 }
 
 /// A simulated TCP connection between a node and a relay.
@@ -188,6 +314,63 @@ impl Sim {
             pipes: Vec::new(),
             relay_attempts: Vec::new(),
             relay_writes_stalled: BTreeSet::new(),
+            nats: Vec::new(),
+        }
+    }
+
+    /// Add a NAT box with public address 198.51.100.`index + 1`, mapping
+    /// as `mapping`, whose mappings expire after 30 s without outgoing
+    /// traffic; returns its index.
+    pub fn add_nat(&mut self, mapping: Mapping) -> usize {
+        let index = self.nats.len();
+        self.nats.push(Nat {
+            public_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, index as u8 + 1)),
+            mapping,
+            timeout: Duration::from_secs(30),
+            filtered: 0,
+            hairpin_dropped: 0,
+            next_port: 40_000,
+            entries: Vec::new(),
+        });
+        index
+    }
+
+    /// Add a node behind NAT `nat`, at private address
+    /// 10.0.`nat + 1`.`k + 2`:4433 (the `k`th node behind it), which it is
+    /// told is its local address; returns its index.
+    pub fn add_node_behind(&mut self, config: NodeConfig, nat: usize) -> usize {
+        let k = self.nodes.iter().filter(|n| n.nat == Some(nat)).count();
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 0, nat as u8 + 1, k as u8 + 2)),
+            4433,
+        );
+        let index = self.add_node_at(config, addr);
+        self.nodes[index].nat = Some(nat);
+        let now = self.now;
+        self.nodes[index].node.set_local_addrs(now, &[addr]);
+        index
+    }
+
+    /// Move node `index` to a new private address behind NAT `nat` (a
+    /// network change: it joined another network), telling it its new
+    /// local address.
+    pub fn move_node(&mut self, index: usize, nat: usize) {
+        let k = self.nodes.iter().filter(|n| n.nat == Some(nat)).count();
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 0, nat as u8 + 1, k as u8 + 2)),
+            4433,
+        );
+        self.nodes[index].addr = addr;
+        self.nodes[index].nat = Some(nat);
+        let now = self.now;
+        self.nodes[index].node.set_local_addrs(now, &[addr]);
+    }
+
+    /// The address node `index`'s TCP connections to relays come from.
+    fn tcp_source(&self, index: usize) -> SocketAddr {
+        match self.nodes[index].nat {
+            Some(nat) => SocketAddr::new(self.nats[nat].public_ip, 20_000 + index as u16),
+            None => self.nodes[index].addr,
         }
     }
 
@@ -240,6 +423,8 @@ impl Sim {
             up: true,
             blackhole: false,
             frozen: false,
+            stun: true,
+            probes: ProbeResponder::new(self.now),
         });
         self.relays.len() - 1
     }
@@ -284,10 +469,9 @@ impl Sim {
                             continue;
                         }
                         let relay = self.relays.iter().position(|r| r.up && r.addr == addr);
-                        let accepted = relay.and_then(|r| {
-                            let from = self.nodes[i].addr;
-                            Some((r, self.relays[r].endpoint.connect(now, from)?))
-                        });
+                        let from = self.tcp_source(i);
+                        let accepted = relay
+                            .and_then(|r| Some((r, self.relays[r].endpoint.connect(now, from)?)));
                         match accepted {
                             Some((relay, relay_conn)) => {
                                 self.pipes.push(Pipe {
@@ -447,6 +631,8 @@ impl Sim {
             addr,
             events: VecDeque::new(),
             history: Vec::new(),
+            nat: None,
+            udp_blocked: false,
         });
         index
     }
@@ -503,8 +689,72 @@ impl Sim {
         self.partitions.remove(&(a.min(b), a.max(b)));
     }
 
+    /// The node at a public address (not behind a NAT).
     fn index_of(&self, addr: SocketAddr) -> Option<usize> {
-        self.nodes.iter().position(|n| n.addr == addr)
+        self.nodes
+            .iter()
+            .position(|n| n.addr == addr && n.nat.is_none())
+    }
+
+    /// Whether anything listens at `addr` on the public network: a node, a
+    /// NAT's public address, a relay.
+    fn is_known(&self, addr: SocketAddr) -> bool {
+        self.index_of(addr).is_some()
+            || self.nats.iter().any(|n| n.public_ip == addr.ip())
+            || self.relays.iter().any(|r| r.up && r.stun && r.addr == addr)
+    }
+
+    /// Where a datagram from node `i` to `to` leaves: its source address
+    /// on the network it travels, and the NAT whose private network it
+    /// stays in (if it does); `None` if it goes nowhere (a firewall, or
+    /// hairpinning).
+    fn route_out(&mut self, i: usize, to: SocketAddr) -> Option<(SocketAddr, Option<usize>)> {
+        let node = &self.nodes[i];
+        if node.udp_blocked {
+            return None;
+        }
+        let Some(nat) = node.nat else {
+            return Some((node.addr, None));
+        };
+        let inside = node.addr;
+        let lan = self
+            .nodes
+            .iter()
+            .any(|n| n.nat == Some(nat) && n.addr == to);
+        if lan {
+            return Some((inside, Some(nat)));
+        }
+        if to.ip() == self.nats[nat].public_ip {
+            self.nats[nat].hairpin_dropped += 1;
+            return None;
+        }
+        let now = self.now;
+        Some((self.nats[nat].outbound(now, inside, to), None))
+    }
+
+    /// The node a datagram that arrived now reaches, if any lets it in.
+    fn route_in(&mut self, d: &InFlight) -> Option<usize> {
+        let now = self.now;
+        let j = match d.lan {
+            Some(nat) => self
+                .nodes
+                .iter()
+                .position(|n| n.nat == Some(nat) && n.addr == d.to)?,
+            None => match self.index_of(d.to) {
+                Some(j) => j,
+                None => {
+                    let nat = self.nats.iter().position(|n| n.public_ip == d.to.ip())?;
+                    let inside = self.nats[nat].inbound(now, d.from, d.to.port())?;
+                    self.nodes
+                        .iter()
+                        .position(|n| n.nat == Some(nat) && n.addr == inside)?
+                }
+            },
+        };
+        let cut = self.nodes[j].udp_blocked
+            || d.src
+                .is_some_and(|i| self.partitions.contains(&(i.min(j), i.max(j))));
+        (!cut).then_some(j)
     }
 
     fn chance(&mut self, p: f64) -> bool {
@@ -524,22 +774,32 @@ impl Sim {
                     break;
                 };
                 self.stats.sent += 1;
-                let from = self.nodes[i].addr;
                 let to = transmit.destination;
                 let data = buf[..transmit.size].to_vec();
                 self.buf = buf;
-                if self.index_of(to).is_none() && !self.muted.contains(&i) {
+                let lan_target = self.nodes[i].nat.is_some_and(|nat| {
+                    self.nodes
+                        .iter()
+                        .any(|n| n.nat == Some(nat) && n.addr == to)
+                });
+                if !lan_target && !self.is_known(to) && !self.muted.contains(&i) {
                     if self.outside.len() == 1_000 {
                         self.outside.pop_front();
                     }
-                    self.outside.push_back((from, to, data.clone()));
+                    self.outside
+                        .push_back((self.nodes[i].addr, to, data.clone()));
                 }
-                let cut = self.muted.contains(&i)
-                    || self
-                        .index_of(to)
-                        .is_none_or(|j| self.partitions.contains(&(i.min(j), i.max(j))));
+                let route = if self.muted.contains(&i) {
+                    None
+                } else {
+                    self.route_out(i, to)
+                };
                 let loss = self.link.loss;
-                if cut || self.chance(loss) {
+                let Some((from, lan)) = route else {
+                    self.stats.dropped += 1;
+                    continue;
+                };
+                if self.chance(loss) {
                     self.stats.dropped += 1;
                     continue;
                 }
@@ -563,6 +823,8 @@ impl Sim {
                         from,
                         to,
                         data: data.clone(),
+                        src: Some(i),
+                        lan,
                     }));
                 }
             }
@@ -624,7 +886,36 @@ impl Sim {
             let Some(Reverse(datagram)) = self.in_flight.pop() else {
                 break;
             };
-            if let Some(j) = self.index_of(datagram.to) {
+            if datagram.lan.is_none()
+                && let Some(r) = self
+                    .relays
+                    .iter()
+                    .position(|r| r.up && r.stun && r.addr == datagram.to)
+            {
+                // A relay's address probe responder.
+                let now = self.now;
+                let answer = self.relays[r]
+                    .probes
+                    .answer(now, datagram.from, &datagram.data);
+                if let Some(answer) = answer {
+                    self.seq += 1;
+                    self.in_flight.push(Reverse(InFlight {
+                        at: self.now + self.link.latency,
+                        seq: self.seq,
+                        from: datagram.to,
+                        to: datagram.from,
+                        data: answer,
+                        src: None,
+                        lan: None,
+                    }));
+                }
+                continue;
+            }
+            let Some(j) = self.route_in(&datagram) else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            {
                 self.stats.delivered += 1;
                 let now = self.now;
                 self.nodes[j].node.handle_datagram(
@@ -799,6 +1090,80 @@ impl Sim {
                 }
                 Err(e) => return Err(ReadEnd::Error(e)),
             }
+        }
+    }
+}
+
+impl Sim {
+    /// Open a stream from `from` to `to` and move `data` over it, writing
+    /// and reading at the same time (so flow control never stalls it), up
+    /// to `limit` of virtual time. Returns what `to` read to the stream's
+    /// end, and releases both ends' handles; `on_step` runs after every step (to change the network
+    /// mid-transfer).
+    pub fn transfer(
+        &mut self,
+        from: usize,
+        to: usize,
+        data: &[u8],
+        limit: Duration,
+        mut on_step: impl FnMut(&mut Sim),
+    ) -> Result<Vec<u8>, ReadEnd> {
+        let deadline = self.now + limit;
+        let stream = self.open_stream(from, to).map_err(ReadEnd::Error)?;
+        let (mut written, mut finished) = (0, false);
+        let mut remote = None;
+        let mut received = Vec::new();
+        loop {
+            while written < data.len() {
+                match self.nodes[from].node.write(stream, &data[written..]) {
+                    Ok(n) => written += n,
+                    Err(StreamError::Blocked) => break,
+                    Err(e) => return Err(ReadEnd::Error(e)),
+                }
+            }
+            if written == data.len() && !finished {
+                self.nodes[from]
+                    .node
+                    .finish(stream)
+                    .map_err(ReadEnd::Error)?;
+                finished = true;
+            }
+            if remote.is_none()
+                && let Some(i) = self.nodes[to]
+                    .events
+                    .iter()
+                    .position(|e| matches!(e, Event::IncomingStream { .. }))
+                && let Some(Event::IncomingStream { stream, .. }) = self.nodes[to].events.remove(i)
+            {
+                let header = self.nodes[to].node.read(stream, usize::MAX);
+                assert_eq!(
+                    header,
+                    Ok(ReadOutcome::Data(bytes::Bytes::from_static(SIM_HEADER))),
+                    "a stream is announced with its whole header"
+                );
+                remote = Some(stream);
+            }
+            if let Some(id) = remote {
+                loop {
+                    match self.nodes[to].node.read(id, usize::MAX) {
+                        Ok(ReadOutcome::Data(bytes)) => received.extend_from_slice(&bytes),
+                        Ok(ReadOutcome::Finished) => {
+                            // Done with both handles, as an application
+                            // dropping them.
+                            self.nodes[to].node.release(id);
+                            self.nodes[from].node.release(stream);
+                            return Ok(received);
+                        }
+                        Ok(ReadOutcome::Reset(code)) => return Err(ReadEnd::Reset(code)),
+                        Ok(ReadOutcome::Blocked) => break,
+                        Err(e) => return Err(ReadEnd::Error(e)),
+                    }
+                }
+            }
+            if self.now > deadline || !self.step() {
+                return Err(ReadEnd::TimedOut(received.len()));
+            }
+            on_step(self);
         }
     }
 }

@@ -114,6 +114,8 @@ fn config(seed: u8) -> P2PConfig {
     .expect("config")
     .listen(["127.0.0.1:0".parse().expect("addr")])
     .discovery(false)
+    // The relayed figures are the relay's: the pair must not go direct.
+    .hole_punching(false)
 }
 
 /// A fresh pair: the server `a` and the client's handle on it, reached

@@ -178,6 +178,19 @@ impl<'a> Reader<'a> {
         self.array()
     }
 
+    /// A socket address: `u8` family (4 or 6), the IP address (4 or 16
+    /// bytes), `u16` port.
+    pub fn socket_addr(&mut self) -> Result<std::net::SocketAddr, DecodeError> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let offset = self.pos;
+        let ip = match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+            _ => return Err(self.invalid("address family", offset)),
+        };
+        Ok(std::net::SocketAddr::new(ip, self.u16()?))
+    }
+
     /// A length-prefixed byte string of at most `max` bytes, borrowed.
     pub fn bytes(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.length(max, "bytes")?;

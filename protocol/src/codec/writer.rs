@@ -146,6 +146,22 @@ impl Writer {
         self.raw(id);
     }
 
+    /// A socket address: `u8` family (4 or 6), the IP address (4 or 16
+    /// bytes), `u16` port.
+    pub fn socket_addr(&mut self, addr: &std::net::SocketAddr) {
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                self.u8(4);
+                self.raw(&ip.octets());
+            }
+            std::net::IpAddr::V6(ip) => {
+                self.u8(6);
+                self.raw(&ip.octets());
+            }
+        }
+        self.u16(addr.port());
+    }
+
     /// A length-prefixed byte string of at most `max` bytes.
     pub fn bytes(&mut self, bytes: &[u8], max: usize) {
         if self.check("bytes", bytes.len(), max) {

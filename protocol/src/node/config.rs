@@ -46,6 +46,12 @@ pub struct NodeConfig {
     /// ids, come from the crypto library's and the system's secure
     /// generators.
     pub rng_seed: [u8; 32],
+    /// Try to reach peers met through a relay directly (docs/PROTOCOL.md
+    /// §10.7): tell them the node's candidate addresses and dial theirs.
+    /// On by default. Off, the node's addresses are never told to peers
+    /// it reaches through a relay (only the relay sees where it is), and
+    /// such connections stay relayed.
+    pub hole_punching: bool,
     /// Tests and fuzzing only (feature `deterministic`): take TLS randoms
     /// and key shares and QUIC connection ids from `rng_seed` too, so that
     /// a recorded handshake replays byte for byte. Never in production: the
@@ -81,6 +87,7 @@ impl NodeConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             rng_seed,
+            hole_punching: true,
             #[cfg(feature = "deterministic")]
             deterministic_crypto: false,
             #[cfg(feature = "deterministic")]

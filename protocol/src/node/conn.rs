@@ -164,6 +164,9 @@ pub(super) struct Conn {
     /// When `handle_timeout` is next due for this connection, as of the
     /// last time it rested (see `Node::active`).
     pub(super) deadline: Option<Instant>,
+    /// Candidate addresses of the peer dialed from this (relayed)
+    /// connection's `Candidates`, and when, within the punch window.
+    pub(super) punched: Vec<(SocketAddr, Instant)>,
     /// The connection's tracing span: its id, direction and path, and the
     /// peer once TLS proved it. Entered while the node works on it.
     pub(super) span: tracing::Span,
@@ -214,6 +217,7 @@ impl Conn {
             pending_close: None,
             peer_goodbye: None,
             deadline: None,
+            punched: Vec::new(),
             // Set by `Node::insert_conn`, inside the node's span.
             span: tracing::Span::none(),
         }

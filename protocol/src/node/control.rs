@@ -225,6 +225,7 @@ impl Node {
                 }
                 self.end_conn(id, why);
             }
+            ControlMessage::Candidates(addrs) => self.handle_candidates(now, id, addrs),
             ControlMessage::Unknown(_) => {}
         }
     }

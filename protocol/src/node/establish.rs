@@ -240,7 +240,12 @@ impl Node {
             Direction::Outbound => self.book.remember_used(remote, info.addr),
             Direction::Inbound => self.book.remember(remote, info.addr),
         }
-        match self.peers.get(&remote).map(|p| p.info.direction) {
+        let path = info.addr;
+        match self
+            .peers
+            .get(&remote)
+            .map(|p| (p.info.direction, p.info.addr))
+        {
             None => {
                 self.peers.insert(
                     remote,
@@ -251,8 +256,20 @@ impl Node {
                 );
                 self.events.push_back(Event::Connected(Box::new(info)));
             }
-            Some(old_direction) => {
-                let this_wins = self.new_connection_wins(remote, old_direction, direction);
+            Some((old_direction, old_path)) => {
+                // A direct path beats a relayed one (§7.5); otherwise the
+                // dialers decide.
+                let this_wins = match (Self::is_relayed(&old_path), Self::is_relayed(&path)) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    _ => self.new_connection_wins(remote, old_direction, direction),
+                };
+                if this_wins && self.path_kind(old_path) != self.path_kind(path) {
+                    self.events.push_back(Event::PathChanged {
+                        peer: remote,
+                        path: self.path_kind(path),
+                    });
+                }
                 let Some(peer) = self.peers.get_mut(&remote) else {
                     return;
                 };
@@ -268,6 +285,11 @@ impl Node {
             }
         }
         tracing::debug!("connection established");
+        // Through a relay: tell the peer where this node may be reached
+        // directly, so both can try (§10.7).
+        if Self::is_relayed(&path) && self.primary(&remote) == Some(id) {
+            self.send_candidates(id);
+        }
         // After `Connected`: whoever waited for the dial finds the peer.
         self.dial_established(id, remote);
         self.manual.wake();

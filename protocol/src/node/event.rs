@@ -162,6 +162,27 @@ pub enum Event {
         /// Why.
         error: crate::relay::RelayError,
     },
+    /// A relay answered the node's address probe (docs/PROTOCOL.md §10.6):
+    /// the node's UDP socket is seen at `addr` from the relay, a new
+    /// address (the first, or another than before: the NAT's mapping
+    /// changed). The node tells its relayed peers (see
+    /// [`Node::candidates`](super::Node::candidates)).
+    AddressDiscovered {
+        /// The relay.
+        relay: super::RelayId,
+        /// Where the relay sees the node's UDP socket.
+        addr: SocketAddr,
+    },
+    /// A connected peer is now reached over another connection, on
+    /// another path (a direct one took over from a relayed one, or the
+    /// other way round). Streams already open on the old connection
+    /// finish there; new ones use the new path.
+    PathChanged {
+        /// The peer.
+        peer: RemoteIdentity,
+        /// How it is reached now.
+        path: super::PathKind,
+    },
     /// The peer asked us to stop sending on a stream.
     StreamStopped {
         /// The stream.
@@ -353,4 +374,18 @@ pub struct NodeStats {
     /// Relayed connections closed because TLS proved another identity
     /// than the one the relay said sent them.
     pub relayed_identity_mismatches: u64,
+    /// Address probes (STUN Binding requests) sent to relays.
+    pub probes_sent: u64,
+    /// Address probes a relay answered (matching transaction id, from the
+    /// relay's address).
+    pub probes_answered: u64,
+    /// STUN messages that were not the answer to the latest probe of a
+    /// relay they came from (dropped).
+    pub stun_ignored: u64,
+    /// Connection attempts made to a relayed peer's candidate addresses
+    /// (hole punching, docs/PROTOCOL.md §10.7).
+    pub punch_attempts: u64,
+    /// Candidate addresses not tried because the peer's budget of attempts
+    /// was spent (see [`MAX_PUNCHES`](super::MAX_PUNCHES)).
+    pub punches_limited: u64,
 }

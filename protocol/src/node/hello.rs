@@ -21,6 +21,9 @@ const TAG_HELLO: u64 = 0;
 const TAG_METADATA: u64 = 1;
 const TAG_GOODBYE: u64 = 2;
 const TAG_SUPERSEDED: u64 = 3;
+const TAG_CANDIDATES: u64 = 4;
+/// The most candidate addresses a `Candidates` message carries.
+pub const MAX_CANDIDATES: usize = 8;
 /// The longest close reason, in bytes.
 pub(crate) const MAX_CLOSE_REASON_LEN: usize = 1024;
 
@@ -50,6 +53,9 @@ pub(crate) enum ControlMessage {
     Superseded {
         opened: u64,
     },
+    /// The addresses the sender may be reached at directly (docs/PROTOCOL.md
+    /// §10.7), sent on a relayed connection.
+    Candidates(Vec<std::net::SocketAddr>),
     /// A message of a later protocol version; ignored.
     Unknown(u64),
 }
@@ -87,6 +93,10 @@ impl ControlMessage {
                 w.varint(*code);
                 w.bytes(reason, MAX_CLOSE_REASON_LEN);
             }
+            Self::Candidates(addrs) => {
+                w.tag(TAG_CANDIDATES);
+                w.list(addrs, MAX_CANDIDATES, |w, a| w.socket_addr(a));
+            }
             // Never sent.
             Self::Unknown(tag) => w.tag(*tag),
         }
@@ -115,6 +125,7 @@ impl ControlMessage {
                 code: r.varint()?,
                 reason: bytes::Bytes::copy_from_slice(r.bytes(MAX_CLOSE_REASON_LEN)?),
             },
+            TAG_CANDIDATES => Self::Candidates(r.list(MAX_CANDIDATES, |r| r.socket_addr())?),
             // Extensibility: a later version may add messages; the frame
             // length lets us skip them.
             tag => return Ok(Self::Unknown(tag)),
@@ -262,6 +273,28 @@ mod tests {
     }
 
     #[test]
+    fn candidates_known_bytes() {
+        let message = ControlMessage::Candidates(vec![
+            "192.0.2.7:4433".parse().unwrap(),
+            "[2001:db8::1]:1".parse().unwrap(),
+        ]);
+        let frame = message.to_frame();
+        // The example in docs/PROTOCOL.md §10.7.
+        let mut expected = vec![28, 4, 2, 4, 192, 0, 2, 7, 0x11, 0x51, 6];
+        expected.extend([0x20, 0x01, 0x0d, 0xb8]);
+        expected.extend([0; 11]);
+        expected.extend([1, 0, 1]);
+        assert_eq!(&frame[..], &expected[..]);
+        assert_eq!(ControlMessage::decode(&frame[1..]).unwrap(), message);
+        // More than MAX_CANDIDATES is an error, not an allocation.
+        let mut many = vec![4u8, 200];
+        many.extend([4, 1, 2, 3, 4, 0, 1].repeat(9));
+        assert!(ControlMessage::decode(&many).is_err());
+        // An unknown family.
+        assert!(ControlMessage::decode(&[4, 1, 5, 1, 2, 3, 4, 0, 1]).is_err());
+    }
+
+    #[test]
     fn unknown_messages_are_skipped_and_bad_versions_named() {
         assert_eq!(
             ControlMessage::decode(&[9, 1, 2, 3]),
@@ -296,6 +329,16 @@ mod tests {
         fn control_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = ControlMessage::decode(&bytes);
             let _ = decode_rejection(&bytes);
+        }
+
+        #[test]
+        fn candidates_round_trip(addrs in proptest::collection::vec(any::<std::net::SocketAddr>(), 0..=MAX_CANDIDATES)) {
+            // The flow label and scope id are not on the wire.
+            let addrs: Vec<_> = addrs.into_iter().map(|a| std::net::SocketAddr::new(a.ip(), a.port())).collect();
+            let message = ControlMessage::Candidates(addrs);
+            let frame = message.to_frame();
+            let (body, _) = crate::codec::decode_frame(&frame, MAX_CONTROL_MESSAGE_LEN).unwrap();
+            prop_assert_eq!(ControlMessage::decode(body).unwrap(), message);
         }
     }
 }

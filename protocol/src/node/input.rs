@@ -29,6 +29,12 @@ impl Node {
     ) {
         self.advance(now);
         self.stats.datagrams += 1;
+        // STUN (an address probe's answer) shares the socket; it never
+        // looks like QUIC (§10.6).
+        if crate::stun::is_stun(&data) {
+            self.handle_stun(remote, &data);
+            return;
+        }
         if self.drop_early(now, remote, &data) {
             self.stats.dropped_early += 1;
             return;

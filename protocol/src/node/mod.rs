@@ -90,6 +90,7 @@ mod hello;
 mod input;
 mod manual;
 mod output;
+mod punch;
 mod relay;
 mod setup;
 mod stream;
@@ -112,11 +113,12 @@ pub use event::{
     ConnectionId, Ecn, Event, NodeStats, PeerInfo, PeerStats, ReadOutcome, SendStatus, StreamId,
     TimeoutReason, Transmit,
 };
-pub use hello::MAX_APP_NAME_LEN;
+pub use hello::{MAX_APP_NAME_LEN, MAX_CANDIDATES};
 pub use manual::{
     FIRST_RETRY, MAX_RETRY, ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError,
     RESOLVE_TIMEOUT, ResolveError, STABLE,
 };
+pub use punch::{MAX_PUNCHES, PROBE_INTERVAL, PROBE_RETRY, PUNCH_WINDOW};
 pub use relay::{
     MAX_RELAYED_PATHS, MAX_RELAYS, MAX_WAITING_DATAGRAMS, PathKind, RELAY_MAX_RETRY,
     RELAY_PING_INTERVAL, RELAY_QUEUE_BYTES, RELAY_TIMEOUT, RelayAction, RelayAddr, RelayAddrError,
@@ -208,6 +210,8 @@ pub struct Node {
     manual: manual::Manuals,
     /// The relays the application configured, and the relayed paths.
     relays: relay::Relays,
+    /// The node's candidate addresses and address probes.
+    traversal: punch::Traversal,
     /// The node's tracing span (its identity); every connection's span is
     /// inside it.
     span: tracing::Span,
@@ -373,6 +377,7 @@ impl Node {
             book,
             manual: manual::Manuals::new(seeds.manual),
             relays: relay::Relays::default(),
+            traversal: punch::Traversal::new(seeds.probe),
             span,
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),

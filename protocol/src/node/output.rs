@@ -15,6 +15,17 @@ impl Node {
         max_datagrams: usize,
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
+        if let Some((destination, probe)) = self.traversal.probes.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&probe);
+            return Some(Transmit {
+                destination,
+                ecn: None,
+                size: probe.len(),
+                segment_size: None,
+                src_ip: None,
+            });
+        }
         while let Some((transmit, bytes)) = self.responses.pop_front() {
             if Self::is_relayed(&transmit.destination) {
                 self.send_relayed(transmit.destination, &bytes, transmit.segment_size);

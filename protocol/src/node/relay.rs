@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use super::{Event, Node, TimeoutReason};
 use crate::RemoteIdentity;
 use crate::relay::{RelayClient, RelayClientEvent, RelayError};
+use crate::stun;
 
 /// The most relays a node uses.
 pub const MAX_RELAYS: usize = 16;
@@ -181,6 +182,25 @@ struct Slot {
     observed: Option<SocketAddr>,
     /// Datagrams sent while the connection was still being made.
     waiting: VecDeque<(RemoteIdentity, Bytes)>,
+    /// Where the relay last saw the node's UDP socket (§10.6).
+    udp: Option<SocketAddr>,
+    /// The latest address probe's transaction id, until answered.
+    probe: Option<stun::TransactionId>,
+    /// When to probe next (while connected).
+    next_probe: Option<Instant>,
+    /// Probes in a row without an answer.
+    probe_misses: u32,
+}
+
+impl Slot {
+    /// The relay connection ended: its view of the node's UDP socket is
+    /// no longer kept up to date.
+    fn forget_udp(&mut self) {
+        self.udp = None;
+        self.probe = None;
+        self.next_probe = None;
+        self.probe_misses = 0;
+    }
 }
 
 /// A relayed path QUIC knows by its address.
@@ -266,6 +286,62 @@ impl Relays {
     fn paths_full(&self) -> bool {
         self.paths.len() >= MAX_RELAYED_PATHS
     }
+
+    /// Where the relays see the node's UDP socket, without repeats.
+    pub(super) fn observed_udp(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for addr in self.slots.iter().filter_map(|s| s.udp) {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out
+    }
+
+    /// Forget where the relays saw the node and probe each connected one
+    /// at `now`.
+    pub(super) fn probe_again(&mut self, now: Instant) {
+        for slot in &mut self.slots {
+            if slot.next_probe.is_some() {
+                slot.udp = None;
+                slot.probe = None;
+                slot.probe_misses = 0;
+                slot.next_probe = Some(now);
+            }
+        }
+    }
+
+    /// The relay a probe answer is for: it came from that relay's address
+    /// and carries its latest probe's transaction id (which is then
+    /// spent).
+    pub(super) fn answered(
+        &mut self,
+        from: SocketAddr,
+        id: stun::TransactionId,
+    ) -> Option<RelayId> {
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.addr.addr == from && s.probe == Some(id))?;
+        self.slots[i].probe = None;
+        Some(RelayId(i as u16))
+    }
+
+    /// Relay `relay` sees the node's UDP socket at `addr`: the next probe
+    /// is due after the full interval. Returns the address if it is news.
+    pub(super) fn observed(
+        &mut self,
+        relay: RelayId,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Option<SocketAddr> {
+        let slot = self.slots.get_mut(usize::from(relay.0))?;
+        slot.probe_misses = 0;
+        if slot.next_probe.is_some() {
+            slot.next_probe = Some(now + super::punch::PROBE_INTERVAL);
+        }
+        (slot.udp.replace(addr) != Some(addr)).then_some(addr)
+    }
 }
 
 impl Node {
@@ -298,6 +374,10 @@ impl Node {
             failures: 0,
             observed: None,
             waiting: VecDeque::new(),
+            udp: None,
+            probe: None,
+            next_probe: None,
+            probe_misses: 0,
         });
         self.relay_timers(now);
         Ok(id)
@@ -459,6 +539,8 @@ impl Node {
                 match event {
                     RelayClientEvent::Connected => {
                         *deadline = None;
+                        // Where the NAT maps the node's UDP socket: ask at once.
+                        slot.next_probe = Some(now);
                         // What QUIC sent while the relay was connecting.
                         for (peer, datagram) in slot.waiting.drain(..) {
                             if client.send_datagram(peer, datagram) {
@@ -600,6 +682,7 @@ impl Node {
         slot.failures = slot.failures.saturating_add(1);
         let was_connected = slot.observed.take().is_some();
         slot.waiting.clear();
+        slot.forget_udp();
         slot.state = SlotState::Waiting {
             retry_at: now + wait,
             error: Some(error.clone()),
@@ -610,6 +693,8 @@ impl Node {
             self.events
                 .push_back(Event::RelayDisconnected { relay, error });
         }
+        // A relay that is gone no longer vouches for where the node is.
+        self.announce_candidates();
     }
 
     /// Run the relays' timers: connect when due, ping, give up on a relay
@@ -618,6 +703,7 @@ impl Node {
         for i in 0..self.relays.slots.len() {
             let relay = RelayId(i as u16);
             let mut failed = None;
+            let mut probe = None;
             let next_conn = &mut self.relays.next_conn;
             let slot = &mut self.relays.slots[i];
             match &mut slot.state {
@@ -652,11 +738,27 @@ impl Node {
                         deadline.get_or_insert(now + RELAY_TIMEOUT);
                         self.relays.ready.insert(relay);
                     }
+                    if failed.is_none() && slot.next_probe.is_some_and(|at| at <= now) {
+                        // Unanswered: ask again sooner, doubling up to the
+                        // interval.
+                        if slot.probe.is_some() {
+                            slot.probe_misses = slot.probe_misses.saturating_add(1);
+                        }
+                        let wait = super::punch::PROBE_RETRY
+                            .saturating_mul(1 << slot.probe_misses.min(5))
+                            .min(super::punch::PROBE_INTERVAL);
+                        slot.next_probe = Some(now + wait);
+                        probe = Some(slot.addr.addr);
+                    }
                 }
                 _ => {}
             }
             if let Some(error) = failed {
                 self.relay_failed(now, i, error);
+            }
+            if let Some(dest) = probe {
+                let id = self.send_probe(dest);
+                self.relays.slots[i].probe = Some(id);
             }
         }
     }
@@ -676,7 +778,10 @@ impl Node {
                         deadline,
                         next_ping,
                         ..
-                    } => Some(deadline.map_or(*next_ping, |d| d.min(*next_ping))),
+                    } => [*deadline, Some(*next_ping), s.next_probe]
+                        .into_iter()
+                        .flatten()
+                        .min(),
                 }?;
                 Some((at, TimeoutReason::Relay(RelayId(i as u16))))
             })
@@ -697,6 +802,7 @@ impl Node {
             };
             slot.observed = None;
             slot.waiting.clear();
+            slot.forget_udp();
             self.relays.actions.push_back(RelayAction::Close { conn });
         }
     }

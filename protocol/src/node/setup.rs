@@ -50,6 +50,8 @@ pub(super) struct Seeds {
     pub(super) initial_cids: [u8; 32],
     /// The manual peers' backoff jitter.
     pub(super) manual: [u8; 32],
+    /// Address probes' transaction ids.
+    pub(super) probe: [u8; 32],
 }
 
 pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
@@ -63,6 +65,7 @@ pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
         cids: [0; 32],
         initial_cids: [0; 32],
         manual: [0; 32],
+        probe: [0; 32],
     };
     // Appended in this order, so that earlier seeds stay as they were.
     rng.fill_bytes(&mut seeds.endpoint_rng);
@@ -72,6 +75,7 @@ pub(super) fn derive_seeds(seed: &[u8; 32]) -> Seeds {
     rng.fill_bytes(&mut seeds.cids);
     rng.fill_bytes(&mut seeds.initial_cids);
     rng.fill_bytes(&mut seeds.manual);
+    rng.fill_bytes(&mut seeds.probe);
     seeds
 }
 

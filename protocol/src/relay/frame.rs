@@ -1,7 +1,7 @@
 //! The relay's frames (docs/PROTOCOL.md §10): what a node and a relay say
 //! to each other over their TLS connection.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 
@@ -165,17 +165,7 @@ impl RelayFrame {
             }
             Self::ObservedAddr { addr } => {
                 w.tag(OBSERVED_ADDR);
-                match addr.ip() {
-                    IpAddr::V4(ip) => {
-                        w.u8(4);
-                        w.raw(&ip.octets());
-                    }
-                    IpAddr::V6(ip) => {
-                        w.u8(6);
-                        w.raw(&ip.octets());
-                    }
-                }
-                w.u16(addr.port());
+                w.socket_addr(addr);
             }
             Self::Close { reason } => {
                 w.tag(CLOSE);
@@ -210,17 +200,9 @@ impl RelayFrame {
             PEER_GONE => Self::PeerGone {
                 identity: identity(&mut r)?,
             },
-            OBSERVED_ADDR => {
-                let offset = r.position();
-                let ip = match r.u8()? {
-                    4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-                    6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-                    _ => return Err(r.invalid("address family", offset)),
-                };
-                Self::ObservedAddr {
-                    addr: SocketAddr::new(ip, r.u16()?),
-                }
-            }
+            OBSERVED_ADDR => Self::ObservedAddr {
+                addr: r.socket_addr()?,
+            },
             CLOSE => Self::Close {
                 reason: CloseReason::from_code(r.u8()?),
             },

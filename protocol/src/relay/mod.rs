@@ -18,11 +18,13 @@
 mod client;
 mod endpoint;
 mod frame;
+mod probe;
 mod server;
 mod tls;
 
 pub use client::{RelayClient, RelayClientEvent, RelayError};
 pub use endpoint::{ConnId, MAX_RELAY_HANDSHAKES, RELAY_HANDSHAKE_TIMEOUT, RelayEndpoint};
 pub use frame::{CloseReason, MAX_RELAY_FRAME, MAX_RELAYED_DATAGRAM, RelayFrame};
+pub use probe::{PROBE_ANSWERS_PER_SOURCE, ProbeResponder};
 pub use server::{Access, ClientId, RelayConfig, RelayServer, RelayStats};
 pub use tls::RELAY_ALPN;

@@ -8,6 +8,7 @@ mod dial;
 mod faults;
 mod lifecycle;
 mod manual;
+mod punch;
 mod relay;
 mod streams;
 mod tunnel;

@@ -21,6 +21,22 @@ fn frame_header_corpus() {
 }
 
 #[test]
+fn stun_corpus() {
+    replay("stun", fuzzing::stun);
+}
+
+#[test]
+fn the_stun_seeds_are_the_committed_corpus() {
+    let files = pos_p2p_tests::corpus("stun");
+    for (name, bytes) in fuzzing::stun_seeds() {
+        assert!(
+            files.iter().any(|(n, b)| n == name && *b == bytes),
+            "fuzz/corpus/stun/{name} is missing or stale"
+        );
+    }
+}
+
+#[test]
 fn metadata_corpus() {
     replay("metadata", fuzzing::metadata);
 }
