@@ -80,9 +80,9 @@ pub use tunnel_stream::{Tunnel, TunnelOpenError};
 pub use pos_p2p_protocol::codec;
 pub use pos_p2p_protocol::discovery::DiscoveryStats;
 pub use pos_p2p_protocol::node::{
-    ConnectError, DisconnectReason, Limits, NodeStats, PathKind, PeerStats, RelayAddr,
-    RelayAddrError, RelayStatus, StreamError, StreamRejection, Timeouts, TransportFailure,
-    Violation, stream_code,
+    ConnectError, DisconnectReason, Limits, NodeAddr, NodeAddrError, NodeStats, PathKind,
+    PeerStats, RelayAddr, RelayAddrError, RelayStatus, StreamError, StreamRejection, Timeouts,
+    TransportFailure, Violation, stream_code,
 };
 pub use pos_p2p_protocol::relay::RelayError;
 /// The Tunnel: proof that both ends are instances of the same library,

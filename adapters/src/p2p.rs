@@ -341,6 +341,17 @@ impl P2P {
         self.identity
     }
 
+    /// This node's address by identity: its identity, its relays and where
+    /// it may be reached directly (its interface addresses, and the public
+    /// address its relays see). Its text form (`to_string()`) is short
+    /// enough for a link or a QR code; another device passes it to
+    /// [`P2P::add_manual_peer`] (parsed, `text.parse::<PeerAddr>()`, or as
+    /// a [`NodeAddr`](crate::NodeAddr)) to keep this node connected however
+    /// it can reach it.
+    pub fn node_addr(&self) -> crate::NodeAddr {
+        self.shared.lock().node.node_addr()
+    }
+
     /// The addresses the node listens on, with the ports actually bound.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen_addrs

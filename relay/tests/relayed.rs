@@ -244,3 +244,36 @@ async fn the_relay_binary_keeps_its_identity_across_a_restart() {
     a.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_address_in_text_is_all_another_device_needs() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = Relay::serve(
+        listener,
+        &Identity::from_bytes(&[0xee; 32]),
+        RelayConfig::default(),
+    )
+    .unwrap();
+    let a = P2P::new(node(1).relay(relay.relay_addr())).unwrap();
+    tokio::spawn(serve(a.clone()));
+    wait_relay_connected(&a).await;
+    // What a would show as a link or a QR code.
+    let text = a.node_addr().to_string();
+    assert!(text.starts_with(&a.local_identity().to_string()), "{text}");
+    assert!(
+        text.contains(&format!("relay={}", relay.relay_addr())),
+        "{text}"
+    );
+    let b = P2P::new(node(2)).unwrap();
+    b.add_manual_peer(text.parse::<pos_p2p::PeerAddr>().unwrap(), None);
+    for _ in 0..500 {
+        if b.peers().get(&a.local_identity()).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(send(&b, &a, 256 << 10).await, 256 << 10);
+    a.shutdown().await;
+    b.shutdown().await;
+    relay.shutdown().await;
+}

@@ -318,6 +318,12 @@ impl Sim {
         }
     }
 
+    /// Whether `addr` is a relayed path's address (`100::/64`, as the
+    /// node names its relayed paths).
+    pub fn is_relayed_addr(addr: SocketAddr) -> bool {
+        matches!(addr, SocketAddr::V6(v6) if v6.ip().segments()[..4] == [0x100, 0, 0, 0])
+    }
+
     /// Add a NAT box with public address 198.51.100.`index + 1`, mapping
     /// as `mapping`, whose mappings expire after 30 s without outgoing
     /// traffic; returns its index.

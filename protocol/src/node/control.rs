@@ -226,6 +226,7 @@ impl Node {
                 self.end_conn(id, why);
             }
             ControlMessage::Candidates(addrs) => self.handle_candidates(now, id, addrs),
+            ControlMessage::Relays(relays) => self.handle_relays(id, relays),
             ControlMessage::Unknown(_) => {}
         }
     }

@@ -285,6 +285,8 @@ impl Node {
             }
         }
         tracing::debug!("connection established");
+        // Where this node can be looked for if it moves (§10.8).
+        self.send_relays(id);
         // Through a relay: tell the peer where this node may be reached
         // directly, so both can try (§10.7).
         if Self::is_relayed(&path) && self.primary(&remote) == Some(id) {

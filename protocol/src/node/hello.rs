@@ -22,6 +22,7 @@ const TAG_METADATA: u64 = 1;
 const TAG_GOODBYE: u64 = 2;
 const TAG_SUPERSEDED: u64 = 3;
 const TAG_CANDIDATES: u64 = 4;
+const TAG_RELAYS: u64 = 5;
 /// The most candidate addresses a `Candidates` message carries.
 pub const MAX_CANDIDATES: usize = 8;
 /// The longest close reason, in bytes.
@@ -56,6 +57,9 @@ pub(crate) enum ControlMessage {
     /// The addresses the sender may be reached at directly (docs/PROTOCOL.md
     /// §10.7), sent on a relayed connection.
     Candidates(Vec<std::net::SocketAddr>),
+    /// The relays the sender can be reached through (docs/PROTOCOL.md
+    /// §10.8), sent on every connection.
+    Relays(Vec<super::RelayAddr>),
     /// A message of a later protocol version; ignored.
     Unknown(u64),
 }
@@ -97,6 +101,13 @@ impl ControlMessage {
                 w.tag(TAG_CANDIDATES);
                 w.list(addrs, MAX_CANDIDATES, |w, a| w.socket_addr(a));
             }
+            Self::Relays(relays) => {
+                w.tag(TAG_RELAYS);
+                w.list(relays, super::MAX_NODE_ADDR_RELAYS, |w, relay| {
+                    w.raw(relay.identity.as_bytes());
+                    w.socket_addr(&relay.addr);
+                });
+            }
             // Never sent.
             Self::Unknown(tag) => w.tag(*tag),
         }
@@ -126,6 +137,15 @@ impl ControlMessage {
                 reason: bytes::Bytes::copy_from_slice(r.bytes(MAX_CLOSE_REASON_LEN)?),
             },
             TAG_CANDIDATES => Self::Candidates(r.list(MAX_CANDIDATES, |r| r.socket_addr())?),
+            TAG_RELAYS => Self::Relays(r.list(super::MAX_NODE_ADDR_RELAYS, |r| {
+                let offset = r.position();
+                let identity = crate::RemoteIdentity::from_bytes(&r.array::<32>()?)
+                    .map_err(|_| r.invalid("identity", offset))?;
+                Ok(super::RelayAddr {
+                    identity,
+                    addr: r.socket_addr()?,
+                })
+            })?),
             // Extensibility: a later version may add messages; the frame
             // length lets us skip them.
             tag => return Ok(Self::Unknown(tag)),
@@ -292,6 +312,26 @@ mod tests {
         assert!(ControlMessage::decode(&many).is_err());
         // An unknown family.
         assert!(ControlMessage::decode(&[4, 1, 5, 1, 2, 3, 4, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn relays_known_bytes() {
+        let identity = crate::Identity::from_bytes(&[7; 32]).to_remote_identity();
+        let message = ControlMessage::Relays(vec![super::super::RelayAddr {
+            identity,
+            addr: "203.0.113.5:3340".parse().unwrap(),
+        }]);
+        let frame = message.to_frame();
+        // The example in docs/PROTOCOL.md §10.8.
+        let mut expected = vec![41, 5, 1];
+        expected.extend(identity.as_bytes());
+        expected.extend([4, 203, 0, 113, 5, 0x0d, 0x0c]);
+        assert_eq!(&frame[..], &expected[..]);
+        assert_eq!(ControlMessage::decode(&frame[1..]).unwrap(), message);
+        // An identity that is not a valid key is an error.
+        let mut bad = frame[1..].to_vec();
+        bad[3..35].copy_from_slice(&[0xff; 32]);
+        assert!(ControlMessage::decode(&bad).is_err());
     }
 
     #[test]

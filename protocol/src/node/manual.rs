@@ -58,6 +58,15 @@ pub enum PeerAddr {
         /// The port.
         port: u16,
     },
+    /// A node by identity: its relays and direct addresses, all dialed at
+    /// once, its identity pinned (docs/PROTOCOL.md §10.8).
+    Node(super::NodeAddr),
+}
+
+impl From<super::NodeAddr> for PeerAddr {
+    fn from(addr: super::NodeAddr) -> Self {
+        Self::Node(addr)
+    }
 }
 
 impl From<SocketAddr> for PeerAddr {
@@ -66,9 +75,10 @@ impl From<SocketAddr> for PeerAddr {
     }
 }
 
-/// A string that is neither `ip:port`, `[ipv6]:port` nor `host:port`.
+/// A string that is neither `ip:port`, `[ipv6]:port`, `host:port` nor a
+/// [`NodeAddr`](super::NodeAddr).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not an address with a port: {0:?}")]
+#[error("not an address with a port, nor a node address: {0:?}")]
 pub struct PeerAddrError(String);
 
 impl FromStr for PeerAddr {
@@ -77,6 +87,9 @@ impl FromStr for PeerAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(Self::Addr(addr));
+        }
+        if let Ok(node) = s.parse::<super::NodeAddr>() {
+            return Ok(Self::Node(node));
         }
         let bad = || PeerAddrError(s.to_owned());
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
@@ -101,6 +114,7 @@ impl fmt::Display for PeerAddr {
         match self {
             Self::Addr(addr) => addr.fmt(f),
             Self::Host { host, port } => write!(f, "{host}:{port}"),
+            Self::Node(node) => node.fmt(f),
         }
     }
 }
@@ -124,6 +138,9 @@ pub enum ResolveError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManualError {
+    /// Its relays cannot be used (see [`Node::add_relay`]).
+    #[error("cannot use its relays: {0}")]
+    Relay(crate::relay::RelayError),
     /// It was connected, and the connection ended.
     #[error("disconnected")]
     Disconnected,
@@ -262,7 +279,10 @@ impl Node {
     /// accepted (and it is protected from eviction at once); without, the
     /// identity is learned from the handshake. The peer is protected and
     /// pinned in the address book once connected. Adding an address again
-    /// replaces its expected identity and keeps its progress.
+    /// replaces its expected identity and keeps its progress. A
+    /// [`PeerAddr::Node`] names its identity: that one is expected,
+    /// whatever `expected` says; its relays are used (see
+    /// [`Node::add_relayed_peer`]) and every path to it is dialed at once.
     pub fn add_manual_peer(
         &mut self,
         now: Instant,
@@ -273,6 +293,10 @@ impl Node {
         if self.shutting_down {
             return;
         }
+        let expected = match &addr {
+            PeerAddr::Node(node) => Some(node.identity),
+            _ => expected,
+        };
         if let Some(identity) = expected {
             self.protect(identity);
         }
@@ -398,6 +422,10 @@ impl Node {
                     }
                     match addr {
                         PeerAddr::Addr(socket) => self.manual_dial(now, manual, &[*socket]),
+                        PeerAddr::Node(node) => match self.node_addr_paths(now, node) {
+                            Ok(paths) => self.manual_dial(now, manual, &paths),
+                            Err(error) => self.retry_later(manual, now, ManualError::Relay(error)),
+                        },
                         PeerAddr::Host { .. } => {
                             manual.generation += 1;
                             manual.phase = Phase::Resolving {

@@ -89,6 +89,7 @@ mod header;
 mod hello;
 mod input;
 mod manual;
+mod node_addr;
 mod output;
 mod punch;
 mod relay;
@@ -118,6 +119,7 @@ pub use manual::{
     FIRST_RETRY, MAX_RETRY, ManualError, ManualPeer, ManualStatus, PeerAddr, PeerAddrError,
     RESOLVE_TIMEOUT, ResolveError, STABLE,
 };
+pub use node_addr::{MAX_NODE_ADDR_ADDRS, MAX_NODE_ADDR_RELAYS, NodeAddr, NodeAddrError};
 pub use punch::{MAX_PUNCHES, PROBE_INTERVAL, PROBE_RETRY, PUNCH_WINDOW};
 pub use relay::{
     MAX_RELAYED_PATHS, MAX_RELAYS, MAX_WAITING_DATAGRAMS, PathKind, RELAY_MAX_RETRY,

@@ -198,8 +198,7 @@ impl Node {
 
     /// A relayed peer's candidates arrived on connection `id`: dial them
     /// (pinning the peer), at once, within the peer's budget. Candidates
-    /// on a direct connection, or on one that gave way to another (the
-    /// peer is reached directly), are ignored.
+    /// on a direct connection are ignored.
     pub(super) fn handle_candidates(
         &mut self,
         now: Instant,
@@ -216,7 +215,7 @@ impl Node {
         let Some(peer) = conn.remote else {
             return;
         };
-        if !conn.phase.is_established() || conn.superseded || !Self::is_relayed(&conn.addr) {
+        if !Self::is_relayed(&conn.addr) {
             return;
         }
         conn.punched

@@ -380,6 +380,7 @@ impl Node {
             probe_misses: 0,
         });
         self.relay_timers(now);
+        self.announce_relays();
         Ok(id)
     }
 

@@ -107,6 +107,15 @@ fn behind_endpoint_independent_nats_two_nodes_go_direct() {
         path(&sim, b, a)
     );
     let direct = sim.now;
+    // Once direct, a change of b's addresses goes to no one: the relayed
+    // connection gave way, and a dials nothing more.
+    let attempts = sim.nodes[a].node.stats().punch_attempts;
+    let now = sim.now;
+    sim.nodes[b]
+        .node
+        .set_local_addrs(now, &["10.0.2.99:4433".parse().unwrap()]);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.nodes[a].node.stats().punch_attempts, attempts);
     // The relayed round trip is 4 one-way hops of 20 ms.
     let relayed_rtt = Duration::from_millis(80);
     let rtts = (direct - connected).as_secs_f64() / relayed_rtt.as_secs_f64();
@@ -587,4 +596,70 @@ proptest::proptest! {
             proptest::prop_assert!(matches!(path(&sim, a, b), Some(PathKind::Relayed(_))));
         }
     }
+}
+
+#[test]
+fn a_node_address_as_text_reaches_a_node_behind_a_nat() {
+    let (mut sim, a, b, _) = behind_nats(14, wan(), [Mapping::EndpointIndependent; 2]);
+    // b's address, as it would be shared in a link or a QR code.
+    let text = sim.nodes[b].node.node_addr().to_string();
+    eprintln!("{} characters: {text}", text.len());
+    assert!(text.len() < 300, "{} characters", text.len());
+    let addr: pos_p2p_protocol::node::PeerAddr = text.parse().unwrap();
+    assert!(matches!(&addr, pos_p2p_protocol::node::PeerAddr::Node(n) if n.identity == sim.id(b)));
+    // a knows nothing else of b; it keeps b connected.
+    let now = sim.now;
+    sim.nodes[a].node.add_manual_peer(now, addr, None);
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| is_direct(s, a, b)
+            && is_direct(s, b, a))
+    );
+    assert!(
+        sim.nodes[a]
+            .history
+            .iter()
+            .any(|e| matches!(e, Event::Connected(info) if Sim::is_relayed_addr(info.addr))),
+        "through b's relay first"
+    );
+}
+
+#[test]
+fn a_device_that_moved_is_found_again_through_its_relay() {
+    // a and b meet on a LAN, both using the relay: each tells the other.
+    let mut sim = Sim::new(15, wan());
+    sim.add_relay(&relay_identity(), relay_addr());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    join_relay(&mut sim, a);
+    join_relay(&mut sim, b);
+    sim.connect(a, b);
+    assert!(sim.run_until_connected(a, b));
+    let pb = sim.id(b);
+    sim.run_for(Duration::from_secs(1));
+    let relayed = |sim: &Sim| {
+        sim.nodes[a]
+            .node
+            .dial_addrs(&pb, &[])
+            .into_iter()
+            .any(Sim::is_relayed_addr)
+    };
+    assert!(relayed(&sim), "a learned b's relay");
+    // b moves behind a NAT: its old address reaches nobody, the
+    // connection ends, and a dials b again as it knows it.
+    let nat = sim.add_nat(Mapping::EndpointIndependent);
+    sim.move_node(b, nat);
+    assert!(sim.run_until(Duration::from_secs(60), |s| {
+        s.nodes[a].node.peer(&pb).is_none()
+    }));
+    let now = sim.now;
+    sim.nodes[a].node.dial_peer(now, pb, &[]).unwrap();
+    assert!(sim.run_until(Duration::from_secs(20), |s| {
+        s.nodes[a].node.peer(&pb).is_some()
+    }));
+    let data = payload(16, 64 << 10);
+    assert!(
+        sim.transfer(a, b, &data, Duration::from_secs(30), |_| {})
+            .unwrap()
+            == data
+    );
 }
