@@ -15,7 +15,8 @@
 //! let request = stun::binding_request(id);
 //! let seen_from = "203.0.113.5:40123".parse().unwrap();
 //! // The relay's side.
-//! let answer = stun::answer(&request, seen_from).unwrap();
+//! let asked = stun::parse_binding_request(&request).unwrap();
+//! let answer = stun::binding_response(asked, seen_from);
 //! // The node's side: the answer to its request says where it was seen.
 //! assert_eq!(stun::parse_binding_response(&answer), Ok((id, seen_from)));
 //! ```
@@ -150,13 +151,6 @@ pub fn parse_binding_response(datagram: &[u8]) -> Result<(TransactionId, SocketA
     Err(StunError::NoAddress)
 }
 
-/// The relay's side: the answer to a Binding request that came from
-/// `from`, or `None` if `datagram` is not one.
-pub fn answer(datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
-    let id = parse_binding_request(datagram).ok()?;
-    Some(binding_response(id, from))
-}
-
 fn xor_mapped_address(value: &[u8], id: &TransactionId) -> Result<SocketAddr, StunError> {
     let (&[0, family, p0, p1], rest) =
         value.split_first_chunk::<4>().ok_or(StunError::NoAddress)?
@@ -243,6 +237,28 @@ mod tests {
         assert_eq!(parse_binding_response(&response), Ok((id, addr)));
     }
 
+    /// An answer padded with an unknown attribute to `len` bytes in all.
+    fn padded_answer(len: usize) -> Vec<u8> {
+        let id = TransactionId([9; 12]);
+        let mut out = binding_response(id, "192.0.2.1:7".parse().unwrap());
+        let pad = len - out.len() - 4;
+        out.extend_from_slice(&0x8022u16.to_be_bytes());
+        out.extend_from_slice(&(pad as u16).to_be_bytes());
+        out.resize(len, 0);
+        let body = (len - HEADER_LEN) as u16;
+        out[2..4].copy_from_slice(&body.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn messages_up_to_the_limit_are_read_and_longer_ones_are_not() {
+        let at_limit = padded_answer(MAX_MESSAGE_LEN);
+        assert_eq!(at_limit.len(), 548);
+        assert!(parse_binding_response(&at_limit).is_ok());
+        let over = padded_answer(MAX_MESSAGE_LEN + 4);
+        assert_eq!(parse_binding_response(&over), Err(StunError::NotStun));
+    }
+
     #[test]
     fn quic_is_never_stun() {
         // Long and short headers both have the fixed bit.
@@ -280,8 +296,6 @@ mod tests {
         let mut cut = binding_response(id, "192.0.2.1:1".parse().unwrap());
         cut[23] = 200;
         assert_eq!(parse_binding_response(&cut), Err(StunError::Truncated(20)));
-        // Only requests are answered.
-        assert_eq!(answer(&cut, "192.0.2.1:1".parse().unwrap()), None);
     }
 
     proptest! {
@@ -299,7 +313,6 @@ mod tests {
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = parse_binding_response(&bytes);
             let _ = parse_binding_request(&bytes);
-            let _ = answer(&bytes, "192.0.2.1:1".parse().unwrap());
         }
 
         #[test]

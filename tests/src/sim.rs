@@ -438,6 +438,11 @@ impl Sim {
     /// Stop relay `index` (its connections end at once) and start it again
     /// with the same identity: a relay restart.
     pub fn restart_relay(&mut self, index: usize, identity: &Identity) {
+        self.restart_relay_with(index, identity, RelayConfig::default());
+    }
+
+    /// Like [`Sim::restart_relay`], with these limits.
+    pub fn restart_relay_with(&mut self, index: usize, identity: &Identity, config: RelayConfig) {
         let now = self.now;
         let pipes = std::mem::take(&mut self.pipes);
         for pipe in pipes {
@@ -449,8 +454,7 @@ impl Sim {
                 self.pipes.push(pipe);
             }
         }
-        self.relays[index].endpoint =
-            RelayEndpoint::new(identity, RelayConfig::default()).expect("relay TLS");
+        self.relays[index].endpoint = RelayEndpoint::new(identity, config).expect("relay TLS");
         self.flush();
     }
 

@@ -224,6 +224,10 @@ mod tests {
             format!("{id}?port=1"),
             format!("{id}?addr"),
             format!(
+                "{id}?{}",
+                vec![format!("relay={id}@192.0.2.1:1"); 5].join("&")
+            ),
+            format!(
                 "{id}?addr=192.0.2.1:1&addr=192.0.2.1:1&addr=192.0.2.1:1&addr=192.0.2.1:1&addr=192.0.2.1:1&addr=192.0.2.1:1&addr=192.0.2.1:1&addr=192.0.2.1:1&addr=192.0.2.1:1"
             ),
         ] {
@@ -233,6 +237,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn four_relays_and_eight_addresses_are_the_most() {
+        let id = identity(1);
+        let most = format!(
+            "{id}?{}&{}",
+            vec![format!("relay={id}@192.0.2.1:1"); MAX_NODE_ADDR_RELAYS].join("&"),
+            ["addr=192.0.2.1:1"; MAX_NODE_ADDR_ADDRS].join("&"),
+        );
+        let addr: NodeAddr = most.parse().unwrap();
+        assert_eq!(addr.relays.len(), 4);
+        assert_eq!(addr.addrs.len(), 8);
+        assert_eq!(addr.to_string(), most);
     }
 
     proptest! {

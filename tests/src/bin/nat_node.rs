@@ -16,6 +16,11 @@
 //!     first asked for the peer), `first <bytes> <relayed-datagrams>` when
 //!     the first stream's count comes back, then sends <mib> MiB more on a
 //!     new stream and prints `second <bytes> <relayed-datagrams>`.
+//! nat_node bench <rounds>
+//!     the benchmark of the time from first dial to a direct path: builds
+//!     the real-NAT lab (`pos_p2p_tests::netns::NatLab`; needs root and
+//!     nft) <rounds> times, runs `relay`, `serve` and `reach` in it, and
+//!     prints the times `reach` reported, and their median.
 //! ```
 
 use std::error::Error;
@@ -149,12 +154,52 @@ async fn reach(seed: u8, relay: RelayAddr, peer: RemoteIdentity, mib: usize) -> 
     Ok(())
 }
 
+/// Time from first dial to a direct path, through two real NATs.
+fn bench(rounds: usize) -> Result<()> {
+    use pos_p2p_tests::netns::NatLab;
+    let me = std::env::current_exe()?;
+    let me = me.to_str().ok_or("path")?;
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let lab = NatLab::new("the time-to-direct benchmark").ok_or("no lab here")?;
+        let listen = format!("{}:3340", NatLab::RELAY_IP);
+        let wait = Duration::from_secs(30);
+        let mut relay = lab.spawn(&lab.relay, me, &["relay", &listen]);
+        let relay_addr = relay.wait_line("relay ", wait).ok_or("relay")?;
+        let relay_addr = relay_addr.trim_start_matches("relay ");
+        let mut a = lab.spawn(&lab.homes[0], me, &["serve", "1", relay_addr]);
+        let identity = a.wait_line("ready ", wait).ok_or("serve")?;
+        let identity = identity.trim_start_matches("ready ");
+        let mut b = lab.spawn(
+            &lab.homes[1],
+            me,
+            &["reach", "2", relay_addr, identity, "1"],
+        );
+        let direct = b.wait_line("direct ", wait).ok_or("never direct")?;
+        let ms: u64 = direct.split_whitespace().nth(2).ok_or("ms")?.parse()?;
+        println!("round {round}: direct after {ms} ms");
+        times.push(ms);
+        let _ = b.finish(Duration::from_secs(10));
+        let _ = a.finish(Duration::ZERO);
+        let _ = relay.finish(Duration::ZERO);
+    }
+    times.sort_unstable();
+    let median = times.get(times.len() / 2).ok_or("no rounds")?;
+    println!(
+        "time from first dial to a direct path: median {median} ms, min {} ms, max {} ms ({rounds} rounds)",
+        times[0],
+        times[times.len() - 1]
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).ok_or("missing argument");
     let result = match arg(0)? {
         "relay" => relay(arg(1)?).await,
+        "bench" => bench(arg(1)?.parse()?),
         "serve" => serve(arg(1)?.parse()?, arg(2)?.parse()?).await,
         "reach" => {
             reach(

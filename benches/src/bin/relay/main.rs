@@ -5,7 +5,12 @@
 //! ```text
 //! cargo run --release -p pos-p2p-benches --bin relay
 //! cargo run -p pos-p2p-benches --bin relay -- --smoke   # CI: tiny, correctness only
+//! cargo run --release -p pos-p2p-benches --features iroh --bin relay   # with iroh's relay
 //! ```
+//!
+//! With the `iroh` feature, iroh's relay (`iroh-relay` in development
+//! mode, two iroh endpoints with no IP transport) runs the same bulk and
+//! request/response measurements in the same rounds: the anchor.
 //!
 //! Direct and relayed alternate, round by round (D R D R ...), on fresh
 //! node pairs, and the medians are reported: a figure that changed with run
@@ -24,6 +29,9 @@ use pos_p2p::semver::Version;
 use pos_p2p::{Identity, P2P, P2PConfig, PathKind, Peer, RelayStatus};
 use pos_p2p_protocol::relay::{RelayClient, RelayClientEvent, RelayConfig, RelayEndpoint};
 use pos_p2p_relay::Relay;
+
+#[cfg(feature = "iroh")]
+mod iroh_side;
 
 /// Counts live heap bytes, for the memory figure.
 #[global_allocator]
@@ -214,7 +222,29 @@ fn main() {
         let mut throughput = [Vec::new(), Vec::new()];
         let mut latency = [Vec::new(), Vec::new()];
         let mut p99 = [Vec::new(), Vec::new()];
+        #[cfg(feature = "iroh")]
+        let iroh_relay = iroh_side::IrohRelay::start().await.expect("iroh relay");
+        #[cfg(feature = "iroh")]
+        let mut iroh = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
+            // iroh's relay first in every round, then direct and relayed.
+            #[cfg(feature = "iroh")]
+            {
+                let pair = iroh_side::Pair::start(&iroh_relay).await.expect("iroh pair");
+                assert!(pair.relayed_only(), "iroh goes through its relay");
+                let took = pair.bulk(bulk_mib << 20).await.expect("iroh bulk");
+                iroh.0.push((bulk_mib << 20) as f64 / took.as_secs_f64() / 1e6);
+                let mut rtts = Vec::with_capacity(requests);
+                for _ in 0..requests {
+                    let started = Instant::now();
+                    pair.request().await.expect("iroh request");
+                    rtts.push(started.elapsed().as_secs_f64() * 1e6);
+                }
+                rtts.sort_by(f64::total_cmp);
+                iroh.1.push(rtts[rtts.len() / 2]);
+                iroh.2.push(rtts[(rtts.len() * 99 / 100).min(rtts.len() - 1)]);
+                pair.shutdown().await;
+            }
             for (i, relayed) in [None, Some(&relay)].into_iter().enumerate() {
                 let (a, b, peer) = pair(relayed, 10 + 4 * round as u8 + 2 * i as u8).await;
                 let took = bulk(&peer, bulk_mib << 20).await;
@@ -249,6 +279,24 @@ fn main() {
         row("request/response, median µs", "", &latency);
         row("request/response, p99 µs", "", &p99);
         relay.shutdown().await;
+        #[cfg(feature = "iroh")]
+        {
+            println!();
+            println!("| scenario | pos-p2p relayed | iroh relayed (dev mode) | pos-p2p / iroh |");
+            println!("| --- | --- | --- | --- |");
+            let row = |name: &str, pos: &[f64], iroh: &[f64]| {
+                let (p, pmin, pmax) = median(pos.to_vec());
+                let (i, imin, imax) = median(iroh.to_vec());
+                println!(
+                    "| {name} | {p:.1} ({pmin:.1}–{pmax:.1}) | {i:.1} ({imin:.1}–{imax:.1}) | {:.2}× |",
+                    p / i
+                );
+            };
+            row(&format!("bulk {bulk_mib} MiB, MB/s"), &throughput[1], &iroh.0);
+            row("request/response, median µs", &latency[1], &iroh.1);
+            row("request/response, p99 µs", &p99[1], &iroh.2);
+            iroh_relay.shutdown().await;
+        }
     });
     capacity(datagrams);
     memory(idle);
