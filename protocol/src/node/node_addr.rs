@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Instant;
 
-use super::conn::flush_control;
 use super::hello::ControlMessage;
 use super::{ConnectionId, Node, RelayAddr};
 use crate::RemoteIdentity;
@@ -152,13 +151,7 @@ impl Node {
         if relays.is_empty() {
             return;
         }
-        let Some(conn) = live_conn!(self, id) else {
-            return;
-        };
-        conn.control_out
-            .push_back(ControlMessage::Relays(relays).to_frame());
-        flush_control(conn);
-        self.active.insert(id);
+        self.send_control(id, &ControlMessage::Relays(relays));
     }
 
     /// Tell every established connection's peer the relays.

@@ -172,6 +172,12 @@ impl Node {
             return;
         }
         let message = ControlMessage::Candidates(self.candidates());
+        self.send_control(id, &message);
+    }
+
+    /// Queue `message` on connection `id`'s control stream and write what
+    /// flow control allows.
+    pub(super) fn send_control(&mut self, id: ConnectionId, message: &ControlMessage) {
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
@@ -184,16 +190,9 @@ impl Node {
     /// connection in use to `peer`, whatever its path.
     #[cfg(feature = "deterministic")]
     pub fn inject_candidates(&mut self, peer: RemoteIdentity, addrs: Vec<SocketAddr>) {
-        let Some(id) = self.primary(&peer) else {
-            return;
-        };
-        let Some(conn) = live_conn!(self, id) else {
-            return;
-        };
-        conn.control_out
-            .push_back(ControlMessage::Candidates(addrs).to_frame());
-        flush_control(conn);
-        self.active.insert(id);
+        if let Some(id) = self.primary(&peer) {
+            self.send_control(id, &ControlMessage::Candidates(addrs));
+        }
     }
 
     /// A relayed peer's candidates arrived on connection `id`: dial them
