@@ -104,6 +104,7 @@ impl Node {
                 if let Some(conn) = self.conns.get_mut(&next) {
                     conn.superseded = false;
                     conn.superseded_deadline = None;
+                    conn.drained_close_at = None;
                     peer.info.addr = conn.quic.remote_address();
                     peer.info.direction = conn.direction;
                 }

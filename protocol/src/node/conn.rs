@@ -147,6 +147,8 @@ pub(super) struct Conn {
     /// given it up (its `Superseded` or some of the streams it counted
     /// never came).
     pub(super) superseded_deadline: Option<Instant>,
+    /// When this drained duplicate is closed (see `DRAIN_GRACE`).
+    pub(super) drained_close_at: Option<Instant>,
     /// Application streams this node opened here.
     pub(super) opened: u64,
     /// Application streams the peer opened here that were accepted.
@@ -211,6 +213,7 @@ impl Conn {
             superseded: false,
             peer_superseded: None,
             superseded_deadline: None,
+            drained_close_at: None,
             opened: 0,
             accepted: 0,
             ended_sends: BTreeMap::new(),

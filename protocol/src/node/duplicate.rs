@@ -1,7 +1,7 @@
 //! One connection per pair of nodes (PROTOCOL.md §7.5): which of two
 //! connections to a peer is kept, and draining the other.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -9,6 +9,12 @@ use super::conn::{Conn, flush_control};
 use super::hello::{ControlMessage, close_code};
 use super::{ConnectionId, Direction, DisconnectReason, Node};
 use crate::RemoteIdentity;
+
+/// How long a drained duplicate stays open before the node closes it:
+/// closing discards what the peer has received on it but its application
+/// has not read yet (the last answer of a request that raced the switch to
+/// another connection).
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 impl Node {
     /// Of two established connections to `remote`, whether the new one,
@@ -52,9 +58,11 @@ impl Node {
         self.close_if_drained_duplicate(id);
     }
 
-    /// Close a duplicate connection once both sides gave it up and every
-    /// stream either side opened on it has been seen and is done.
+    /// Close a duplicate connection [`DRAIN_GRACE`] after both sides gave
+    /// it up and every stream either side opened on it has been seen and
+    /// is done.
     pub(super) fn close_if_drained_duplicate(&mut self, id: ConnectionId) {
+        let now = self.now;
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
@@ -62,8 +70,14 @@ impl Node {
             && conn.phase.is_established()
             && conn.peer_gave_up()
             && conn.streams.is_empty();
-        if drained {
-            let now = self.now;
+        if !drained {
+            conn.drained_close_at = None;
+            return;
+        }
+        let at = *conn.drained_close_at.get_or_insert(now + DRAIN_GRACE);
+        // Its timer is looked at again.
+        self.active.insert(id);
+        if at <= now {
             self.close_conn(
                 now,
                 id,
@@ -81,7 +95,11 @@ impl Node {
         let Some(conn) = live_conn!(self, id) else {
             return;
         };
-        if conn.duplicate_deadline().is_some_and(|at| at <= now) {
+        if conn.drained_close_at.is_some_and(|at| at <= now) {
+            self.close_if_drained_duplicate(id);
+            return;
+        }
+        if conn.superseded_timeout().is_some_and(|at| at <= now) {
             self.stats.duplicates_timed_out += 1;
             self.close_conn(
                 now,
@@ -103,8 +121,17 @@ impl Conn {
 
     /// When this superseded connection stops waiting for the peer to give
     /// it up, if it still waits.
-    pub(super) fn duplicate_deadline(&self) -> Option<Instant> {
+    pub(super) fn superseded_timeout(&self) -> Option<Instant> {
         self.superseded_deadline
             .filter(|_| self.phase.is_established() && !self.peer_gave_up())
+    }
+
+    /// The duplicate's next deadline: giving up on the peer, or closing
+    /// once drained.
+    pub(super) fn duplicate_deadline(&self) -> Option<Instant> {
+        [self.superseded_timeout(), self.drained_close_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

@@ -106,6 +106,7 @@ use quinn_proto::ConnectionHandle;
 
 pub use config::{Limits, NodeConfig, Timeouts};
 pub use dial::{DialId, MAX_DIAL_ADDRS};
+pub use duplicate::DRAIN_GRACE;
 pub use error::{
     ConnectError, DisconnectReason, StreamError, StreamRejection, TransportFailure, Violation,
     stream_code,

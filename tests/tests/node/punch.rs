@@ -860,3 +860,34 @@ fn local_candidates_are_distinct_dialable_and_at_most_eight() {
     assert_eq!(sim.nodes[a].node.candidates(), expected);
     assert_eq!(sim.nodes[a].node.node_addr().addrs, expected);
 }
+
+#[test]
+fn an_answer_that_raced_the_switch_to_direct_can_still_be_read() {
+    // A request on the relayed connection; the answer arrives, but a reads
+    // it only after the switch to direct, when the relayed connection has
+    // been given up on both sides and b is done with its stream.
+    let kinds = [Mapping::EndpointIndependent; 2];
+    let (mut sim, a, b, _) = behind_nats(24, wan(), kinds);
+    dial_through_relay(&mut sim, a, b);
+    assert!(sim.run_until(Duration::from_secs(10), |s| path(s, a, b).is_some()));
+    let stream = sim.open_stream(a, b).unwrap();
+    sim.nodes[a].node.write(stream, b"ping").unwrap();
+    sim.nodes[a].node.finish(stream).unwrap();
+    let at_b = sim.accept_stream(b, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        sim.read_to_end(b, at_b, Duration::from_secs(10)).unwrap(),
+        b"ping"
+    );
+    sim.write_all(b, at_b, b"pong").unwrap();
+    sim.nodes[b].node.release(at_b);
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| is_direct(s, a, b)
+            && is_direct(s, b, a))
+    );
+    sim.run_for(pos_p2p_protocol::node::DRAIN_GRACE / 2);
+    assert_eq!(
+        sim.read_to_end(a, stream, Duration::from_secs(1)).unwrap(),
+        b"pong",
+        "the answer is still there"
+    );
+}
