@@ -103,11 +103,7 @@ impl Node {
     pub fn node_addr(&self) -> NodeAddr {
         NodeAddr {
             identity: self.local,
-            relays: self
-                .relays()
-                .map(|(_, relay, _)| relay.clone())
-                .take(MAX_NODE_ADDR_RELAYS)
-                .collect(),
+            relays: self.relays.addrs(MAX_NODE_ADDR_RELAYS),
             addrs: self
                 .candidates()
                 .into_iter()
@@ -143,11 +139,7 @@ impl Node {
     /// added), so a peer that later finds this node gone from its direct
     /// addresses can look for it there.
     pub(super) fn send_relays(&mut self, id: ConnectionId) {
-        let relays: Vec<RelayAddr> = self
-            .relays()
-            .map(|(_, relay, _)| relay.clone())
-            .take(MAX_NODE_ADDR_RELAYS)
-            .collect();
+        let relays = self.relays.addrs(MAX_NODE_ADDR_RELAYS);
         if relays.is_empty() {
             return;
         }
@@ -156,13 +148,7 @@ impl Node {
 
     /// Tell every established connection's peer the relays.
     pub(super) fn announce_relays(&mut self) {
-        let ids: Vec<ConnectionId> = self
-            .conns
-            .values()
-            .filter(|c| c.phase.is_established() && !c.superseded)
-            .map(|c| c.id)
-            .collect();
-        for id in ids {
+        for id in self.conns_in_use(false) {
             self.send_relays(id);
         }
     }
@@ -176,10 +162,7 @@ impl Node {
             return;
         };
         for relay in relays {
-            let ours = self
-                .relays()
-                .find(|(_, r, _)| **r == relay)
-                .map(|(i, _, _)| i);
+            let ours = self.relays.id_of(&relay);
             if let Some(path) = ours.and_then(|i| self.relay_path(i, peer)) {
                 self.book.remember(peer, path);
             }

@@ -154,15 +154,20 @@ impl Node {
             return;
         }
         self.traversal.announced = candidates;
-        let ids: Vec<ConnectionId> = self
-            .conns
-            .values()
-            .filter(|c| c.phase.is_established() && !c.superseded && Self::is_relayed(&c.addr))
-            .map(|c| c.id)
-            .collect();
-        for id in ids {
+        for id in self.conns_in_use(true) {
             self.send_candidates(id);
         }
+    }
+
+    /// The established connections not given up for another (only the
+    /// relayed ones if `relayed`): where news about this node goes.
+    pub(super) fn conns_in_use(&self, relayed: bool) -> Vec<ConnectionId> {
+        self.conns
+            .values()
+            .filter(|c| c.phase.is_established() && !c.superseded)
+            .filter(|c| !relayed || Self::is_relayed(&c.addr))
+            .map(|c| c.id)
+            .collect()
     }
 
     /// Send the node's candidates on connection `id` (a relayed one that

@@ -303,12 +303,25 @@ impl Relays {
     pub(super) fn probe_again(&mut self, now: Instant) {
         for slot in &mut self.slots {
             if slot.next_probe.is_some() {
-                slot.udp = None;
-                slot.probe = None;
-                slot.probe_misses = 0;
+                slot.forget_udp();
                 slot.next_probe = Some(now);
             }
         }
+    }
+
+    /// The id of relay `relay`, if the node uses it.
+    pub(super) fn id_of(&self, relay: &RelayAddr) -> Option<RelayId> {
+        let i = self.slots.iter().position(|s| s.addr == *relay)?;
+        Some(RelayId(i as u16))
+    }
+
+    /// The relays the node uses, the first `max` of them.
+    pub(super) fn addrs(&self, max: usize) -> Vec<RelayAddr> {
+        self.slots
+            .iter()
+            .take(max)
+            .map(|s| s.addr.clone())
+            .collect()
     }
 
     /// The relay a probe answer is for: it came from that relay's address
@@ -351,8 +364,8 @@ impl Node {
     /// already added returns its id.
     pub fn add_relay(&mut self, now: Instant, relay: RelayAddr) -> Result<RelayId, RelayError> {
         self.advance(now);
-        if let Some(i) = self.relays.slots.iter().position(|s| s.addr == relay) {
-            return Ok(RelayId(i as u16));
+        if let Some(id) = self.relays.id_of(&relay) {
+            return Ok(id);
         }
         if self.relays.slots.len() >= MAX_RELAYS {
             return Err(RelayError::LimitReached(
