@@ -17,6 +17,7 @@
 
 pub mod book;
 pub mod codec;
+pub mod direct;
 pub mod discovery;
 mod identity;
 mod metadata;

@@ -33,6 +33,11 @@ fn main() {
     for (name, bytes) in pos_p2p_tests::fuzzing::relay_client_seeds() {
         std::fs::write(dir.join(name), &bytes).expect("write seed");
     }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/direct");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    for (name, bytes) in pos_p2p_tests::fuzzing::direct_seeds() {
+        std::fs::write(dir.join(name), &bytes).expect("write seed");
+    }
     tunnel_seeds();
     mdns_seeds();
 }

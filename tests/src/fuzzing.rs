@@ -1098,3 +1098,37 @@ pub fn stun_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ]
 }
+
+/// Read `data` as a direct-path packet (docs/PROTOCOL.md §10.9). Nothing
+/// may panic; a packet that parses is exactly its own encoding.
+pub fn direct(data: &[u8]) {
+    use pos_p2p_protocol::direct::{DirectPacket, PACKET_LEN, is_direct};
+    if let Ok(packet) = DirectPacket::parse(data) {
+        assert!(is_direct(data));
+        assert_eq!(data.len(), PACKET_LEN);
+        assert_eq!(packet.to_bytes().as_slice(), data);
+    }
+}
+
+/// The `direct` target's seeds: a ping, a pong, an unknown kind.
+pub fn direct_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use pos_p2p_protocol::direct::{DirectPacket, PacketKind};
+    let ping = DirectPacket {
+        kind: PacketKind::Ping,
+        token: [0x5a; 16],
+        txid: [0xc3; 12],
+    }
+    .to_bytes();
+    let pong = DirectPacket {
+        kind: PacketKind::Pong,
+        ..DirectPacket::parse(&ping).expect("a ping")
+    }
+    .to_bytes();
+    let mut unknown = ping;
+    unknown[4] = 9;
+    vec![
+        ("seed-ping", ping.to_vec()),
+        ("seed-pong", pong.to_vec()),
+        ("seed-unknown-kind", unknown.to_vec()),
+    ]
+}

@@ -1,9 +1,9 @@
 //! Real NATs (docs/PROTOCOL.md §10.6, §10.7): two hosts, each behind its
 //! own nftables NAT in a network namespace, that know only each other's
 //! identity and a relay on the "public" segment. They connect through the
-//! relay, go direct (asserted by where the datagrams flow), and a
-//! transfer started through the relay survives the switch. Nothing leaves
-//! the namespaces.
+//! relay, go direct (asserted by where the datagrams flow: the same
+//! connection's direct route, §10.9), and a transfer started through the
+//! relay survives the switch. Nothing leaves the namespaces.
 
 use std::time::Duration;
 
@@ -48,9 +48,10 @@ fn two_hosts_behind_real_nats_meet_through_the_relay_and_go_direct() {
     assert_eq!(addr.ip(), NatLab::nat_ip(0), "{context}");
     let ms: u64 = fields[2].parse().expect("milliseconds");
     eprintln!("direct {ms} ms after b first asked for a (through two real NATs)");
-    // The first stream went through the relay and arrived whole across
-    // the switch; the second went direct: at most a few relayed datagrams
-    // (the relayed connection's last words) came with it.
+    // The connection (and its first stream) began on the relay, moved to
+    // the direct route while the stream ran, and the stream arrived whole
+    // across the switch; the second went direct: at most a few relayed
+    // datagrams came with it.
     let first = b
         .stdout
         .lines()
@@ -62,10 +63,7 @@ fn two_hosts_behind_real_nats_meet_through_the_relay_and_go_direct() {
         .map(|x| x.parse().unwrap())
         .collect();
     assert_eq!(first[0], 16 << 20, "{context}");
-    assert!(
-        first[1] > (16 << 20) / 1500,
-        "the first stream went through the relay\n{context}"
-    );
+    assert!(first[1] > 0, "the connection began on the relay\n{context}");
     let line = |prefix: &str| b.stdout.lines().position(|l| l.starts_with(prefix));
     assert!(
         line("direct ") < line("first "),

@@ -62,6 +62,10 @@ impl Node {
         }
         let was_established = conn.phase.is_established();
         conn.phase = Phase::Closed;
+        self.end_route(id);
+        let Some(conn) = live_conn!(self, id) else {
+            return;
+        };
         tracing::debug!(parent: &conn.span, %reason, was_established, "connection over");
         // Tasks blocked on this connection's streams must look again (and
         // find it gone), whether or not the peer stays connected.

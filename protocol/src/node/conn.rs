@@ -166,9 +166,11 @@ pub(super) struct Conn {
     /// When `handle_timeout` is next due for this connection, as of the
     /// last time it rested (see `Node::active`).
     pub(super) deadline: Option<Instant>,
-    /// Candidate addresses of the peer dialed from this (relayed)
-    /// connection's `Candidates`, and when, within the punch window.
+    /// Addresses of the peer pinged for this (relayed) connection (§10.9),
+    /// and when, within the punch window.
     pub(super) punched: Vec<(SocketAddr, Instant)>,
+    /// A relayed connection's direct route (§10.9).
+    pub(super) route: Option<Box<super::route::Route>>,
     /// The connection's tracing span: its id, direction and path, and the
     /// peer once TLS proved it. Entered while the node works on it.
     pub(super) span: tracing::Span,
@@ -221,6 +223,7 @@ impl Conn {
             peer_goodbye: None,
             deadline: None,
             punched: Vec::new(),
+            route: None,
             // Set by `Node::insert_conn`, inside the node's span.
             span: tracing::Span::none(),
         }

@@ -48,6 +48,12 @@ impl Node {
         }
         conn.superseded = true;
         conn.superseded_deadline = Some(self.now + self.config.timeouts.superseded);
+        // Its last streams drain through the relay: the connection that
+        // took over may be at the route's address.
+        self.end_route(id);
+        let Some(conn) = live_conn!(self, id) else {
+            return;
+        };
         // The Superseded message below must go out.
         self.active.insert(id);
         let message = ControlMessage::Superseded {

@@ -44,6 +44,7 @@ impl Node {
             path = %conn.addr,
             peer = tracing::field::Empty,
         );
+        *self.direct_addrs.entry(conn.addr).or_default() += 1;
         self.conns.insert(id, conn);
         id
     }
@@ -77,8 +78,15 @@ impl Node {
         if drained {
             // Drained without a lost event (not expected): report it closed.
             self.end_conn(id, DisconnectReason::ClosedLocally);
+            self.end_route(id);
             if let Some(conn) = self.conns.remove(&id) {
                 self.by_handle.remove(&conn.handle);
+                if let Some(n) = self.direct_addrs.get_mut(&conn.addr) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.direct_addrs.remove(&conn.addr);
+                    }
+                }
             }
             self.active.remove(&id);
         }
@@ -244,7 +252,7 @@ impl Node {
         match self
             .peers
             .get(&remote)
-            .map(|p| (p.info.direction, p.info.addr))
+            .map(|p| (p.info.direction, p.info.addr, p.info.connection))
         {
             None => {
                 self.peers.insert(
@@ -256,7 +264,7 @@ impl Node {
                 );
                 self.events.push_back(Event::Connected(Box::new(info)));
             }
-            Some((old_direction, old_path)) => {
+            Some((old_direction, old_path, old_id)) => {
                 // A direct path beats a relayed one (§7.5); otherwise the
                 // dialers decide.
                 let this_wins = match (Self::is_relayed(&old_path), Self::is_relayed(&path)) {
@@ -264,7 +272,13 @@ impl Node {
                     (false, true) => false,
                     _ => self.new_connection_wins(remote, old_direction, direction),
                 };
-                if this_wins && self.path_kind(old_path) != self.path_kind(path) {
+                // How the old connection reached the peer (it may have had a
+                // direct route, §10.9).
+                let old_kind = match self.conns.get(&old_id) {
+                    Some(old) => self.conn_path(old),
+                    None => self.path_kind(old_path),
+                };
+                if this_wins && old_kind != self.path_kind(path) {
                     self.events.push_back(Event::PathChanged {
                         peer: remote,
                         path: self.path_kind(path),
@@ -288,9 +302,12 @@ impl Node {
         // Where this node can be looked for if it moves (§10.8).
         self.send_relays(id);
         // Through a relay: tell the peer where this node may be reached
-        // directly, so both can try (§10.7).
-        if Self::is_relayed(&path) && self.primary(&remote) == Some(id) {
-            self.send_candidates(id);
+        // directly, so both can look for a direct route (§10.7, §10.9).
+        if Self::is_relayed(&path) {
+            self.start_route(id);
+            if self.primary(&remote) == Some(id) {
+                self.send_candidates(id);
+            }
         }
         // After `Connected`: whoever waited for the dial finds the peer.
         self.dial_established(id, remote);

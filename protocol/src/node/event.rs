@@ -382,10 +382,23 @@ pub struct NodeStats {
     /// STUN messages that were not the answer to the latest probe of a
     /// relay they came from (dropped).
     pub stun_ignored: u64,
-    /// Connection attempts made to a relayed peer's candidate addresses
-    /// (hole punching, docs/PROTOCOL.md §10.7).
+    /// Addresses of relayed peers pinged to find a direct route (their
+    /// candidates, and where their pings came from: hole punching,
+    /// docs/PROTOCOL.md §10.7, §10.9), each counted once per punch window.
     pub punch_attempts: u64,
     /// Candidate addresses not tried because the peer's budget of attempts
     /// was spent (see [`MAX_PUNCHES`](super::MAX_PUNCHES)).
     pub punches_limited: u64,
+    /// Direct-path pings sent (docs/PROTOCOL.md §10.9).
+    pub path_pings_sent: u64,
+    /// Pongs sent (answers to a peer's pings).
+    pub path_pongs_sent: u64,
+    /// Pongs that answered one of this node's pings.
+    pub path_pongs_received: u64,
+    /// Direct-path packets dropped: malformed, an unknown token, a pong
+    /// to no ping of this node's, or over a connection's pong budget.
+    pub path_packets_ignored: u64,
+    /// Direct routes given up (unanswered, or the node's addresses
+    /// changed): their connections went back to the relay.
+    pub routes_lost: u64,
 }

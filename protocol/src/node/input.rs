@@ -35,6 +35,13 @@ impl Node {
             self.handle_stun(remote, &data);
             return;
         }
+        if crate::direct::is_direct(&data) {
+            self.handle_direct(now, remote, &data);
+            return;
+        }
+        // From a relayed connection's direct route: QUIC knows the peer
+        // by the relayed path's address (§10.9).
+        let remote = self.routed_source(remote, &data).unwrap_or(remote);
         if self.drop_early(now, remote, &data) {
             self.stats.dropped_early += 1;
             return;
@@ -127,6 +134,7 @@ impl Node {
                     DisconnectReason::HandshakeTimeout,
                 );
             }
+            self.route_timers(now, id);
             self.expire_headers(now, id);
             self.expire_duplicate(now, id);
             self.process(now, id);

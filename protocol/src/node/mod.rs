@@ -93,12 +93,14 @@ mod node_addr;
 mod output;
 mod punch;
 mod relay;
+mod route;
 mod setup;
 mod stream;
 pub(crate) mod tls;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,6 +129,7 @@ pub use relay::{
     RELAY_PING_INTERVAL, RELAY_QUEUE_BYTES, RELAY_TIMEOUT, RelayAction, RelayAddr, RelayAddrError,
     RelayConnId, RelayId, RelayStatus,
 };
+pub use route::{MAX_HEARD_ADDRS, MAX_PENDING_PINGS, MAX_PONGS, PATH_PING_INTERVAL, PATH_TIMEOUT};
 pub use tls::TlsSetupError;
 pub use view::StreamView;
 
@@ -215,6 +218,17 @@ pub struct Node {
     relays: relay::Relays,
     /// The node's candidate addresses and address probes.
     traversal: punch::Traversal,
+    /// Relayed connections by the path token their peer sends (§10.9).
+    path_tokens: HashMap<[u8; 16], ConnectionId>,
+    /// Relayed connections by the direct addresses their peer reached the
+    /// node from or answers at: short-header datagrams from there are
+    /// theirs.
+    heard: HashMap<SocketAddr, ConnectionId>,
+    /// How many connections the node has at each address QUIC knows them
+    /// by (a connection of its own at an address wins over a route).
+    direct_addrs: HashMap<SocketAddr, usize>,
+    /// Direct-path packets waiting for `poll_transmit`.
+    direct_out: VecDeque<(SocketAddr, [u8; crate::direct::PACKET_LEN])>,
     /// The node's tracing span (its identity); every connection's span is
     /// inside it.
     span: tracing::Span,
@@ -302,6 +316,10 @@ impl Node {
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seeds.reset_key);
         let mut endpoint_config = quinn_proto::EndpointConfig::new(Arc::new(reset_key));
         endpoint_config.rng_seed(Some(seeds.endpoint_rng));
+        // Every QUIC packet keeps its fixed bit, so what shares the socket
+        // (STUN, direct-path packets: §10.6, §10.9) is told apart by its
+        // first byte.
+        endpoint_config.grease_quic_bit(false);
         #[cfg_attr(not(feature = "deterministic"), allow(unused_mut))]
         let mut provider = tls::provider();
         #[cfg(feature = "deterministic")]
@@ -381,6 +399,10 @@ impl Node {
             manual: manual::Manuals::new(seeds.manual),
             relays: relay::Relays::default(),
             traversal: punch::Traversal::new(seeds.probe),
+            path_tokens: HashMap::new(),
+            heard: HashMap::new(),
+            direct_addrs: HashMap::new(),
+            direct_out: VecDeque::new(),
             span,
             conns: BTreeMap::new(),
             by_handle: HashMap::new(),
@@ -464,7 +486,7 @@ impl Node {
             packets_sent: stats.path.sent_packets,
             packets_lost: stats.path.lost_packets,
             remote_addr: conn.quic.remote_address(),
-            path: self.path_kind(conn.quic.remote_address()),
+            path: self.conn_path(conn),
             mtu: stats.path.current_mtu,
         })
     }

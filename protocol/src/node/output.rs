@@ -26,6 +26,17 @@ impl Node {
                 src_ip: None,
             });
         }
+        if let Some((destination, packet)) = self.direct_out.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&packet);
+            return Some(Transmit {
+                destination,
+                ecn: None,
+                size: packet.len(),
+                segment_size: None,
+                src_ip: None,
+            });
+        }
         while let Some((transmit, bytes)) = self.responses.pop_front() {
             if Self::is_relayed(&transmit.destination) {
                 self.send_relayed(transmit.destination, &bytes, transmit.segment_size);
@@ -59,6 +70,17 @@ impl Node {
             buf.clear();
             if let Some(t) = conn.quic.poll_transmit(now, max_datagrams.max(1), buf) {
                 self.transmit_cursor = Some(id);
+                let route = conn.route.as_ref().and_then(|r| r.direct());
+                if let Some(direct) = route.filter(|_| Self::is_relayed(&t.destination)) {
+                    // A relayed connection with a direct route (§10.9).
+                    return Some(Transmit {
+                        destination: direct,
+                        ecn: t.ecn.map(Ecn::from_quinn),
+                        size: t.size,
+                        segment_size: t.segment_size,
+                        src_ip: None,
+                    });
+                }
                 if Self::is_relayed(&t.destination) {
                     // Through a relay, not the socket; then this
                     // connection again (its turn is not over).
@@ -168,7 +190,8 @@ pub(super) fn conn_deadline(conn: &mut Conn) -> Option<Instant> {
     let close = conn.pending_close.as_ref().map(|(_, _, at)| *at);
     let header = conn.header_deadlines.first().map(|(at, _)| *at);
     let duplicate = conn.duplicate_deadline();
-    [quic, handshake, close, header, duplicate]
+    let route = conn.route.as_ref().and_then(|r| r.deadline());
+    [quic, handshake, close, header, duplicate, route]
         .into_iter()
         .flatten()
         .min()

@@ -1,10 +1,8 @@
 //! Going direct (docs/PROTOCOL.md §10.6, §10.7): a node learns where its
-//! NAT maps its QUIC socket by asking its relays (STUN Binding), tells the
-//! peers it reaches through a relay where it may be reached directly
-//! (`Candidates`), and dials theirs at once. Both sides dialing each
-//! other's candidates opens each NAT for the other's packets (hole
-//! punching); the first direct connection that completes takes over from
-//! the relayed one (a direct path always wins, §7.5), whose streams drain.
+//! NAT maps its QUIC socket by asking its relays (STUN Binding) and tells
+//! the peers it reaches through a relay where it may be reached directly
+//! (`Candidates`). What it does with theirs (ping them, and move the
+//! relayed connection onto the first that answers) is `route`'s (§10.9).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -23,13 +21,12 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(25);
 /// The wait before asking again when a probe got no answer; it doubles up
 /// to [`PROBE_INTERVAL`].
 pub const PROBE_RETRY: Duration = Duration::from_secs(1);
-/// The window over which a relayed peer's candidates are dialed at most
+/// The window over which a relayed peer's candidates are pinged at most
 /// [`MAX_PUNCHES`] times.
 pub const PUNCH_WINDOW: Duration = Duration::from_secs(10);
-/// The most connection attempts a node makes to one relayed peer's
-/// candidates within [`PUNCH_WINDOW`]: a peer cannot make the node send
-/// first flights to more addresses than that, however often it sends
-/// `Candidates`.
+/// The most addresses a node pings for one relayed connection within
+/// [`PUNCH_WINDOW`]: a peer cannot make the node send to more addresses
+/// than that, however often it sends `Candidates`.
 pub const MAX_PUNCHES: usize = 16;
 
 /// The node's own candidate addresses and its address probes.
@@ -67,7 +64,7 @@ impl Traversal {
 /// Whether an address can be dialed at all: not unspecified, not port 0,
 /// not multicast, not IPv6 link-local (meaningless without the interface),
 /// not a relayed path.
-fn dialable(addr: &SocketAddr) -> bool {
+pub(super) fn dialable(addr: &SocketAddr) -> bool {
     let link_local_v6 = matches!(addr.ip(), IpAddr::V6(ip) if ip.segments()[0] & 0xffc0 == 0xfe80);
     !addr.ip().is_unspecified()
         && !addr.ip().is_multicast()
@@ -96,6 +93,8 @@ impl Node {
             // too, so ask them again now.
             self.relays.probe_again(now);
             self.traversal.local = local;
+            // Direct routes may be gone with the old addresses.
+            self.lose_routes(now);
         }
         self.relay_timers(now);
         self.announce_candidates();
@@ -200,9 +199,9 @@ impl Node {
         }
     }
 
-    /// A relayed peer's candidates arrived on connection `id`: dial them
-    /// (pinning the peer), at once, within the peer's budget. Candidates
-    /// on a direct connection are ignored.
+    /// A relayed peer's candidates arrived on connection `id`: ping them
+    /// (§10.9), at once, within the peer's budget. Candidates on a direct
+    /// connection are ignored.
     pub(super) fn handle_candidates(
         &mut self,
         now: Instant,
@@ -212,38 +211,6 @@ impl Node {
         if !self.config.hole_punching {
             return;
         }
-        let own = self.candidates();
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let Some(peer) = conn.remote else {
-            return;
-        };
-        if !Self::is_relayed(&conn.addr) {
-            return;
-        }
-        conn.punched
-            .retain(|(_, at)| now.saturating_duration_since(*at) < PUNCH_WINDOW);
-        let mut targets = Vec::new();
-        for addr in addrs
-            .into_iter()
-            .filter(|a| dialable(a) && !own.contains(a))
-        {
-            if conn.punched.iter().any(|(a, _)| *a == addr) {
-                continue;
-            }
-            if conn.punched.len() >= MAX_PUNCHES {
-                self.stats.punches_limited += 1;
-                continue;
-            }
-            conn.punched.push((addr, now));
-            targets.push(addr);
-        }
-        for addr in targets {
-            self.stats.punch_attempts += 1;
-            // An address the socket cannot send to fails here; the others
-            // end on their own if nobody answers.
-            let _ = self.connect(now, addr, Some(peer));
-        }
+        self.route_candidates(now, id, addrs);
     }
 }

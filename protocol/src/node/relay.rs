@@ -126,9 +126,11 @@ pub enum RelayAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RelayStatus {
-    /// Connecting (TCP or TLS).
+    /// Connecting (TCP, TLS, or waiting for the relay to accept the node).
     Connecting,
-    /// Connected: peers can reach this node through it.
+    /// Connected: the relay accepted the node (the moment of
+    /// [`Event::RelayConnected`](super::Event::RelayConnected)); peers can
+    /// reach this node through it.
     Connected {
         /// Where the relay sees this node come from.
         observed: Option<SocketAddr>,
@@ -430,9 +432,14 @@ impl Node {
                     error: error.clone(),
                 },
                 SlotState::Opening { .. } => RelayStatus::Connecting,
-                SlotState::Open { client, .. } if !client.is_connected() => RelayStatus::Connecting,
-                SlotState::Open { .. } => RelayStatus::Connected {
-                    observed: s.observed,
+                // TLS alone is not enough: the relay accepted the node when
+                // its first frame (the observed address) came, as the
+                // `RelayConnected` event says.
+                SlotState::Open { .. } => match s.observed {
+                    Some(observed) => RelayStatus::Connected {
+                        observed: Some(observed),
+                    },
+                    None => RelayStatus::Connecting,
                 },
             };
             (RelayId(i as u16), &s.addr, status)
@@ -462,6 +469,15 @@ impl Node {
     /// [`MAX_RELAYED_PATHS`]).
     pub fn relayed_path_count(&self) -> usize {
         self.relays.paths.len()
+    }
+
+    /// How connection `id` reaches its peer: directly (at its address, or
+    /// at its direct route's, §10.9), or through one of the node's relays.
+    pub(super) fn conn_path(&self, conn: &super::conn::Conn) -> PathKind {
+        match conn.route.as_ref().and_then(|r| r.direct()) {
+            Some(direct) => PathKind::Direct(direct),
+            None => self.path_kind(conn.quic.remote_address()),
+        }
     }
 
     /// How an address is reached: directly, or through one of the node's

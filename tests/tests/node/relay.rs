@@ -699,3 +699,47 @@ fn a_peer_added_through_a_relay_is_dialed_there_by_identity() {
     assert_eq!(stats.remote_addr, path);
     assert!(matches!(stats.path, PathKind::Relayed(_)));
 }
+
+/// `Connected` in [`Node::relays`] and the `RelayConnected` event mean the
+/// same thing: the relay accepted the node (its first frame came). TLS
+/// alone is not enough: the relay has yet to check the node's identity and
+/// may refuse it. A relay lost in between must still be reported.
+#[test]
+fn connected_status_and_event_agree_and_a_loss_is_always_reported() {
+    let mut sim = Sim::new(13, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let relay = sim.add_relay(&relay_identity(), relay_addr());
+    let now = sim.now;
+    sim.nodes[a].node.add_relay(now, the_relay()).unwrap();
+    let connected = |sim: &Sim| {
+        sim.nodes[a]
+            .history
+            .iter()
+            .any(|e| matches!(e, Event::RelayConnected { .. }))
+    };
+    sim.flush();
+    while !matches!(status(&sim, a), RelayStatus::Connected { .. }) {
+        assert!(!connected(&sim), "the event came before the status");
+        assert!(sim.step());
+        // The events of that step.
+        sim.flush();
+        assert!(
+            sim.now - sim.start < Duration::from_secs(5),
+            "never connected"
+        );
+    }
+    assert!(connected(&sim), "Connected without RelayConnected");
+    assert!(matches!(
+        status(&sim, a),
+        RelayStatus::Connected { observed: Some(_) }
+    ));
+    // Lost at once: the application hears of it.
+    sim.restart_relay(relay, &relay_identity());
+    let gone = sim.take_event(a, Duration::from_millis(1), |e| {
+        matches!(e, Event::RelayDisconnected { .. }).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "a relay shown as connected was lost silently"
+    );
+}

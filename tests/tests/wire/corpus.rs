@@ -37,6 +37,22 @@ fn the_stun_seeds_are_the_committed_corpus() {
 }
 
 #[test]
+fn direct_corpus() {
+    replay("direct", fuzzing::direct);
+}
+
+#[test]
+fn the_direct_seeds_are_the_committed_corpus() {
+    let files = pos_p2p_tests::corpus("direct");
+    for (name, bytes) in fuzzing::direct_seeds() {
+        assert!(
+            files.iter().any(|(n, b)| n == name && *b == bytes),
+            "fuzz/corpus/direct/{name} is missing or stale"
+        );
+    }
+}
+
+#[test]
 fn metadata_corpus() {
     replay("metadata", fuzzing::metadata);
 }
