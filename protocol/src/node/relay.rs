@@ -311,6 +311,17 @@ impl Relays {
         }
     }
 
+    /// Ask every connected relay where it sees the node now, keeping what
+    /// they said until they answer (a direct route stopped answering: the
+    /// node's NAT may have moved it).
+    pub(super) fn probe_soon(&mut self, now: Instant) {
+        for slot in &mut self.slots {
+            if let Some(at) = &mut slot.next_probe {
+                *at = (*at).min(now);
+            }
+        }
+    }
+
     /// The id of relay `relay`, if the node uses it.
     pub(super) fn id_of(&self, relay: &RelayAddr) -> Option<RelayId> {
         let i = self.slots.iter().position(|s| s.addr == *relay)?;

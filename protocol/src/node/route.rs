@@ -395,6 +395,11 @@ impl Node {
         // peer may go on sending there until its own route times out.
         if moved {
             conn.punched.clear();
+        } else {
+            // The node's NAT may have moved it (a rebinding): ask the
+            // relays now rather than at the next probe, so the peer hears
+            // of a new address at once.
+            self.relays.probe_soon(now);
         }
         self.stats.routes_lost += 1;
         self.active.insert(id);

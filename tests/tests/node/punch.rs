@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use pos_p2p_protocol::Identity;
 use pos_p2p_protocol::direct::{DirectPacket, PacketKind};
 use pos_p2p_protocol::node::{
-    Event, MAX_HEARD_ADDRS, MAX_PENDING_PINGS, MAX_PONGS, MAX_PUNCHES, PROBE_INTERVAL,
-    PUNCH_WINDOW, PathKind, RelayAddr, RelayId,
+    Event, MAX_HEARD_ADDRS, MAX_PENDING_PINGS, MAX_PONGS, MAX_PUNCHES, PATH_TIMEOUT,
+    PROBE_INTERVAL, PUNCH_WINDOW, PathKind, RelayAddr, RelayId,
 };
 use pos_p2p_protocol::stun;
 use pos_p2p_tests::sim::{Link, Mapping, Sim, payload};
@@ -732,11 +732,20 @@ fn a_nat_rebinding_during_a_direct_transfer_loses_no_byte() {
         let data = payload(18, 64 << 20);
         let start = sim.now;
         let mut done = false;
+        // When a went back to the relay, and when it was direct again.
+        let (mut relayed, mut again) = (None, None);
         let received = sim
             .transfer(a, b, &data, Duration::from_secs(600), |s| {
                 if !done && s.now - start > Duration::from_millis(300) {
                     done = true;
                     s.nats[nat].rebind();
+                }
+                let direct = is_direct(s, a, b);
+                if done && !direct && relayed.is_none() {
+                    relayed = Some(s.now - start);
+                }
+                if relayed.is_some() && direct && again.is_none() {
+                    again = Some(s.now - start);
                 }
             })
             .unwrap();
@@ -747,12 +756,31 @@ fn a_nat_rebinding_during_a_direct_transfer_loses_no_byte() {
             Some(conn),
             "the same connection throughout"
         );
+        // The route is given up PATH_TIMEOUT after its last answer; the
+        // node then asks its relays where it is at once (not at the next
+        // probe, 25 s on): direct again within a few seconds.
+        let (relayed, again) = (
+            relayed.unwrap(),
+            again.expect("direct again during the transfer"),
+        );
+        assert!(relayed <= Duration::from_millis(300) + PATH_TIMEOUT + Duration::from_millis(100));
+        assert!(
+            again - relayed < Duration::from_secs(5),
+            "direct again {again:?}"
+        );
         let lost = sim.nodes[a].node.stats().routes_lost + sim.nodes[b].node.stats().routes_lost;
         assert!(lost > 0, "the old route was given up");
+        let moved = sim.now;
         assert!(
             sim.run_until(PROBE_INTERVAL * 2, |s| is_direct(s, a, b)
                 && is_direct(s, b, a)),
             "direct again after the next probe"
+        );
+        eprintln!(
+            "{} rebound at 300 ms: relayed at {relayed:?}, direct again at {again:?}; \
+             64 MiB in {:?} of virtual time, no byte lost",
+            ["a", "b"][rebound],
+            moved - start,
         );
     }
 }
@@ -1088,4 +1116,54 @@ fn a_direct_path_that_opens_later_is_found_by_the_next_round_of_pings() {
         "direct within a window of the path opening"
     );
     eprintln!("direct {:?} after the path opened", sim.now - healed);
+}
+
+#[test]
+fn a_device_that_changes_networks_during_a_transfer_loses_no_byte() {
+    // Each side in turn joins another network (behind another NAT) in the
+    // middle of a 64 MiB transfer on the direct route: it goes back to the
+    // relay at once (its addresses changed), the transfer carries on there
+    // on the same connection, and the two go direct again at its new
+    // address.
+    for mover in 0..2 {
+        let (mut sim, a, b) = direct_pair(40 + mover as u64);
+        let pb = sim.id(b);
+        let conn = sim.nodes[a].node.peer(&pb).unwrap().connection;
+        let node = [a, b][mover];
+        let other = sim.add_nat(Mapping::EndpointIndependent);
+        let data = payload(40, 64 << 20);
+        let start = sim.now;
+        let mut moved = false;
+        let received = sim
+            .transfer(a, b, &data, Duration::from_secs(600), |s| {
+                if !moved && s.now - start > Duration::from_millis(300) {
+                    moved = true;
+                    s.move_node(node, other);
+                    let peer = [b, a][mover];
+                    assert!(!is_direct(s, node, peer), "back to the relay at once");
+                }
+            })
+            .unwrap();
+        assert!(moved);
+        assert!(received == data, "every byte, in order");
+        assert_eq!(
+            sim.nodes[a].node.peer(&pb).map(|p| p.connection),
+            Some(conn),
+            "the same connection throughout"
+        );
+        let public = sim.nats[other].public_ip;
+        let peer = [b, a][mover];
+        assert!(
+            sim.run_until(Duration::from_secs(30), |s| {
+                matches!(path(s, peer, node), Some(PathKind::Direct(addr)) if addr.ip() == public)
+                    && is_direct(s, node, peer)
+            }),
+            "direct again at the new network's address"
+        );
+        eprintln!(
+            "{} moved at 300 ms: 64 MiB in {:?} of virtual time, no byte lost",
+            ["a", "b"][mover],
+            sim.now - start
+        );
+    }
 }
