@@ -25,6 +25,7 @@ pub mod node;
 mod rate;
 pub mod relay;
 pub mod stun;
+pub mod transfer;
 pub mod tunnel;
 pub mod version;
 

@@ -38,6 +38,11 @@ fn main() {
     for (name, bytes) in pos_p2p_tests::fuzzing::direct_seeds() {
         std::fs::write(dir.join(name), &bytes).expect("write seed");
     }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/transfer");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    for (name, bytes) in pos_p2p_tests::fuzzing::transfer_seeds() {
+        std::fs::write(dir.join(name), &bytes).expect("write seed");
+    }
     tunnel_seeds();
     mdns_seeds();
 }

@@ -1132,3 +1132,62 @@ pub fn direct_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("seed-unknown-kind", unknown.to_vec()),
     ]
 }
+
+/// Peer input to the transfer building blocks (docs/PROTOCOL.md §11): the
+/// first byte picks the part. A path's components (NUL-separated) are
+/// checked as a receiver checks them, and an accepted path joins to a
+/// relative path of exactly those components; or a claimed size, hash,
+/// outboard and group are verified. Nothing may panic, and nothing is
+/// allocated from the claimed size.
+pub fn transfer(data: &[u8]) {
+    use pos_p2p_protocol::transfer::names::SafePath;
+    use pos_p2p_protocol::transfer::tree::{Verifier, outboard_len};
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        let components: Vec<String> = rest
+            .split(|b| *b == 0)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        if let Ok(path) = SafePath::new(components.clone()) {
+            let joined = path.to_path_buf();
+            assert!(joined.is_relative());
+            assert_eq!(joined.components().count(), components.len());
+        }
+        return;
+    }
+    if rest.len() < 48 {
+        return;
+    }
+    let size = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) % (1 << 24);
+    let index = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes")) % 128;
+    let mut hash = [0; 32];
+    hash.copy_from_slice(&rest[16..48]);
+    let rest = &rest[48..];
+    let split = (outboard_len(size) as usize).min(rest.len());
+    let (outboard, group) = rest.split_at(split);
+    if let Ok(verifier) = Verifier::new(size, hash, outboard) {
+        assert_eq!(verifier.size(), size);
+        let _ = verifier.verify(index, group);
+    }
+}
+
+/// The `transfer` target's seeds: a hostile path, a verified two-group
+/// file's outboard and second group.
+pub fn transfer_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use pos_p2p_protocol::transfer::tree::{FileHasher, GROUP_LEN};
+    let mut path = vec![0u8];
+    path.extend_from_slice(b"photos\0..\0CON.txt");
+    let data = crate::sim::payload(15, GROUP_LEN as usize + 100);
+    let mut hasher = FileHasher::new();
+    hasher.update(&data);
+    let (hash, outboard) = hasher.finalize();
+    let mut file = vec![1u8];
+    file.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    file.extend_from_slice(&1u64.to_le_bytes());
+    file.extend_from_slice(&hash);
+    file.extend_from_slice(&outboard);
+    file.extend_from_slice(&data[GROUP_LEN as usize..]);
+    vec![("seed-path", path), ("seed-two-groups", file)]
+}

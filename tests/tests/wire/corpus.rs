@@ -53,6 +53,22 @@ fn the_direct_seeds_are_the_committed_corpus() {
 }
 
 #[test]
+fn transfer_corpus() {
+    replay("transfer", fuzzing::transfer);
+}
+
+#[test]
+fn the_transfer_seeds_are_the_committed_corpus() {
+    let files = pos_p2p_tests::corpus("transfer");
+    for (name, bytes) in fuzzing::transfer_seeds() {
+        assert!(
+            files.iter().any(|(n, b)| n == name && *b == bytes),
+            "fuzz/corpus/transfer/{name} is missing or stale"
+        );
+    }
+}
+
+#[test]
 fn metadata_corpus() {
     replay("metadata", fuzzing::metadata);
 }
