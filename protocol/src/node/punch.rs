@@ -88,6 +88,9 @@ impl Node {
                 local.push(*addr);
             }
         }
+        // The same addresses in another order (an interface scan may list
+        // them so) are no network change: routes stay.
+        local.sort_unstable();
         if local != self.traversal.local {
             // A network change: where relays saw the node may be stale
             // too, so ask them again now.

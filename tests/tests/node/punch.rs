@@ -1167,3 +1167,22 @@ fn a_device_that_changes_networks_during_a_transfer_loses_no_byte() {
         );
     }
 }
+
+#[test]
+fn the_same_addresses_in_another_order_are_no_network_change() {
+    let (mut sim, a, b) = direct_pair(35);
+    let addrs: Vec<SocketAddr> = vec![
+        "10.0.1.2:4433".parse().unwrap(),
+        "192.168.7.2:4433".parse().unwrap(),
+    ];
+    let now = sim.now;
+    sim.nodes[a].node.set_local_addrs(now, &addrs);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.run_until(Duration::from_secs(2), |s| is_direct(s, a, b)));
+    let lost = sim.nodes[a].node.stats().routes_lost;
+    let reversed: Vec<SocketAddr> = addrs.iter().rev().copied().collect();
+    let now = sim.now;
+    sim.nodes[a].node.set_local_addrs(now, &reversed);
+    assert!(is_direct(&sim, a, b), "the route stays");
+    assert_eq!(sim.nodes[a].node.stats().routes_lost, lost);
+}
