@@ -421,6 +421,13 @@ impl Node {
         self.heard.len()
     }
 
+    /// Test hook: how many addresses the node has connections at (what
+    /// keeps a route from taking datagrams from there).
+    #[cfg(feature = "deterministic")]
+    pub fn own_addr_count(&self) -> usize {
+        self.direct_addrs.len()
+    }
+
     /// Test hook: connection in use to `peer`'s path tokens (this node's,
     /// the peer's) and its pings awaiting an answer, as an on-path
     /// attacker who saw them would know them.

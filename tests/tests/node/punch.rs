@@ -893,6 +893,31 @@ fn a_direct_connection_beats_a_relayed_one_whoever_dialed() {
         path(&sim, small, large),
         path(&sim, large, small)
     );
+    // Each side was told once, with where the peer is now.
+    let changes = |sim: &Sim, node: usize| -> Vec<PathKind> {
+        sim.nodes[node]
+            .history
+            .iter()
+            .filter_map(|e| match e {
+                Event::PathChanged { path, .. } => Some(*path),
+                _ => None,
+            })
+            .collect()
+    };
+    for (node, peer) in [(small, large), (large, small)] {
+        assert_eq!(
+            changes(&sim, node),
+            vec![PathKind::Direct(sim.nodes[peer].addr)],
+            "node {node}"
+        );
+    }
+    // Another direct connection (dialed by the smaller identity, so it is
+    // kept) changes the connection, not the kind of path: no news.
+    sim.connect(small, large);
+    sim.run_for(Duration::from_secs(5));
+    for node in [small, large] {
+        assert_eq!(changes(&sim, node).len(), 1, "node {node}");
+    }
 }
 
 #[test]
@@ -1185,4 +1210,27 @@ fn the_same_addresses_in_another_order_are_no_network_change() {
     sim.nodes[a].node.set_local_addrs(now, &reversed);
     assert!(is_direct(&sim, a, b), "the route stays");
     assert_eq!(sim.nodes[a].node.stats().routes_lost, lost);
+}
+
+#[test]
+fn the_addresses_of_ended_connections_are_forgotten() {
+    // What keeps a route from taking an address the node has a connection
+    // at is kept for live connections only (it would grow for ever, and
+    // stop routes from using an address whose connection is gone).
+    let mut sim = Sim::new(36, Link::lan());
+    let a = sim.add_node(Sim::config(1));
+    let b = sim.add_node(Sim::config(2));
+    let c = sim.add_node(Sim::config(3));
+    for peer in [b, c] {
+        sim.connect(a, peer);
+        assert!(sim.run_until_connected(a, peer));
+    }
+    assert_eq!(sim.nodes[a].node.own_addr_count(), 2);
+    let pb = sim.id(b);
+    let now = sim.now;
+    sim.nodes[a].node.close(now, &pb, "done");
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        s.nodes[a].node.connection_count() == 1
+    }));
+    assert_eq!(sim.nodes[a].node.own_addr_count(), 1);
 }
