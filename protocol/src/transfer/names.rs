@@ -238,6 +238,7 @@ mod tests {
     fn local_paths_must_be_relative() {
         let ok = SafePath::from_relative(Path::new("dir/file.txt")).unwrap();
         assert_eq!(ok.components(), ["dir", "file.txt"]);
+        assert_eq!(ok.into_components(), ["dir", "file.txt"]);
         for bad in ["/abs/file", "../up", "dir/../x", "./here"] {
             assert!(
                 matches!(

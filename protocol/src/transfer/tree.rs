@@ -140,7 +140,6 @@ pub struct FileHasher {
     whole: blake3::Hasher,
     group: Vec<u8>,
     cvs: Vec<ChainingValue>,
-    size: u64,
 }
 
 impl FileHasher {
@@ -152,7 +151,6 @@ impl FileHasher {
     /// The next bytes of the file.
     pub fn update(&mut self, mut data: &[u8]) {
         self.whole.update(data);
-        self.size += data.len() as u64;
         while !data.is_empty() {
             if self.group.len() == GROUP_LEN as usize {
                 // A full group with more to come: it is not the last.
@@ -285,6 +283,8 @@ mod tests {
             assert_eq!(hash, *blake3::hash(&data).as_bytes(), "len {len}");
             assert_eq!(outboard.len() as u64, outboard_len(len as u64));
             let verifier = Verifier::new(len as u64, hash, &outboard).unwrap();
+            assert_eq!(verifier.size(), len as u64);
+            assert_eq!(verifier.groups(), (len as u64).div_ceil(GROUP_LEN).max(1));
             for i in 0..group_count(len as u64) {
                 let r = group_range(len as u64, i).unwrap();
                 let group = &data[r.start as usize..r.end as usize];
