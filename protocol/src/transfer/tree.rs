@@ -59,7 +59,7 @@ pub fn outboard_len(size: u64) -> u64 {
     match group_count(size) {
         1 => 0,
         // A size no outboard can have (a peer's claim): never matched.
-        n => n.checked_mul(HASH_LEN as u64).unwrap_or(u64::MAX),
+        n => n.saturating_mul(HASH_LEN as u64),
     }
 }
 
