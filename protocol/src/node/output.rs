@@ -15,27 +15,13 @@ impl Node {
         max_datagrams: usize,
         buf: &mut Vec<u8>,
     ) -> Option<Transmit> {
+        // What the node sends outside QUIC: address probes (§10.6), then
+        // direct-path pings and pongs (§10.9).
         if let Some((destination, probe)) = self.traversal.probes.pop_front() {
-            buf.clear();
-            buf.extend_from_slice(&probe);
-            return Some(Transmit {
-                destination,
-                ecn: None,
-                size: probe.len(),
-                segment_size: None,
-                src_ip: None,
-            });
+            return Some(Transmit::single(destination, &probe, buf));
         }
         if let Some((destination, packet)) = self.direct_out.pop_front() {
-            buf.clear();
-            buf.extend_from_slice(&packet);
-            return Some(Transmit {
-                destination,
-                ecn: None,
-                size: packet.len(),
-                segment_size: None,
-                src_ip: None,
-            });
+            return Some(Transmit::single(destination, &packet, buf));
         }
         while let Some((transmit, bytes)) = self.responses.pop_front() {
             if Self::is_relayed(&transmit.destination) {
@@ -195,4 +181,19 @@ pub(super) fn conn_deadline(conn: &mut Conn) -> Option<Instant> {
         .into_iter()
         .flatten()
         .min()
+}
+
+impl Transmit {
+    /// One datagram of `bytes` to `destination`, copied into `buf`.
+    fn single(destination: std::net::SocketAddr, bytes: &[u8], buf: &mut Vec<u8>) -> Self {
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        Self {
+            destination,
+            ecn: None,
+            size: bytes.len(),
+            segment_size: None,
+            src_ip: None,
+        }
+    }
 }
