@@ -106,9 +106,12 @@ pub enum P2PEvent {
         /// The node's public address and port, as the relay sees them.
         addr: SocketAddr,
     },
-    /// A connected peer is reached over another path now: typically a
-    /// direct connection took over from a relayed one (hole punching).
-    /// Streams already open finish on the old path.
+    /// A connected peer is reached over another path now: typically the
+    /// connection made through a relay found a direct route (hole
+    /// punching), or lost it and went back to the relay; its streams,
+    /// open or new, carry on unaffected. Also when a direct connection
+    /// took over from a relayed one (streams already open finish on the
+    /// old connection).
     PathChanged {
         /// The peer.
         peer: RemoteIdentity,

@@ -173,10 +173,13 @@ pub enum Event {
         /// Where the relay sees the node's UDP socket.
         addr: SocketAddr,
     },
-    /// A connected peer is now reached over another connection, on
-    /// another path (a direct one took over from a relayed one, or the
-    /// other way round). Streams already open on the old connection
-    /// finish there; new ones use the new path.
+    /// A connected peer is now reached on another kind of path: a
+    /// connection made through a relay found a direct route or lost it
+    /// (docs/PROTOCOL.md §10.9: the same connection, its streams carry
+    /// on), or another connection took over from the one in use (a direct
+    /// one from a relayed one, or the other way round: streams already
+    /// open on the old connection finish there, new ones use the new
+    /// path).
     PathChanged {
         /// The peer.
         peer: RemoteIdentity,
