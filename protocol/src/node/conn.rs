@@ -229,6 +229,12 @@ impl Conn {
         }
     }
 
+    /// Where this (relayed) connection's datagrams go instead of its
+    /// relay, if it has a direct route (§10.9).
+    pub(super) fn direct_route(&self) -> Option<SocketAddr> {
+        self.route.as_ref()?.direct()
+    }
+
     /// Whether the connection carries no stream the application knows of
     /// (streams whose header is still arriving do not count: a peer cannot
     /// keep its connection busy with headers it never completes).

@@ -56,8 +56,10 @@ impl Node {
             buf.clear();
             if let Some(t) = conn.quic.poll_transmit(now, max_datagrams.max(1), buf) {
                 self.transmit_cursor = Some(id);
-                let route = conn.route.as_ref().and_then(|r| r.direct());
-                if let Some(direct) = route.filter(|_| Self::is_relayed(&t.destination)) {
+                if let Some(direct) = conn
+                    .direct_route()
+                    .filter(|_| Self::is_relayed(&t.destination))
+                {
                     // A relayed connection with a direct route (§10.9).
                     return Some(Transmit {
                         destination: direct,

@@ -201,19 +201,4 @@ impl Node {
             self.send_control(id, &ControlMessage::Candidates(addrs));
         }
     }
-
-    /// A relayed peer's candidates arrived on connection `id`: ping them
-    /// (§10.9), at once, within the peer's budget. Candidates on a direct
-    /// connection are ignored.
-    pub(super) fn handle_candidates(
-        &mut self,
-        now: Instant,
-        id: ConnectionId,
-        addrs: Vec<SocketAddr>,
-    ) {
-        if !self.config.hole_punching {
-            return;
-        }
-        self.route_candidates(now, id, addrs);
-    }
 }

@@ -485,7 +485,7 @@ impl Node {
     /// How connection `id` reaches its peer: directly (at its address, or
     /// at its direct route's, §10.9), or through one of the node's relays.
     pub(super) fn conn_path(&self, conn: &super::conn::Conn) -> PathKind {
-        match conn.route.as_ref().and_then(|r| r.direct()) {
+        match conn.direct_route() {
             Some(direct) => PathKind::Direct(direct),
             None => self.path_kind(conn.quic.remote_address()),
         }

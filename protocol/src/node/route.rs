@@ -174,8 +174,10 @@ impl Node {
     }
 
     /// A relayed peer's candidates arrived on connection `id`: remember
-    /// them and ping the new ones, within the peer's budget.
-    pub(super) fn route_candidates(
+    /// them and ping the new ones, within the peer's budget. Only relayed
+    /// connections have a route (and only with hole punching on): on any
+    /// other, candidates are ignored.
+    pub(super) fn handle_candidates(
         &mut self,
         now: Instant,
         id: ConnectionId,
@@ -313,7 +315,7 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let (peer, superseded) = (conn.remote, conn.superseded);
+        let peer = conn.remote;
         let Some(route) = conn.route.as_mut() else {
             return;
         };
@@ -337,14 +339,7 @@ impl Node {
                 self.hear(id, remote);
                 self.active.insert(id);
                 tracing::debug!(%remote, "direct route");
-                if let Some(peer) = peer
-                    && !superseded
-                {
-                    self.events.push_back(Event::PathChanged {
-                        peer,
-                        path: PathKind::Direct(remote),
-                    });
-                }
+                self.route_changed(peer, PathKind::Direct(remote));
             }
         }
     }
@@ -382,7 +377,7 @@ impl Node {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let (peer, superseded, addr) = (conn.remote, conn.superseded, conn.addr);
+        let (peer, addr) = (conn.remote, conn.addr);
         let Some(route) = conn.route.as_mut() else {
             return;
         };
@@ -404,14 +399,7 @@ impl Node {
         self.stats.routes_lost += 1;
         self.active.insert(id);
         tracing::debug!(%old, "direct route lost; back to the relay");
-        if let Some(peer) = peer
-            && !superseded
-        {
-            self.events.push_back(Event::PathChanged {
-                peer,
-                path: self.path_kind(addr),
-            });
-        }
+        self.route_changed(peer, self.path_kind(addr));
         self.ping_candidates(now, id);
     }
 
@@ -441,6 +429,15 @@ impl Node {
         let route = self.conns.get(&id)?.route.as_ref()?;
         let pending = route.pending.iter().map(|(a, t, _)| (*a, *t)).collect();
         Some((route.send_token, route.recv_token, pending))
+    }
+
+    /// Tell the application that `peer` is reached on `path` now. (A
+    /// connection given up for another has no route, so this is always
+    /// the connection in use.)
+    fn route_changed(&mut self, peer: Option<crate::RemoteIdentity>, path: PathKind) {
+        if let Some(peer) = peer {
+            self.events.push_back(Event::PathChanged { peer, path });
+        }
     }
 
     /// The node's own addresses changed: every direct route may be gone.
