@@ -60,6 +60,7 @@ mod router;
 mod routes;
 mod runtime;
 mod stream;
+pub mod transfer;
 mod tunnel_stream;
 
 pub use error::{HeaderError, NewStreamError, StartError};

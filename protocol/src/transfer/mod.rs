@@ -10,6 +10,12 @@
 //! - [`names`]: file names from a peer, checked before they touch a disk:
 //!   no absolute paths, no `..`, no device names, nothing that means
 //!   something else on another platform.
+//! - [`wire`]: the messages (an offer, the receiver's answers) and the
+//!   order in which the wanted pieces are sent.
+//! - [`session`]: the receiver's state machine: what to ask for, what each
+//!   arriving piece means, when to ask again.
 
 pub mod names;
+pub mod session;
 pub mod tree;
+pub mod wire;

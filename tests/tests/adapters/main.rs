@@ -10,4 +10,5 @@ mod load;
 mod manual;
 mod router;
 mod runtimes;
+mod transfer;
 mod tunnel;
