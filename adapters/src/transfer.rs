@@ -225,20 +225,19 @@ pub async fn prepare(paths: &[PathBuf], sender: &str) -> Result<Prepared, Transf
     let paths = paths.to_vec();
     let (mut walked, skipped) = blocking::unblock(move || walk(&paths)).await?;
     walked.sort_by(|a, b| a.0.cmp(&b.0));
-    let hashed: Vec<Result<(SafePath, Option<Source>, Option<[u8; HASH_LEN]>), TransferError>> =
-        stream::iter(walked)
-            .map(|(name, local)| async move {
-                match local {
-                    None => Ok((name, None, None)),
-                    Some(path) => {
-                        let (source, hash) = blocking::unblock(move || hash_file(path)).await?;
-                        Ok((name, Some(source), Some(hash)))
-                    }
+    let hashed: Vec<Result<HashedEntry, TransferError>> = stream::iter(walked)
+        .map(|(name, local)| async move {
+            match local {
+                None => Ok((name, None, None)),
+                Some(path) => {
+                    let (source, hash) = blocking::unblock(move || hash_file(path)).await?;
+                    Ok((name, Some(source), Some(hash)))
                 }
-            })
-            .buffered(HASH_PARALLELISM)
-            .collect()
-            .await;
+            }
+        })
+        .buffered(HASH_PARALLELISM)
+        .collect()
+        .await;
     let mut entries = Vec::with_capacity(hashed.len());
     let mut sources = Vec::with_capacity(hashed.len());
     for item in hashed {
@@ -261,6 +260,8 @@ pub async fn prepare(paths: &[PathBuf], sender: &str) -> Result<Prepared, Transf
         skipped,
     })
 }
+
+type HashedEntry = (SafePath, Option<Source>, Option<[u8; HASH_LEN]>);
 
 type Walked = (Vec<(SafePath, Option<PathBuf>)>, Vec<PathBuf>);
 
@@ -472,11 +473,9 @@ fn batches(prepared: &Prepared, want: &Want) -> Vec<Batch> {
                 (*file, joins)
             }
         };
-        if contiguous {
-            if let Some(batch) = out.last_mut() {
-                batch.pieces.push(piece);
-                continue;
-            }
+        if contiguous && let Some(batch) = out.last_mut() {
+            batch.pieces.push(piece);
+            continue;
         }
         out.push(Batch {
             file,
@@ -766,10 +765,7 @@ where
             Existing::Nothing => {}
         }
     }
-    loop {
-        let Some(want) = receiving.next_want()? else {
-            break;
-        };
+    while let Some(want) = receiving.next_want()? {
         rx.report.rounds = receiving.rounds();
         let frame = Answer::Want(want.clone())
             .to_frame()
@@ -823,22 +819,22 @@ fn existing(
     size: u64,
     hash: [u8; HASH_LEN],
 ) -> Existing {
-    if let Ok(meta) = fs::symlink_metadata(&target) {
-        if meta.is_file() && meta.len() == size {
-            if let Ok(mut file) = File::open(&target) {
-                let mut hasher = FileHasher::new();
-                let mut buf = vec![0; 1 << 20];
-                let read_all = loop {
-                    match file.read(&mut buf) {
-                        Ok(0) => break true,
-                        Ok(n) => hasher.update(&buf[..n]),
-                        Err(_) => break false,
-                    }
-                };
-                if read_all && hasher.finalize().0 == hash {
-                    return Existing::InPlace(target);
-                }
+    if let Ok(meta) = fs::symlink_metadata(&target)
+        && meta.is_file()
+        && meta.len() == size
+        && let Ok(mut file) = File::open(&target)
+    {
+        let mut hasher = FileHasher::new();
+        let mut buf = vec![0; 1 << 20];
+        let read_all = loop {
+            match file.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(_) => break false,
             }
+        };
+        if read_all && hasher.finalize().0 == hash {
+            return Existing::InPlace(target);
         }
     }
     let Ok(outboard) = fs::read(&obao) else {

@@ -19,9 +19,14 @@
 //! let mut receiving = Receiving::new(offer.clone());
 //! let want = receiving.next_want().unwrap().expect("everything is missing");
 //! for piece in want.pieces(&offer) {
-//!     // ... read `piece.len()` bytes from the stream ...
-//!     let arrived = receiving.arrived(&piece, &data).unwrap();
-//!     assert_eq!(arrived, Arrived::Verified { file_complete: true });
+//!     // ... read `piece.len()` bytes from the stream: here an outboard
+//!     // (none for a file of one group), then the file's one group.
+//!     let bytes: &[u8] = match piece {
+//!         Piece::Outboard { .. } => &[],
+//!         Piece::Group { .. } => &data,
+//!     };
+//!     let arrived = receiving.arrived(&piece, bytes).unwrap();
+//!     assert!(matches!(arrived, Arrived::Outboard | Arrived::Verified { file_complete: true }));
 //! }
 //! assert!(receiving.next_want().unwrap().is_none()); // done
 //! ```
@@ -109,7 +114,7 @@ impl Receiving {
                     size,
                     hash,
                     verifier: None,
-                    missing: vec![0..group_count(size)],
+                    missing: std::iter::once(0..group_count(size)).collect(),
                     outstanding: 0,
                     corrupt: Vec::new(),
                 }),
@@ -135,11 +140,11 @@ impl Receiving {
     /// it) and `have` says which groups are on disk and verify. Only the
     /// others are asked for, and no outboard.
     pub fn resume(&mut self, index: usize, verifier: Verifier, have: impl FnMut(u64) -> bool) {
-        if let Some(file) = self.progress(index) {
-            if verifier.size() == file.size {
-                file.missing = missing_ranges(group_count(file.size), have);
-                file.verifier = Some(verifier);
-            }
+        if let Some(file) = self.progress(index)
+            && verifier.size() == file.size
+        {
+            file.missing = missing_ranges(group_count(file.size), have);
+            file.verifier = Some(verifier);
         }
     }
 
@@ -249,6 +254,12 @@ impl Receiving {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::single_range_in_vec_init,
+    clippy::type_complexity,
+    clippy::reversed_empty_ranges,
+    clippy::useless_vec
+)]
 mod tests {
     use super::*;
     use crate::transfer::names::SafePath;

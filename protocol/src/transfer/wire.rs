@@ -507,6 +507,12 @@ pub fn ranges_len(size: u64, groups: &[Range<u64>]) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::single_range_in_vec_init,
+    clippy::type_complexity,
+    clippy::reversed_empty_ranges,
+    clippy::useless_vec
+)]
 mod tests {
     use super::*;
     use crate::codec::decode_frame;

@@ -150,26 +150,26 @@ impl AsyncWrite for Meddle {
             buf = &buf[..buf.len().min((limit - this.written) as usize)];
         }
         let mut copy;
-        if let Some(at) = this.corrupt_at {
-            if (this.written..this.written + buf.len() as u64).contains(&at) {
-                copy = buf.to_vec();
-                copy[(at - this.written) as usize] ^= 0x40;
-                this.corrupt_at = None;
-                buf = &copy;
-                let n = match Pin::new(&mut this.inner).poll_write(cx, buf) {
-                    Poll::Ready(Ok(n)) => n,
-                    other => {
-                        this.corrupt_at = Some(at);
-                        return other;
-                    }
-                };
-                if (n as u64) <= at - this.written {
-                    // The flipped byte did not go out yet: flip it next time.
+        if let Some(at) = this.corrupt_at
+            && (this.written..this.written + buf.len() as u64).contains(&at)
+        {
+            copy = buf.to_vec();
+            copy[(at - this.written) as usize] ^= 0x40;
+            this.corrupt_at = None;
+            buf = &copy;
+            let n = match Pin::new(&mut this.inner).poll_write(cx, buf) {
+                Poll::Ready(Ok(n)) => n,
+                other => {
                     this.corrupt_at = Some(at);
+                    return other;
                 }
-                this.written += n as u64;
-                return Poll::Ready(Ok(n));
+            };
+            if (n as u64) <= at - this.written {
+                // The flipped byte did not go out yet: flip it next time.
+                this.corrupt_at = Some(at);
             }
+            this.written += n as u64;
+            return Poll::Ready(Ok(n));
         }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = result {

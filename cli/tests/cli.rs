@@ -1,0 +1,283 @@
+//! The `pos-p2p` binary end to end, on loopback: identity, send and
+//! receive of a tree (a large file, 10,000 small files, empty files and
+//! directories, non-ASCII names), resume after the receiver is
+//! killed (only the missing part goes on the wire), names that cannot be
+//! sent, ping.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(cargo_bin("pos-p2p"))
+}
+
+const LOCAL: [&str; 4] = ["--listen", "127.0.0.1:0", "--no-mdns", "--json"];
+
+/// A receiver running in the background, and its node address.
+struct Receiver {
+    child: Child,
+    lines: BufReader<ChildStdout>,
+    addr: String,
+}
+
+impl Receiver {
+    fn start(identity: &Path, dir: &Path, yes: bool) -> Self {
+        let mut cmd = bin();
+        cmd.arg("receive")
+            .args(LOCAL)
+            .arg("--identity")
+            .arg(identity)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if yes {
+            cmd.arg("--yes");
+        }
+        let mut child = cmd.spawn().expect("receive starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+        let ready = next_json(&mut lines);
+        assert_eq!(ready["event"], "ready", "{ready}");
+        let addr = ready["node_addr"].as_str().expect("an address").to_owned();
+        Self { child, lines, addr }
+    }
+
+    fn next(&mut self) -> Value {
+        next_json(&mut self.lines)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn next_json(lines: &mut BufReader<ChildStdout>) -> Value {
+    let mut line = String::new();
+    lines.read_line(&mut line).expect("a line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+}
+
+/// Run `send` to `addr` and return its last JSON line and exit status.
+fn send(identity: &Path, addr: &str, paths: &[&Path]) -> (Value, bool) {
+    let out = bin()
+        .arg("send")
+        .args(LOCAL)
+        .arg("--identity")
+        .arg(identity)
+        .arg(addr)
+        .args(paths)
+        .output()
+        .expect("send runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    (
+        serde_json::from_str(last).unwrap_or(Value::Null),
+        out.status.success(),
+    )
+}
+
+fn fill(len: usize, seed: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as u8)
+        .collect()
+}
+
+fn tree_files(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_owned();
+            if rel.starts_with(".pos-p2p-partial") {
+                continue;
+            }
+            if path.is_dir() {
+                out.push((rel, None));
+                stack.push(path);
+            } else {
+                out.push((rel, Some(std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn id_is_created_once_and_kept_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nested/identity");
+    let first = bin()
+        .arg("id")
+        .arg("--identity")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let second = bin()
+        .arg("id")
+        .arg("--identity")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(first.stdout, second.stdout, "the same identity both times");
+    assert!(!first.stdout.is_empty());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+    }
+    // Something that is not an identity file is an error, not a new key.
+    std::fs::write(&file, b"garbage").unwrap();
+    let bad = bin()
+        .arg("id")
+        .arg("--identity")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an identity file"));
+}
+
+#[test]
+fn a_tree_with_ten_thousand_small_files_arrives_identical() {
+    let work = tempfile::tempdir().unwrap();
+    let (src, dst) = (work.path().join("src"), work.path().join("dst"));
+    let top = src.join("tree");
+    std::fs::create_dir_all(top.join("empty dir")).unwrap();
+    std::fs::write(top.join("large.bin"), fill(24 << 20, 1)).unwrap();
+    std::fs::write(top.join("empty.txt"), b"").unwrap();
+    std::fs::write(top.join("naïve – 日本語.txt"), b"unicode names").unwrap();
+    for i in 0..10_000u32 {
+        let dir = top.join("small").join(format!("{:03}", i % 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{i}.txt")), fill(4096, i)).unwrap();
+    }
+    let mut receiver = Receiver::start(&work.path().join("rid"), &dst, true);
+    let (sent, ok) = send(&work.path().join("sid"), &receiver.addr, &[&top]);
+    assert!(ok, "{sent}");
+    assert_eq!(sent["event"], "sent");
+    assert_eq!(sent["files"], 10_003);
+    let received = receiver.next();
+    assert_eq!(received["event"], "received", "{received}");
+    assert_eq!(received["files"], 10_003);
+    assert_eq!(received["dirs"], 103);
+    assert!(receiver.child.wait().unwrap().success());
+    assert_eq!(tree_files(&src), tree_files(&dst));
+}
+
+#[test]
+fn a_killed_receiver_resumes_and_only_the_missing_part_is_sent() {
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("movie.bin");
+    let size: u64 = 192 << 20;
+    std::fs::write(&file, fill(size as usize, 7)).unwrap();
+    let dst = work.path().join("dst");
+    let (rid, sid) = (work.path().join("rid"), work.path().join("sid"));
+    let receiver = Receiver::start(&rid, &dst, true);
+    let mut sender = bin()
+        .arg("send")
+        .args(LOCAL)
+        .arg("--identity")
+        .arg(&sid)
+        .arg(&receiver.addr)
+        .arg(&file)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the receiver once part of the file is on its disk.
+    let partial = dst.join(".pos-p2p-partial");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let on_disk: u64 = std::fs::read_dir(&partial)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if on_disk >= 16 << 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(receiver);
+    let _ = sender.kill();
+    let _ = sender.wait();
+    assert!(!dst.join("movie.bin").exists(), "nothing at the final name");
+
+    let mut receiver = Receiver::start(&rid, &dst, true);
+    let (sent, ok) = send(&sid, &receiver.addr, &[&file]);
+    assert!(ok, "{sent}");
+    let received = receiver.next();
+    assert_eq!(received["event"], "received", "{received}");
+    let kept = received["bytes_kept"].as_u64().unwrap();
+    let bytes_sent = sent["bytes_sent"].as_u64().unwrap();
+    assert!(kept >= 16 << 20, "{received}");
+    assert!(kept < size, "{received}");
+    assert_eq!(bytes_sent, size - kept, "only the missing part: {sent}");
+    // And on the wire: the UDP bytes the sender sent are the missing part
+    // plus a little overhead, not the whole file.
+    let udp = sent["udp_bytes_sent"].as_u64().unwrap();
+    assert!(udp < size - kept + (size - kept) / 20 + (1 << 20), "{sent}");
+    assert!(udp >= size - kept, "{sent}");
+    assert_eq!(
+        std::fs::read(dst.join("movie.bin")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_name_that_cannot_be_sent_is_a_clear_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let work = tempfile::tempdir().unwrap();
+    let top = work.path().join("dir");
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::write(top.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
+    let dst = work.path().join("dst");
+    let receiver = Receiver::start(&work.path().join("rid"), &dst, true);
+    let (sent, ok) = send(&work.path().join("sid"), &receiver.addr, &[&top]);
+    assert!(!ok);
+    assert!(
+        sent["error"].as_str().unwrap().contains("cannot send"),
+        "{sent}"
+    );
+    assert!(!dst.join("dir").exists());
+}
+
+#[test]
+fn ping_reaches_a_receiver() {
+    let work = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&work.path().join("rid"), &work.path().join("dst"), true);
+    let out = bin()
+        .arg("ping")
+        .args(LOCAL)
+        .arg("--identity")
+        .arg(work.path().join("sid"))
+        .args(["-c", "3"])
+        .arg(&receiver.addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pongs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"pong\""))
+        .count();
+    assert_eq!(pongs, 3);
+}
