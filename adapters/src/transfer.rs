@@ -53,11 +53,11 @@ use futures_util::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt a
 use futures_util::stream::{self, StreamExt as _};
 use pos_p2p_protocol::codec::{DecodeError, Reader};
 use pos_p2p_protocol::transfer::names::{NameError, SafePath};
-use pos_p2p_protocol::transfer::session::{Arrived, ReceiveError, Receiving};
+use pos_p2p_protocol::transfer::session::{Arrived, ReceiveError, Receiving, SendStep, Sending};
 use pos_p2p_protocol::transfer::tree::{FileHasher, HASH_LEN, Verifier, group_count, group_range};
 use pos_p2p_protocol::transfer::wire::{
-    ABORT, Answer, MAX_ANSWER_LEN, MAX_OFFER_LEN, MAX_REASON_LEN, MAX_ROUNDS, MessageError, PIECE,
-    Piece, abort_bytes, cut_reason,
+    ABORT, Answer, MAX_ANSWER_LEN, MAX_OFFER_LEN, MAX_REASON_LEN, MessageError, PIECE, Piece,
+    abort_bytes, cut_reason,
 };
 
 pub use pos_p2p_protocol::transfer::wire::{Entry, EntryKind, Offer, Want};
@@ -384,14 +384,8 @@ where
 {
     let started = Instant::now();
     let offer = &prepared.offer;
-    let frame = offer
-        .to_frame()
-        .map_err(|e| TransferError::Stream(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(TransferError::Stream)?;
-    stream.flush().await.map_err(TransferError::Stream)?;
+    write_frame(stream, offer.to_frame()).await?;
+    let mut sending = Sending::new(offer.clone());
     let mut report = SendReport {
         files: offer.file_count(),
         bytes_offered: offer.total_size(),
@@ -401,18 +395,13 @@ where
     };
     loop {
         let body = read_frame(stream, MAX_ANSWER_LEN).await?;
-        let want = match Answer::decode(&body)? {
-            Answer::Decline { reason } => return Err(TransferError::Declined(reason)),
-            Answer::Failed { reason } => return Err(TransferError::ReceiverFailed(reason)),
-            Answer::Done => break,
-            Answer::Want(want) => want,
+        let want = match sending.answered(&body)? {
+            SendStep::Declined(reason) => return Err(TransferError::Declined(reason)),
+            SendStep::Failed(reason) => return Err(TransferError::ReceiverFailed(reason)),
+            SendStep::Done => break,
+            SendStep::Send(want) => want,
         };
-        want.check(offer)?;
-        report.rounds += 1;
-        // A receiver may not ask for more rounds than it is allowed to.
-        if report.rounds > MAX_ROUNDS {
-            return Err(MessageError::TooManyRounds.into());
-        }
+        report.rounds = sending.rounds();
         progress(Progress::Round {
             round: report.rounds,
             bytes: want.data_len(offer),
@@ -637,15 +626,10 @@ where
     let offer = Offer::decode(&body)?;
     let started = Instant::now();
     if let Decision::Decline(reason) = decide(&offer).await {
-        let frame = Answer::Decline {
+        let decline = Answer::Decline {
             reason: reason.clone(),
-        }
-        .to_frame()
-        .map_err(|e| TransferError::Stream(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        stream
-            .write_all(&frame)
-            .await
-            .map_err(TransferError::Stream)?;
+        };
+        write_frame(stream, decline.to_frame()).await?;
         let _ = stream.close().await;
         return Err(TransferError::Declined(reason));
     }
@@ -745,15 +729,7 @@ where
                 (rx.progress)(Progress::FileDone { index });
             }
             Existing::Partial(verifier, have) => {
-                let kept: u64 = have
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, h)| **h)
-                    .filter_map(|(g, _)| group_range(size, g as u64))
-                    .map(|r| r.end - r.start)
-                    .sum();
-                rx.report.bytes_kept += kept;
-                receiving.resume(index, verifier, |g| {
+                rx.report.bytes_kept += receiving.resume(index, verifier, |g| {
                     have.get(g as usize).copied().unwrap_or(false)
                 });
                 if receiving.is_complete(index) {
@@ -767,14 +743,7 @@ where
     }
     while let Some(want) = receiving.next_want()? {
         rx.report.rounds = receiving.rounds();
-        let frame = Answer::Want(want.clone())
-            .to_frame()
-            .map_err(|e| TransferError::Stream(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        stream
-            .write_all(&frame)
-            .await
-            .map_err(TransferError::Stream)?;
-        stream.flush().await.map_err(TransferError::Stream)?;
+        write_frame(stream, Answer::Want(want.clone()).to_frame()).await?;
         (rx.progress)(Progress::Round {
             round: receiving.rounds(),
             bytes: want.data_len(&offer),
@@ -789,13 +758,7 @@ where
             rx.report.dirs += 1;
         }
     }
-    let frame = Answer::Done
-        .to_frame()
-        .map_err(|e| TransferError::Stream(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(TransferError::Stream)?;
+    write_frame(stream, Answer::Done.to_frame()).await?;
     stream.close().await.map_err(TransferError::Stream)?;
     let partial = rx.partial.clone();
     // Only removed if empty: other transfers' partial files stay.
@@ -1063,6 +1026,20 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
         .map(|n| dir.join(format!("{stem} ({n}){ext}")))
         .find(|p| fs::symlink_metadata(p).is_err())
         .unwrap_or(candidate)
+}
+
+/// Write one frame and flush it.
+async fn write_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    frame: Result<bytes::Bytes, pos_p2p_protocol::codec::EncodeError>,
+) -> Result<(), TransferError> {
+    let frame =
+        frame.map_err(|e| TransferError::Stream(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(TransferError::Stream)?;
+    stream.flush().await.map_err(TransferError::Stream)
 }
 
 /// Read one frame (a varint length, then the body) of at most `max`

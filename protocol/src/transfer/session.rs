@@ -33,8 +33,10 @@
 
 use std::ops::Range;
 
-use super::tree::{HASH_LEN, Verifier, VerifyError, group_count};
-use super::wire::{EntryKind, MAX_ROUNDS, Offer, Piece, Want, WantFile, missing_ranges};
+use super::tree::{HASH_LEN, Verifier, VerifyError, group_count, group_range};
+use super::wire::{
+    Answer, EntryKind, MAX_ROUNDS, MessageError, Offer, Piece, Want, WantFile, missing_ranges,
+};
 
 /// Why a receiver gives up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,14 +140,30 @@ impl Receiving {
 
     /// File `index` resumes: its outboard was kept (`verifier`, made from
     /// it) and `have` says which groups are on disk and verify. Only the
-    /// others are asked for, and no outboard.
-    pub fn resume(&mut self, index: usize, verifier: Verifier, have: impl FnMut(u64) -> bool) {
-        if let Some(file) = self.progress(index)
-            && verifier.size() == file.size
-        {
-            file.missing = missing_ranges(group_count(file.size), have);
-            file.verifier = Some(verifier);
+    /// others are asked for, and no outboard. Returns the bytes kept.
+    pub fn resume(
+        &mut self,
+        index: usize,
+        verifier: Verifier,
+        mut have: impl FnMut(u64) -> bool,
+    ) -> u64 {
+        let Some(file) = self.progress(index) else {
+            return 0;
+        };
+        if verifier.size() != file.size {
+            return 0;
         }
+        let size = file.size;
+        let mut kept = 0;
+        file.missing = missing_ranges(group_count(size), |g| {
+            let present = have(g);
+            if present {
+                kept += group_range(size, g).map_or(0, |r| r.end - r.start);
+            }
+            present
+        });
+        file.verifier = Some(verifier);
+        kept
     }
 
     /// File `index` needs nothing: it is already in place (same hash).
@@ -253,13 +271,58 @@ impl Receiving {
     }
 }
 
+/// What the sender does next, from the receiver's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendStep {
+    /// Send these pieces ([`Want::pieces`]); the want was checked.
+    Send(Want),
+    /// The receiver has everything.
+    Done,
+    /// The receiver declined, with its reason.
+    Declined(String),
+    /// The receiver gave up, with its reason.
+    Failed(String),
+}
+
+/// The sender's side: checks each answer against the offer and counts
+/// rounds (a receiver may not ask more than [`MAX_ROUNDS`] times).
+#[derive(Debug, Clone)]
+pub struct Sending {
+    offer: Offer,
+    rounds: u32,
+}
+
+impl Sending {
+    /// A sender of `offer`.
+    pub fn new(offer: Offer) -> Self {
+        Self { offer, rounds: 0 }
+    }
+
+    /// The receiver's answer (a frame's body) arrived.
+    pub fn answered(&mut self, body: &[u8]) -> Result<SendStep, MessageError> {
+        Ok(match Answer::decode(body)? {
+            Answer::Decline { reason } => SendStep::Declined(reason),
+            Answer::Failed { reason } => SendStep::Failed(reason),
+            Answer::Done => SendStep::Done,
+            Answer::Want(want) => {
+                want.check(&self.offer)?;
+                if self.rounds >= MAX_ROUNDS {
+                    return Err(MessageError::TooManyRounds);
+                }
+                self.rounds += 1;
+                SendStep::Send(want)
+            }
+        })
+    }
+
+    /// How many wants were answered so far.
+    pub fn rounds(&self) -> u32 {
+        self.rounds
+    }
+}
+
 #[cfg(test)]
-#[allow(
-    clippy::single_range_in_vec_init,
-    clippy::type_complexity,
-    clippy::reversed_empty_ranges,
-    clippy::useless_vec
-)]
+#[allow(clippy::single_range_in_vec_init, clippy::useless_vec)]
 mod tests {
     use super::*;
     use crate::transfer::names::SafePath;
@@ -411,7 +474,7 @@ mod tests {
         let (hash, outboard) = hashed(&files[0]);
         let verifier = Verifier::new(files[0].len() as u64, hash, &outboard).unwrap();
         let mut receiving = Receiving::new(offer);
-        receiving.resume(0, verifier, |g| g < 4);
+        assert_eq!(receiving.resume(0, verifier, |g| g < 4), 4 * GROUP_LEN);
         let want = receiving.next_want().unwrap().unwrap();
         assert_eq!(
             want.files,
@@ -467,5 +530,54 @@ mod tests {
             ]
         );
         assert_eq!(receiving.next_want().unwrap(), None);
+    }
+
+    #[test]
+    fn a_sender_checks_every_want_and_counts_rounds() {
+        let files = vec![data(3 * GROUP_LEN as usize, 2)];
+        let offer = Offer::new("x".into(), vec![entry("a", &files[0])]).unwrap();
+        let mut sending = Sending::new(offer);
+        let want = Want {
+            files: vec![WantFile {
+                index: 0,
+                outboard: true,
+                groups: vec![0..3],
+            }],
+        };
+        let frame = Answer::Want(want.clone()).to_frame().unwrap();
+        for round in 1..=MAX_ROUNDS {
+            assert_eq!(
+                sending.answered(&frame[1..]),
+                Ok(SendStep::Send(want.clone()))
+            );
+            assert_eq!(sending.rounds(), round);
+        }
+        assert_eq!(
+            sending.answered(&frame[1..]),
+            Err(MessageError::TooManyRounds)
+        );
+        // A want beyond the file is refused before anything is read.
+        let mut sending = Sending::new(sending.offer.clone());
+        let beyond = Answer::Want(Want {
+            files: vec![WantFile {
+                index: 0,
+                outboard: false,
+                groups: vec![0..4],
+            }],
+        })
+        .to_frame()
+        .unwrap();
+        assert_eq!(sending.answered(&beyond[1..]), Err(MessageError::Ranges(0)));
+        let declined = Answer::Decline {
+            reason: "no".into(),
+        }
+        .to_frame()
+        .unwrap();
+        assert_eq!(
+            sending.answered(&declined[1..]),
+            Ok(SendStep::Declined("no".into()))
+        );
+        let done = Answer::Done.to_frame().unwrap();
+        assert_eq!(sending.answered(&done[1..]), Ok(SendStep::Done));
     }
 }

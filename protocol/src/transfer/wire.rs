@@ -510,8 +510,7 @@ pub fn ranges_len(size: u64, groups: &[Range<u64>]) -> u64 {
 #[allow(
     clippy::single_range_in_vec_init,
     clippy::type_complexity,
-    clippy::reversed_empty_ranges,
-    clippy::useless_vec
+    clippy::reversed_empty_ranges
 )]
 mod tests {
     use super::*;
