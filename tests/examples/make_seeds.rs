@@ -43,6 +43,12 @@ fn main() {
     for (name, bytes) in pos_p2p_tests::fuzzing::transfer_seeds() {
         std::fs::write(dir.join(name), &bytes).expect("write seed");
     }
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/transfer_messages");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    for (name, bytes) in pos_p2p_tests::fuzzing::transfer_messages_seeds() {
+        std::fs::write(dir.join(name), &bytes).expect("write seed");
+    }
     tunnel_seeds();
     mdns_seeds();
 }

@@ -1191,3 +1191,251 @@ pub fn transfer_seeds() -> Vec<(&'static str, Vec<u8>)> {
     file.extend_from_slice(&data[GROUP_LEN as usize..]);
     vec![("seed-path", path), ("seed-two-groups", file)]
 }
+
+/// The files [`transfer_messages`] offers: two groups and 100 bytes, one
+/// short file, one empty file, and a directory. Their bytes are
+/// deterministic so that a corpus file means the same thing in every run.
+fn transfer_fixture() -> &'static (
+    pos_p2p_protocol::transfer::wire::Offer,
+    Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
+) {
+    use pos_p2p_protocol::transfer::names::SafePath;
+    use pos_p2p_protocol::transfer::tree::{FileHasher, GROUP_LEN};
+    use pos_p2p_protocol::transfer::wire::{Entry, EntryKind, Offer};
+    static FIXTURE: std::sync::OnceLock<(Offer, Vec<Vec<u8>>, Vec<Vec<u8>>)> =
+        std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let path =
+            |p: &str| SafePath::new(p.split('/').map(str::to_owned).collect()).expect("safe");
+        let contents = [
+            (
+                "a/big",
+                crate::sim::payload(21, 2 * GROUP_LEN as usize + 100),
+            ),
+            ("a/small", b"small file".to_vec()),
+            ("empty", Vec::new()),
+        ];
+        let mut entries = vec![Entry {
+            path: path("a"),
+            kind: EntryKind::Dir,
+        }];
+        let (mut data, mut outboards) = (Vec::new(), Vec::new());
+        for (name, bytes) in contents {
+            let mut hasher = FileHasher::new();
+            hasher.update(&bytes);
+            let (hash, outboard) = hasher.finalize();
+            entries.push(Entry {
+                path: path(name),
+                kind: EntryKind::File {
+                    size: bytes.len() as u64,
+                    hash,
+                },
+            });
+            data.push(bytes);
+            outboards.push(outboard);
+        }
+        let offer = Offer::new("fuzz".into(), entries).expect("a valid offer");
+        // Entry 0 is the directory; files are entries 1..=3.
+        let mut by_entry_data = vec![Vec::new()];
+        let mut by_entry_outboard = vec![Vec::new()];
+        by_entry_data.extend(data);
+        by_entry_outboard.extend(outboards);
+        (offer, by_entry_data, by_entry_outboard)
+    })
+}
+
+/// The transfer's messages from a peer (docs/PROTOCOL.md §11.3). The first
+/// byte picks the side:
+///
+/// - `0`: an offer's body. One that decodes re-encodes to the same bytes
+///   and holds only safe, ordered paths.
+/// - `1`: an answer's body. One that decodes re-encodes to the same bytes.
+/// - `2`: the sender's side: answer frames, one after another, to an offer
+///   of [`transfer_fixture`]'s files. Every want the sender takes passed
+///   [`Want::check`](pos_p2p_protocol::transfer::wire::Want::check): its
+///   pieces lie inside their files and add up to its `data_len`; never
+///   more than `MAX_ROUNDS` wants.
+/// - `3`: the receiver's side, with a sender that corrupts pieces: each
+///   input byte says what happens to the next piece (send it as it is, or
+///   flip one of its bytes). A group is accepted exactly when it was sent
+///   as it is, the receiver asks again for exactly what it refused, and it
+///   finishes or gives up within `MAX_ROUNDS`.
+///
+/// Nothing may panic.
+pub fn transfer_messages(data: &[u8]) {
+    use pos_p2p_protocol::codec::decode_frame;
+    use pos_p2p_protocol::transfer::names::SafePath;
+    use pos_p2p_protocol::transfer::session::{Arrived, Receiving, SendStep, Sending};
+    use pos_p2p_protocol::transfer::wire::{
+        Answer, EntryKind, MAX_ANSWER_LEN, MAX_OFFER_LEN, MAX_ROUNDS, Offer, Piece,
+    };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    match which % 4 {
+        0 => {
+            if let Ok(offer) = Offer::decode(rest) {
+                let frame = offer.to_frame().expect("a decoded offer encodes");
+                let (body, _) = decode_frame(&frame, MAX_OFFER_LEN).expect("its own frame");
+                assert_eq!(body, rest, "one encoding per offer");
+                for pair in offer.entries.windows(2) {
+                    assert!(pair[0].path < pair[1].path);
+                }
+                for entry in &offer.entries {
+                    let again = SafePath::new(entry.path.components().to_vec());
+                    assert_eq!(again.as_ref(), Ok(&entry.path));
+                }
+            }
+        }
+        1 => {
+            if let Ok(answer) = Answer::decode(rest) {
+                let frame = answer.to_frame().expect("a decoded answer encodes");
+                let (body, _) = decode_frame(&frame, MAX_ANSWER_LEN).expect("its own frame");
+                assert_eq!(body, rest, "one encoding per answer");
+            }
+        }
+        2 => {
+            let (offer, _, _) = transfer_fixture();
+            let mut sending = Sending::new(offer.clone());
+            let mut input = rest;
+            let mut wants = 0;
+            while let Ok((body, used)) = decode_frame(input, MAX_ANSWER_LEN) {
+                input = &input[used..];
+                match sending.answered(body) {
+                    Ok(SendStep::Send(want)) => {
+                        wants += 1;
+                        assert!(wants <= MAX_ROUNDS);
+                        let mut total = 0u64;
+                        for piece in want.pieces(offer) {
+                            let file = match &piece {
+                                Piece::Outboard { file, .. } | Piece::Group { file, .. } => *file,
+                            };
+                            let EntryKind::File { size, .. } = offer.entries[file].kind else {
+                                panic!("a piece of a directory");
+                            };
+                            if let Piece::Group { range, .. } = &piece {
+                                assert!(range.start <= range.end && range.end <= size);
+                            }
+                            total += piece.len();
+                        }
+                        assert_eq!(total, want.data_len(offer));
+                    }
+                    Ok(_) | Err(_) => break,
+                }
+            }
+        }
+        _ => {
+            let (offer, contents, outboards) = transfer_fixture();
+            let mut receiving = Receiving::new(offer.clone());
+            let mut actions = rest.iter().copied();
+            let mut rounds = 0;
+            loop {
+                let want = match receiving.next_want() {
+                    Ok(Some(want)) => want,
+                    Ok(None) => {
+                        for file in 1..offer.entries.len() {
+                            assert!(receiving.is_complete(file));
+                        }
+                        return;
+                    }
+                    Err(_) => {
+                        assert_eq!(rounds, MAX_ROUNDS, "gave up before the last round");
+                        return;
+                    }
+                };
+                rounds += 1;
+                assert!(rounds <= MAX_ROUNDS);
+                assert_eq!(receiving.rounds(), rounds);
+                for piece in want.pieces(offer) {
+                    let mut bytes = match &piece {
+                        Piece::Outboard { file, .. } => outboards[*file].clone(),
+                        Piece::Group { file, range, .. } => {
+                            contents[*file][range.start as usize..range.end as usize].to_vec()
+                        }
+                    };
+                    // Past the input, every piece is sent as it is.
+                    let action = actions.next().unwrap_or(0);
+                    let corrupt = action % 2 == 1 && !bytes.is_empty();
+                    if corrupt {
+                        let at = usize::from(action / 2) % bytes.len();
+                        bytes[at] ^= 0x01;
+                    }
+                    match receiving.arrived(&piece, &bytes) {
+                        Ok(Arrived::Outboard) => assert!(!corrupt),
+                        Ok(Arrived::Verified { .. }) => assert!(!corrupt),
+                        Ok(Arrived::Corrupt) => assert!(corrupt),
+                        Err(_) => {
+                            // Only a forged outboard ends a transfer.
+                            assert!(corrupt && matches!(piece, Piece::Outboard { .. }));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `transfer_messages` target's seeds: the fixture's offer, each kind
+/// of answer, a sender given a want and a re-fetch, and a receiver whose
+/// group 1 of the large file is corrupt once.
+pub fn transfer_messages_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use pos_p2p_protocol::transfer::wire::{Answer, Want, WantFile};
+    let (offer, _, _) = transfer_fixture();
+    let body = |frame: bytes::Bytes| frame[1..].to_vec();
+    let offer_frame = offer.to_frame().expect("offer");
+    let (offer_body, _) =
+        pos_p2p_protocol::codec::decode_frame(&offer_frame, usize::MAX).expect("frame");
+    let want = Answer::Want(Want {
+        files: vec![
+            WantFile {
+                index: 1,
+                outboard: true,
+                groups: vec![0..3],
+            },
+            WantFile {
+                index: 3,
+                outboard: false,
+                groups: vec![0..1],
+            },
+        ],
+    });
+    let refetch = Answer::Want(Want {
+        files: vec![WantFile {
+            index: 1,
+            outboard: false,
+            groups: vec![1..2],
+        }],
+    });
+    let mut sender = vec![2u8];
+    for answer in [&want, &refetch, &Answer::Done] {
+        sender.extend_from_slice(&answer.to_frame().expect("answer"));
+    }
+    // The receiver's pieces: outboard, groups 0, 1 (corrupt: flip byte 3),
+    // 2 of the large file, then the rest as they are.
+    let receiver = vec![3u8, 0, 0, 7, 0];
+    vec![
+        ("seed-offer", [&[0u8][..], offer_body].concat()),
+        (
+            "seed-want",
+            [vec![1u8], body(want.to_frame().expect("want"))].concat(),
+        ),
+        (
+            "seed-decline",
+            [
+                vec![1u8],
+                body(
+                    Answer::Decline {
+                        reason: "no".into(),
+                    }
+                    .to_frame()
+                    .expect("decline"),
+                ),
+            ]
+            .concat(),
+        ),
+        ("seed-sender", sender),
+        ("seed-receiver", receiver),
+    ]
+}

@@ -69,6 +69,22 @@ fn the_transfer_seeds_are_the_committed_corpus() {
 }
 
 #[test]
+fn transfer_messages_corpus() {
+    replay("transfer_messages", fuzzing::transfer_messages);
+}
+
+#[test]
+fn the_transfer_messages_seeds_are_the_committed_corpus() {
+    let files = pos_p2p_tests::corpus("transfer_messages");
+    for (name, bytes) in fuzzing::transfer_messages_seeds() {
+        assert!(
+            files.iter().any(|(n, b)| n == name && *b == bytes),
+            "fuzz/corpus/transfer_messages/{name} is missing or stale"
+        );
+    }
+}
+
+#[test]
 fn metadata_corpus() {
     replay("metadata", fuzzing::metadata);
 }
@@ -189,5 +205,31 @@ fn the_committed_node_seeds_are_current() {
             file.is_some_and(|(_, b)| *b == bytes),
             "fuzz/corpus/node_datagrams/{name} is stale: run the make_seeds example"
         );
+    }
+}
+
+proptest::proptest! {
+    /// A short fuzzing run on stable: the `transfer_messages` seeds with
+    /// bytes changed, cut or added, so every side of the target sees
+    /// nearby hostile input in every `cargo test`.
+    #[test]
+    fn transfer_messages_survive_mutated_seeds(
+        seed in 0usize..5,
+        changes in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..6),
+        cut in proptest::prelude::any::<usize>(),
+        extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+    ) {
+        let seeds = fuzzing::transfer_messages_seeds();
+        let mut bytes = seeds[seed % seeds.len()].1.clone();
+        for (at, value) in changes {
+            // The first byte picks the side: keep it.
+            if bytes.len() > 1 {
+                let at = 1 + at % (bytes.len() - 1);
+                bytes[at] = value;
+            }
+        }
+        bytes.truncate(1 + cut % bytes.len());
+        bytes.extend_from_slice(&extra);
+        fuzzing::transfer_messages(&bytes);
     }
 }
