@@ -59,6 +59,22 @@ impl Drop for Receiver {
     }
 }
 
+/// Wait for `child` to exit, at most `limit`: a hung binary fails the
+/// test instead of hanging it.
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn next_json(lines: &mut BufReader<ChildStdout>) -> Value {
     let mut line = String::new();
     lines.read_line(&mut line).expect("a line");
@@ -172,7 +188,7 @@ fn a_tree_with_ten_thousand_small_files_arrives_identical() {
     assert_eq!(received["event"], "received", "{received}");
     assert_eq!(received["files"], 10_003);
     assert_eq!(received["dirs"], 103);
-    assert!(receiver.child.wait().unwrap().success());
+    assert!(exit_within(&mut receiver.child, Duration::from_secs(30)).success());
     assert_eq!(tree_files(&src), tree_files(&dst));
 }
 
@@ -236,6 +252,55 @@ fn a_killed_receiver_resumes_and_only_the_missing_part_is_sent() {
         std::fs::read(dst.join("movie.bin")).unwrap(),
         std::fs::read(&file).unwrap()
     );
+}
+
+#[test]
+fn a_declined_offer_is_a_clear_answer_on_both_sides() {
+    use std::io::{Read, Write};
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("secret.txt");
+    std::fs::write(&file, b"not for you").unwrap();
+    let dst = work.path().join("dst");
+    let mut receiver = Receiver::start(&work.path().join("rid"), &dst, false);
+    let mut sender = bin()
+        .arg("send")
+        .args(LOCAL)
+        .arg("--identity")
+        .arg(work.path().join("sid"))
+        .arg(&receiver.addr)
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The receiver shows the offer and waits for its person.
+    let offer = receiver.next();
+    assert_eq!(offer["event"], "offer", "{offer}");
+    assert_eq!(offer["files"], 1);
+    assert_eq!(offer["bytes"], 11);
+    let mut stdin = receiver.child.stdin.take().expect("stdin");
+    stdin.write_all(b"n\n").unwrap();
+    drop(stdin);
+    let status = exit_within(&mut sender, Duration::from_secs(30));
+    let mut out = String::new();
+    sender
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(!status.success(), "{out}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap();
+    assert!(
+        last["error"].as_str().unwrap_or("").contains("declined"),
+        "{out}"
+    );
+    let answer = receiver.next();
+    assert!(
+        answer["error"].as_str().unwrap_or("").contains("declined"),
+        "{answer}"
+    );
+    assert!(!exit_within(&mut receiver.child, Duration::from_secs(30)).success());
+    assert!(!dst.join("secret.txt").exists());
 }
 
 #[cfg(target_os = "linux")]
