@@ -432,7 +432,9 @@ where
         }
         stream.flush().await.map_err(TransferError::Stream)?;
     }
-    stream.close().await.map_err(TransferError::Stream)?;
+    // The receiver has everything and may be gone already: a failure to
+    // finish our side changes nothing.
+    let _ = stream.close().await;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -595,7 +597,8 @@ pub struct ReceiveReport {
     /// Data bytes received (outboards and groups).
     pub bytes_received: u64,
     /// Bytes that were not sent: already verified on disk from an
-    /// interrupted transfer, or files already in place.
+    /// interrupted transfer, files already in place, or files with the
+    /// same contents as another file of the transfer (sent once, copied).
     pub bytes_kept: u64,
     /// Groups that did not verify and were asked for again.
     pub corrupt_groups: u64,
@@ -611,6 +614,12 @@ pub struct ReceiveReport {
 /// `decide`, and receive what it accepts. Files are written only after
 /// they verify, into `dir/.pos-p2p-partial/`, and moved into place when
 /// complete.
+///
+/// The last answer (`Done`) is written and the stream finished when this
+/// returns, but not necessarily delivered: a node that shuts down right
+/// after (a command-line receiver that exits) should first wait for
+/// [`UnicastStream::finished`](crate::UnicastStream::finished), or the
+/// sender may see the connection close instead of its `Done`.
 pub async fn receive<S, D, F>(
     stream: &mut S,
     dir: &Path,
@@ -658,6 +667,11 @@ struct Receiver<'a> {
     offer: Offer,
     report: ReceiveReport,
     progress: ProgressFn<'a>,
+    /// Where each file of the offer now is, once it is there.
+    placed: std::collections::HashMap<usize, PathBuf>,
+    /// Files with the same contents as an earlier file of the offer
+    /// (entry, earlier entry): not asked for, copied once it is in place.
+    copies: Vec<(usize, usize)>,
 }
 
 fn hex(hash: &[u8; HASH_LEN]) -> String {
@@ -709,23 +723,57 @@ where
         },
         offer: offer.clone(),
         progress,
+        placed: Default::default(),
+        copies: Vec::new(),
     };
     let mut receiving = Receiving::new(offer.clone());
     // What is here already: files in place, and verified groups of
-    // interrupted transfers.
-    for (index, entry) in offer.entries.iter().enumerate() {
-        let EntryKind::File { size, hash } = entry.kind else {
-            continue;
-        };
-        let target = rx.dir.join(entry.path.to_path_buf());
-        let (part, obao) = (rx.part_path(&hash), rx.outboard_path(&hash));
-        let found = blocking::unblock(move || existing(target, part, obao, size, hash)).await;
+    // interrupted transfers (one blocking task for all files: a tree of
+    // many small files is mostly nothing).
+    // A file whose contents another file of the offer has too is asked
+    // for once (its partial file is that one's) and copied.
+    let mut first_of: std::collections::HashMap<[u8; HASH_LEN], usize> = Default::default();
+    let lookups: Vec<_> = offer
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(index, entry)| match entry.kind {
+            EntryKind::File { size, hash } => Some(Lookup {
+                index,
+                target: rx.dir.join(entry.path.to_path_buf()),
+                part: rx.part_path(&hash),
+                obao: rx.outboard_path(&hash),
+                size,
+                hash,
+                same_as: match first_of.entry(hash) {
+                    std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(index);
+                        None
+                    }
+                },
+            }),
+            EntryKind::Dir => None,
+        })
+        .collect();
+    let found = blocking::unblock(move || {
+        lookups
+            .into_iter()
+            .map(|lookup| {
+                let found = existing(&lookup);
+                (lookup.index, lookup.size, lookup.same_as, found)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    for (index, size, same_as, found) in found {
         match found {
             Existing::InPlace(path) => {
                 receiving.skip(index);
                 rx.report.bytes_kept += size;
                 rx.report.files += 1;
-                rx.report.saved.push(path);
+                rx.report.saved.push(path.clone());
+                rx.placed.insert(index, path);
                 (rx.progress)(Progress::FileDone { index });
             }
             Existing::Partial(verifier, have) => {
@@ -738,7 +786,13 @@ where
                     finish_file(&mut rx, index).await?;
                 }
             }
-            Existing::Nothing => {}
+            Existing::Nothing => {
+                if let Some(first) = same_as {
+                    receiving.skip(index);
+                    rx.report.bytes_kept += size;
+                    rx.copies.push((index, first));
+                }
+            }
         }
     }
     while let Some(want) = receiving.next_want()? {
@@ -750,6 +804,7 @@ where
         });
         receive_round(stream, &mut rx, &mut receiving, &want).await?;
     }
+    copy_duplicates(&mut rx).await?;
     // Directories (empty ones too).
     for entry in offer.entries.iter() {
         if entry.kind == EntryKind::Dir {
@@ -775,17 +830,31 @@ enum Existing {
 
 /// What of a file is on disk already: the file itself at its target, or a
 /// partial file with its kept outboard (each group re-verified).
-fn existing(
+struct Lookup {
+    index: usize,
     target: PathBuf,
     part: PathBuf,
     obao: PathBuf,
     size: u64,
     hash: [u8; HASH_LEN],
-) -> Existing {
-    if let Ok(meta) = fs::symlink_metadata(&target)
+    /// An earlier entry with the same contents: only the target counts.
+    same_as: Option<usize>,
+}
+
+fn existing(lookup: &Lookup) -> Existing {
+    let Lookup {
+        target,
+        part,
+        obao,
+        size,
+        hash,
+        ..
+    } = lookup;
+    let (size, hash) = (*size, *hash);
+    if let Ok(meta) = fs::symlink_metadata(target)
         && meta.is_file()
         && meta.len() == size
-        && let Ok(mut file) = File::open(&target)
+        && let Ok(mut file) = File::open(target)
     {
         let mut hasher = FileHasher::new();
         let mut buf = vec![0; 1 << 20];
@@ -797,16 +866,19 @@ fn existing(
             }
         };
         if read_all && hasher.finalize().0 == hash {
-            return Existing::InPlace(target);
+            return Existing::InPlace(target.clone());
         }
     }
-    let Ok(outboard) = fs::read(&obao) else {
+    if lookup.same_as.is_some() {
+        return Existing::Nothing;
+    }
+    let Ok(outboard) = fs::read(obao) else {
         return Existing::Nothing;
     };
     let Ok(verifier) = Verifier::new(size, hash, &outboard) else {
         return Existing::Nothing;
     };
-    let Ok(mut file) = File::open(&part) else {
+    let Ok(mut file) = File::open(part) else {
         return Existing::Nothing;
     };
     let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -839,9 +911,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let offer = rx.offer.clone();
-    // One write in flight while the next piece is read.
+    // One write in flight while the next piece is read, and one batch of
+    // complete files being synced and moved into place.
     let mut writing: Option<blocking::Task<Result<(), TransferError>>> = None;
     let mut open: Option<(usize, Arc<std::sync::Mutex<File>>)> = None;
+    let mut finishing = Finishing::default();
     for piece in want.pieces(&offer) {
         let mut marker = [0u8];
         stream
@@ -938,7 +1012,7 @@ where
                         w.await?;
                     }
                     open = None;
-                    finish_file(rx, file_index).await?;
+                    finishing.add(rx, file_index).await?;
                 }
             }
         }
@@ -946,7 +1020,113 @@ where
     if let Some(w) = writing.take() {
         w.await?;
     }
-    Ok(())
+    finishing.flush(rx).await?;
+    finishing.wait(rx).await
+}
+
+/// Complete files are synced and moved into place in batches, on the
+/// blocking pool while the next pieces arrive: one `fsync` per file is
+/// what makes a tree of many small files slow, and a batch's writes reach
+/// the disk together (the first sync commits them, the rest are cheap).
+#[derive(Default)]
+struct Finishing {
+    batch: Vec<FinishJob>,
+    batch_bytes: u64,
+    running: Option<blocking::Task<Result<Vec<Finished>, TransferError>>>,
+}
+
+/// A file moved into place: its offer entry and where it is.
+type Finished = (usize, PathBuf);
+
+/// Files per batch, and bytes: a large file goes on its own at once.
+const FINISH_BATCH: usize = 256;
+const FINISH_BATCH_BYTES: u64 = 16 << 20;
+
+struct FinishJob {
+    index: usize,
+    entry: Entry,
+    size: u64,
+    part: PathBuf,
+    obao: PathBuf,
+}
+
+impl Finishing {
+    async fn add(&mut self, rx: &mut Receiver<'_>, index: usize) -> Result<(), TransferError> {
+        let entry = rx.offer.entries[index].clone();
+        let EntryKind::File { size, hash } = entry.kind else {
+            return Ok(());
+        };
+        self.batch.push(FinishJob {
+            index,
+            entry,
+            size,
+            part: rx.part_path(&hash),
+            obao: rx.outboard_path(&hash),
+        });
+        self.batch_bytes += size;
+        if self.batch.len() >= FINISH_BATCH || self.batch_bytes >= FINISH_BATCH_BYTES {
+            self.flush(rx).await?;
+        }
+        Ok(())
+    }
+
+    /// Start the batch (after the one before it is done).
+    async fn flush(&mut self, rx: &mut Receiver<'_>) -> Result<(), TransferError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.wait(rx).await?;
+        let (jobs, dir) = (std::mem::take(&mut self.batch), rx.dir.clone());
+        self.batch_bytes = 0;
+        self.running = Some(blocking::unblock(move || finish_files(&dir, jobs)));
+        Ok(())
+    }
+
+    /// Wait for the batch being finished, and count its files.
+    async fn wait(&mut self, rx: &mut Receiver<'_>) -> Result<(), TransferError> {
+        if let Some(task) = self.running.take() {
+            for (index, saved) in task.await? {
+                rx.report.files += 1;
+                rx.report.saved.push(saved.clone());
+                rx.placed.insert(index, saved);
+                (rx.progress)(Progress::FileDone { index });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sync each file of `jobs` (durable before it gets its name: a crash
+/// leaves it partial, never a short file at the final name), then move
+/// each into place: parent directories created (never through a symbolic
+/// link or over a file), a free name chosen.
+fn finish_files(dir: &Path, jobs: Vec<FinishJob>) -> Result<Vec<Finished>, TransferError> {
+    for job in &jobs {
+        let part = &job.part;
+        let file = if job.size == 0 {
+            File::create(part).map_err(local("cannot create", part))?
+        } else {
+            File::options()
+                .write(true)
+                .open(part)
+                .map_err(local("cannot open", part))?
+        };
+        file.set_len(job.size).map_err(local("cannot write", part))?;
+        file.sync_all().map_err(local("cannot write", part))?;
+    }
+    let mut saved = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let components = job.entry.path.components();
+        let (name, parents) = components
+            .split_last()
+            .ok_or_else(|| TransferError::InTheWay(dir.to_owned()))?;
+        let parent = safe_dirs(dir, parents)?;
+        let target = free_name(&parent, name);
+        fs::rename(&job.part, &target).map_err(local("cannot move into place", &target))?;
+        let _ = fs::remove_file(&job.obao);
+        saved.push((job.index, target));
+    }
+    Ok(saved)
 }
 
 async fn read_reason<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, TransferError> {
@@ -955,41 +1135,58 @@ async fn read_reason<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, Tra
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Move a verified file into place: its parent directories created (never
-/// through a symbolic link or over a file), a free name chosen.
-async fn finish_file(rx: &mut Receiver<'_>, index: usize) -> Result<(), TransferError> {
-    let entry = rx.offer.entries[index].clone();
-    let EntryKind::File { size, hash } = entry.kind else {
-        return Ok(());
-    };
-    let (dir, part, obao) = (rx.dir.clone(), rx.part_path(&hash), rx.outboard_path(&hash));
-    let saved = blocking::unblock(move || -> Result<PathBuf, TransferError> {
-        if size == 0 {
-            File::create(&part).map_err(local("cannot create", &part))?;
+/// Copy each file that has the same contents as an earlier one from where
+/// that one is now, as a partial file first (synced), then into place.
+async fn copy_duplicates(rx: &mut Receiver<'_>) -> Result<(), TransferError> {
+    let mut jobs = Vec::with_capacity(rx.copies.len());
+    for &(index, first) in &rx.copies {
+        let from = rx
+            .placed
+            .get(&first)
+            .cloned()
+            .ok_or(ReceiveError::Unexpected(first))?;
+        let entry = rx.offer.entries[index].clone();
+        let part = rx.partial.join(format!("copy-{index}.part"));
+        jobs.push((index, entry, from, part));
+    }
+    let dir = rx.dir.clone();
+    let copied = blocking::unblock(move || -> Result<Vec<Finished>, TransferError> {
+        let mut done = Vec::with_capacity(jobs.len());
+        for (index, entry, from, part) in jobs {
+            fs::copy(&from, &part).map_err(local("cannot copy to", &part))?;
+            File::options()
+                .write(true)
+                .open(&part)
+                .and_then(|f| f.sync_all())
+                .map_err(local("cannot write", &part))?;
+            let components = entry.path.components();
+            let (name, parents) = components
+                .split_last()
+                .ok_or_else(|| TransferError::InTheWay(dir.clone()))?;
+            let parent = safe_dirs(&dir, parents)?;
+            let target = free_name(&parent, name);
+            fs::rename(&part, &target).map_err(local("cannot move into place", &target))?;
+            done.push((index, target));
         }
-        let file = File::options()
-            .write(true)
-            .open(&part)
-            .map_err(local("cannot open", &part))?;
-        // Durable before it gets its name: a crash leaves it partial, never
-        // a short file at the final name.
-        file.set_len(size).map_err(local("cannot write", &part))?;
-        file.sync_all().map_err(local("cannot write", &part))?;
-        let components = entry.path.components();
-        let (name, parents) = components
-            .split_last()
-            .ok_or_else(|| TransferError::InTheWay(dir.clone()))?;
-        let parent = safe_dirs(&dir, parents)?;
-        let target = free_name(&parent, name);
-        fs::rename(&part, &target).map_err(local("cannot move into place", &target))?;
-        let _ = fs::remove_file(&obao);
-        Ok(target)
+        Ok(done)
     })
     .await?;
-    rx.report.files += 1;
-    rx.report.saved.push(saved);
-    (rx.progress)(Progress::FileDone { index });
+    for (index, saved) in copied {
+        rx.report.files += 1;
+        rx.report.saved.push(saved.clone());
+        rx.placed.insert(index, saved);
+        (rx.progress)(Progress::FileDone { index });
+    }
     Ok(())
+}
+
+/// Move one verified file into place now (a file found complete in the
+/// partial directory).
+async fn finish_file(rx: &mut Receiver<'_>, index: usize) -> Result<(), TransferError> {
+    let mut finishing = Finishing::default();
+    finishing.add(rx, index).await?;
+    finishing.flush(rx).await?;
+    finishing.wait(rx).await
 }
 
 /// Create `components` under `root`, refusing to go through a symbolic

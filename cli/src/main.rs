@@ -492,7 +492,17 @@ async fn send(common: &Common, node: &NodeArgs, target: &str, paths: &[PathBuf])
         );
     }
     let offer = prepared.offer().clone();
-    if !common.json {
+    if common.json {
+        println!(
+            "{}",
+            json!({
+                "event": "offering",
+                "files": offer.file_count(),
+                "bytes": offer.total_size(),
+                "hash_seconds": hashing.elapsed().as_secs_f64(),
+            })
+        );
+    } else {
         eprintln!(
             "offering {} files, {} bytes (hashed in {:.2} s)",
             offer.file_count(),
@@ -633,6 +643,9 @@ async fn receive(common: &Common, node: &NodeArgs, dir: &Path, yes: bool) -> Res
                 if let Some(bars) = bars.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     bars.finish();
                 }
+                // This process exits next: let the sender have the last
+                // answer first (its QUIC stack acknowledged it).
+                let _ = stream.finished().await;
                 let _ = done.send(result).await;
                 Ok(())
             }

@@ -1195,16 +1195,19 @@ pub fn transfer_seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// The files [`transfer_messages`] offers: two groups and 100 bytes, one
 /// short file, one empty file, and a directory. Their bytes are
 /// deterministic so that a corpus file means the same thing in every run.
-fn transfer_fixture() -> &'static (
+/// The offer, and each entry's bytes and outboard (empty for the
+/// directory).
+type TransferFixture = (
     pos_p2p_protocol::transfer::wire::Offer,
     Vec<Vec<u8>>,
     Vec<Vec<u8>>,
-) {
+);
+
+fn transfer_fixture() -> &'static TransferFixture {
     use pos_p2p_protocol::transfer::names::SafePath;
     use pos_p2p_protocol::transfer::tree::{FileHasher, GROUP_LEN};
     use pos_p2p_protocol::transfer::wire::{Entry, EntryKind, Offer};
-    static FIXTURE: std::sync::OnceLock<(Offer, Vec<Vec<u8>>, Vec<Vec<u8>>)> =
-        std::sync::OnceLock::new();
+    static FIXTURE: std::sync::OnceLock<TransferFixture> = std::sync::OnceLock::new();
     FIXTURE.get_or_init(|| {
         let path =
             |p: &str| SafePath::new(p.split('/').map(str::to_owned).collect()).expect("safe");
@@ -1380,6 +1383,7 @@ pub fn transfer_messages(data: &[u8]) {
 /// The `transfer_messages` target's seeds: the fixture's offer, each kind
 /// of answer, a sender given a want and a re-fetch, and a receiver whose
 /// group 1 of the large file is corrupt once.
+#[allow(clippy::single_range_in_vec_init)]
 pub fn transfer_messages_seeds() -> Vec<(&'static str, Vec<u8>)> {
     use pos_p2p_protocol::transfer::wire::{Answer, Want, WantFile};
     let (offer, _, _) = transfer_fixture();

@@ -246,6 +246,34 @@ async fn a_tree_arrives_verified_with_empty_files_and_directories() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_files_are_sent_once_and_copied() {
+    let (a, b) = pair(76).await;
+    let (src, dst) = (tmp(), tmp());
+    let top = src.path().join("photos");
+    let same = data(2 * GROUP_LEN as usize + 500, 5);
+    for dir in ["", "backup", "backup/old"] {
+        std::fs::create_dir_all(top.join(dir)).unwrap();
+        std::fs::write(top.join(dir).join("beach.jpg"), &same).unwrap();
+    }
+    std::fs::write(top.join("other.jpg"), data(1000, 6)).unwrap();
+    std::fs::write(top.join("backup/other copy.jpg"), data(1000, 6)).unwrap();
+    let prepared = transfer::prepare(std::slice::from_ref(&top), "laptop")
+        .await
+        .unwrap();
+    assert_eq!(prepared.offer().file_count(), 5);
+    let (sent, received) = run(&a, &b, &prepared, dst.path(), Decision::Accept, |s| s).await;
+    let (sent, received) = (sent.unwrap(), received.unwrap());
+    assert_eq!(snapshot(src.path()), snapshot(dst.path()));
+    assert_eq!(received.files, 5);
+    // Each content once: the large one with its outboard (3 groups).
+    assert_eq!(sent.bytes_sent, same.len() as u64 + 3 * 32 + 1000);
+    assert_eq!(received.bytes_kept, 2 * same.len() as u64 + 1000);
+    assert!(!dst.path().join(PARTIAL_DIR).exists());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_group_is_found_where_it_is_and_fetched_again() {
     let (a, b) = pair(62).await;
     let (src, dst) = (tmp(), tmp());
