@@ -382,6 +382,23 @@ pub async fn send<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let result = send_rounds(stream, prepared, progress).await;
+    if result.is_err() {
+        // Declined, failed or broken: our side ends here too (the
+        // receiver waits for it before it lets the connection go).
+        let _ = stream.close().await;
+    }
+    result
+}
+
+async fn send_rounds<S>(
+    stream: &mut S,
+    prepared: &Prepared,
+    progress: ProgressFn<'_>,
+) -> Result<SendReport, TransferError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let started = Instant::now();
     let offer = &prepared.offer;
     write_frame(stream, offer.to_frame()).await?;
@@ -615,11 +632,12 @@ pub struct ReceiveReport {
 /// they verify, into `dir/.pos-p2p-partial/`, and moved into place when
 /// complete.
 ///
-/// The last answer (`Done`) is written and the stream finished when this
-/// returns, but not necessarily delivered: a node that shuts down right
-/// after (a command-line receiver that exits) should first wait for
-/// [`UnicastStream::finished`](crate::UnicastStream::finished), or the
-/// sender may see the connection close instead of its `Done`.
+/// After its last answer (`Done`, a decline or a failure) it waits for the
+/// sender's end of the stream, which a sender sends as soon as it has read
+/// that answer: a node that closes the connection earlier (a command-line
+/// receiver that exits) could take the answer away unread. A sender that
+/// neither finishes nor goes away keeps this waiting; wrap the call in a
+/// timeout if that matters.
 pub async fn receive<S, D, F>(
     stream: &mut S,
     dir: &Path,
@@ -640,6 +658,7 @@ where
         };
         write_frame(stream, decline.to_frame()).await?;
         let _ = stream.close().await;
+        sender_finished(stream).await;
         return Err(TransferError::Declined(reason));
     }
     match receive_accepted(stream, dir, offer, progress, started).await {
@@ -654,6 +673,7 @@ where
                 if let Ok(frame) = (Answer::Failed { reason }).to_frame() {
                     let _ = stream.write_all(&frame).await;
                     let _ = stream.close().await;
+                    sender_finished(stream).await;
                 }
             }
             Err(error)
@@ -815,6 +835,7 @@ where
     }
     write_frame(stream, Answer::Done.to_frame()).await?;
     stream.close().await.map_err(TransferError::Stream)?;
+    sender_finished(stream).await;
     let partial = rx.partial.clone();
     // Only removed if empty: other transfers' partial files stay.
     let _ = blocking::unblock(move || fs::remove_dir(partial)).await;
@@ -1111,7 +1132,8 @@ fn finish_files(dir: &Path, jobs: Vec<FinishJob>) -> Result<Vec<Finished>, Trans
                 .open(part)
                 .map_err(local("cannot open", part))?
         };
-        file.set_len(job.size).map_err(local("cannot write", part))?;
+        file.set_len(job.size)
+            .map_err(local("cannot write", part))?;
         file.sync_all().map_err(local("cannot write", part))?;
     }
     let mut saved = Vec::with_capacity(jobs.len());
@@ -1127,6 +1149,13 @@ fn finish_files(dir: &Path, jobs: Vec<FinishJob>) -> Result<Vec<Finished>, Trans
         saved.push((job.index, target));
     }
     Ok(saved)
+}
+
+/// Wait for the sender's end of the stream (or any sign of it: a byte it
+/// should not send, a reset, the connection's end).
+async fn sender_finished<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut byte = [0u8; 1];
+    let _ = stream.read(&mut byte).await;
 }
 
 async fn read_reason<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, TransferError> {

@@ -643,9 +643,6 @@ async fn receive(common: &Common, node: &NodeArgs, dir: &Path, yes: bool) -> Res
                 if let Some(bars) = bars.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     bars.finish();
                 }
-                // This process exits next: let the sender have the last
-                // answer first (its QUIC stack acknowledged it).
-                let _ = stream.finished().await;
                 let _ = done.send(result).await;
                 Ok(())
             }

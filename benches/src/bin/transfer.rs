@@ -166,11 +166,9 @@ fn main() -> Result<()> {
                 std::fs::create_dir_all(&dst)?;
                 let sample = match contender {
                     Contender::PosP2pCli => cli_pos_p2p(&pos_p2p, work.path(), workload, &dst)?,
-                    Contender::Sendme => cli_sendme(
-                        args.sendme.as_deref().ok_or("no sendme")?,
-                        workload,
-                        &dst,
-                    )?,
+                    Contender::Sendme => {
+                        cli_sendme(args.sendme.as_deref().ok_or("no sendme")?, workload, &dst)?
+                    }
                     Contender::TransferInProcess => {
                         runtime.block_on(in_process_transfer(workload, &dst))?
                     }
@@ -284,7 +282,12 @@ fn check(workload: &Workload, dst: &Path, contender: Contender) -> Result<()> {
         same && count == workload.files
     };
     if !same {
-        return Err(format!("{}: {} differs after the transfer", contender.name(), workload.name).into());
+        return Err(format!(
+            "{}: {} differs after the transfer",
+            contender.name(),
+            workload.name
+        )
+        .into());
     }
     Ok(())
 }
@@ -323,11 +326,7 @@ fn cpu(children: bool) -> Duration {
 }
 
 /// Read `child`'s stdout lines until one satisfies `found`; returns it.
-fn wait_line(
-    lines: &mut impl BufRead,
-    what: &str,
-    found: impl Fn(&str) -> bool,
-) -> Result<String> {
+fn wait_line(lines: &mut impl BufRead, what: &str, found: impl Fn(&str) -> bool) -> Result<String> {
     let mut line = String::new();
     loop {
         line.clear();
@@ -362,7 +361,10 @@ fn cli_pos_p2p(bin: &Path, work: &Path, workload: &Workload, dst: &Path) -> Resu
     let mut receiver_out = BufReader::new(receiver.stdout.take().ok_or("stdout")?);
     let ready = wait_line(&mut receiver_out, "ready", |l| l.contains("\"ready\""))?;
     let ready: serde_json::Value = serde_json::from_str(&ready)?;
-    let addr = ready["node_addr"].as_str().ok_or("no node_addr")?.to_owned();
+    let addr = ready["node_addr"]
+        .as_str()
+        .ok_or("no node_addr")?
+        .to_owned();
     let started = Instant::now();
     let mut sender = Command::new(bin)
         .arg("send")
@@ -377,7 +379,9 @@ fn cli_pos_p2p(bin: &Path, work: &Path, workload: &Workload, dst: &Path) -> Resu
     let mut sender_out = BufReader::new(sender.stdout.take().ok_or("stdout")?);
     wait_line(&mut sender_out, "offering", |l| l.contains("\"offering\""))?;
     let offered = Instant::now();
-    wait_line(&mut receiver_out, "received", |l| l.contains("\"received\""))?;
+    wait_line(&mut receiver_out, "received", |l| {
+        l.contains("\"received\"")
+    })?;
     let done = Instant::now();
     let (r, s) = (reap(receiver)?, reap(sender)?);
     if !r.success() || !s.success() {
@@ -401,7 +405,14 @@ fn cli_sendme(bin: &Path, workload: &Workload, dst: &Path) -> Result<Sample> {
     std::fs::create_dir_all(&send_dir)?;
     let started = Instant::now();
     let mut sender = Command::new(bin)
-        .args(["send", "--relay", "disabled", "--ticket-type", "addresses", "--no-progress"])
+        .args([
+            "send",
+            "--relay",
+            "disabled",
+            "--ticket-type",
+            "addresses",
+            "--no-progress",
+        ])
         .arg(&workload.path)
         .current_dir(&send_dir)
         .stdin(Stdio::null())
@@ -492,12 +503,15 @@ async fn pair(
             let (dst, done) = (dst.clone(), done_tx.clone());
             async move {
                 let result = match op {
-                    Op::Transfer => {
-                        transfer::receive(&mut stream, &dst, |_| async { Decision::Accept }, &mut |_| {})
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string().into())
-                    }
+                    Op::Transfer => transfer::receive(
+                        &mut stream,
+                        &dst,
+                        |_| async { Decision::Accept },
+                        &mut |_| {},
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string().into()),
                     Op::Raw => raw_receive(&mut stream, &dst).await,
                 };
                 let _ = done.send(result).await;
@@ -541,7 +555,11 @@ async fn raw_stream(workload: &Workload, dst: &Path) -> Result<Sample> {
     let cpu_before = cpu(false);
     let started = Instant::now();
     let mut stream = peer.open(&Op::Raw).await?;
-    let name = workload.path.file_name().ok_or("no name")?.to_string_lossy();
+    let name = workload
+        .path
+        .file_name()
+        .ok_or("no name")?
+        .to_string_lossy();
     let name = name.as_bytes();
     stream.write_all(&[name.len() as u8]).await?;
     stream.write_all(name).await?;
@@ -617,12 +635,16 @@ async fn raw_receive(stream: &mut pos_p2p::UnicastStream, dst: &Path) -> Result<
         buf.truncate(filled);
         let file = file.clone();
         writing = Some(tokio::task::spawn_blocking(move || {
-            file.lock().map_err(|_| std::io::Error::other("poisoned"))?.write_all(&buf)
+            file.lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .write_all(&buf)
         }));
     }
     let file = file.clone();
     tokio::task::spawn_blocking(move || {
-        file.lock().map_err(|_| std::io::Error::other("poisoned"))?.sync_all()
+        file.lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .sync_all()
     })
     .await??;
     Ok(())

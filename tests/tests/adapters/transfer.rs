@@ -245,6 +245,47 @@ async fn a_tree_arrives_verified_with_empty_files_and_directories() {
     b.shutdown().await;
 }
 
+/// A receiver that shuts its node down as soon as `receive` returns (a
+/// command-line receiver that exits): the sender still reads its `Done`,
+/// because `receive` returns only once the sender finished its side.
+/// Without that wait the connection's close raced the sender's read of
+/// the answer and lost about one transfer in ten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_shuts_down_at_once_still_delivers_done() {
+    let src = tmp();
+    let file = src.path().join("note.txt");
+    std::fs::write(&file, data(100_000, 8)).unwrap();
+    let prepared = transfer::prepare(std::slice::from_ref(&file), "x")
+        .await
+        .unwrap();
+    for round in 0..25u8 {
+        let (a, b) = pair(100 + 2 * round).await;
+        let dst = tmp();
+        let peer = a.peer(&b.local_identity()).expect("b is known");
+        let mut stream = peer.new_stream().await.expect("a stream");
+        let receiver = async {
+            let mut incoming = b.accept().await.expect("a stream arrives");
+            let report = transfer::receive(
+                &mut incoming,
+                dst.path(),
+                |_| async { Decision::Accept },
+                &mut |_| {},
+            )
+            .await;
+            drop(incoming);
+            b.shutdown().await;
+            report
+        };
+        let mut quiet = |_| {};
+        let sender = transfer::send(&mut stream, &prepared, &mut quiet);
+        let (sent, received) = futures_util::join!(sender, receiver);
+        received.expect("received");
+        let sent = sent.unwrap_or_else(|e| panic!("round {round}: the sender failed: {e}"));
+        assert_eq!(sent.bytes_sent, 100_000);
+        a.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_files_are_sent_once_and_copied() {
     let (a, b) = pair(76).await;
