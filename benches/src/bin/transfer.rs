@@ -149,6 +149,7 @@ fn main() -> Result<()> {
         .build()?;
     let mut results: BTreeMap<(&str, Contender), Vec<Sample>> = BTreeMap::new();
     for workload in &workloads {
+        let mut kept = Vec::new();
         let mut contenders = vec![Contender::PosP2pCli];
         if args.sendme.is_some() {
             contenders.push(Contender::Sendme);
@@ -175,7 +176,15 @@ fn main() -> Result<()> {
                     Contender::RawStream => runtime.block_on(raw_stream(workload, &dst))?,
                 };
                 check(workload, &dst, contender)?;
-                std::fs::remove_dir_all(&dst)?;
+                if workload.files == 1 {
+                    std::fs::remove_dir_all(&dst)?;
+                } else {
+                    // Kept until the workload's end: ext4 allocates inodes
+                    // slowly next to thousands deleted seconds ago (it
+                    // avoids reusing them), which would slow whoever runs
+                    // next.
+                    kept.push(dst);
+                }
                 eprintln!(
                     "  {:<6} round {} {:<34} total {:>7.3} s  transfer {:>7.3} s  cpu {:>7.3} s",
                     workload.name,
@@ -190,6 +199,9 @@ fn main() -> Result<()> {
                     .or_default()
                     .push(sample);
             }
+        }
+        for dst in kept {
+            std::fs::remove_dir_all(dst)?;
         }
     }
     if args.smoke {
