@@ -65,6 +65,16 @@ pub enum ReceiveError {
     /// A piece the want did not ask for (a bug in the caller).
     #[error("a piece for entry {0} that is not a wanted file")]
     Unexpected(usize),
+    /// [`Receiving::next_want`] before every piece of the last want
+    /// arrived (a bug in the caller: a stream that ended early is an
+    /// error of its own, not a round).
+    #[error("the next want was asked for before {groups} group(s) of entry {index} arrived")]
+    RoundIncomplete {
+        /// The first file with groups outstanding.
+        index: usize,
+        /// How many.
+        groups: u64,
+    },
 }
 
 /// What one arriving piece did.
@@ -189,19 +199,29 @@ impl Receiving {
 
     /// What to ask for next: `None` once every file is complete. Groups
     /// that were corrupt last round are asked for again, at most
-    /// [`MAX_ROUNDS`] rounds in all.
+    /// [`MAX_ROUNDS`] rounds in all. Every piece of the last want must
+    /// have [`arrived`](Receiving::arrived) first.
     pub fn next_want(&mut self) -> Result<Option<Want>, ReceiveError> {
+        for (index, file) in self.files.iter().enumerate() {
+            if let Some(file) = file
+                && file.outstanding > 0
+            {
+                return Err(ReceiveError::RoundIncomplete {
+                    index,
+                    groups: file.outstanding,
+                });
+            }
+        }
         let mut want = Want::default();
         for (index, file) in self.files.iter_mut().enumerate() {
             let Some(file) = file else { continue };
-            if !file.corrupt.is_empty() || file.outstanding > 0 {
-                // Groups of the last round that failed (or never came).
+            if !file.corrupt.is_empty() {
+                // Groups of the last round that failed.
                 let mut groups: Vec<u64> = std::mem::take(&mut file.corrupt);
                 groups.sort_unstable();
                 file.missing = missing_ranges(group_count(file.size), |g| {
                     groups.binary_search(&g).is_err()
                 });
-                file.outstanding = 0;
             }
             if file.missing.is_empty() {
                 continue;
@@ -430,13 +450,39 @@ mod tests {
         let mut receiving = Receiving::new(offer);
         for _ in 0..MAX_ROUNDS {
             let want = receiving.next_want().unwrap().unwrap();
-            serve(&mut receiving, &files, &want, |_, g| g == 2);
+            serve(&mut receiving, &files, &want, |_, g| g == 1);
         }
         assert_eq!(
             receiving.next_want(),
             Err(ReceiveError::StillCorrupt {
                 path: "a".into(),
                 groups: 1
+            })
+        );
+    }
+
+    #[test]
+    fn the_next_want_waits_for_every_piece_of_the_last() {
+        let files = vec![data(3 * GROUP_LEN as usize, 4)];
+        let offer = Offer::new("x".into(), vec![entry("a", &files[0])]).unwrap();
+        let mut receiving = Receiving::new(offer.clone());
+        let want = receiving.next_want().unwrap().unwrap();
+        // The outboard and group 0 arrive; groups 1 and 2 never do.
+        for piece in want.pieces(&offer).take(2) {
+            let bytes = match &piece {
+                Piece::Outboard { .. } => hashed(&files[0]).1,
+                Piece::Group { range, .. } => {
+                    files[0][range.start as usize..range.end as usize].to_vec()
+                }
+            };
+            receiving.arrived(&piece, &bytes).unwrap();
+        }
+        assert!(!receiving.is_complete(0));
+        assert_eq!(
+            receiving.next_want(),
+            Err(ReceiveError::RoundIncomplete {
+                index: 0,
+                groups: 2
             })
         );
     }
