@@ -75,15 +75,23 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Peers found on the LAN: name, OS, version, addresses, RTT.
+    /// Peers found on the LAN and added by address: name, OS, version,
+    /// addresses, connected or not, RTT.
     Peers {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
         node: NodeArgs,
-        /// How long to look, in seconds.
+        /// How long to look before the table, in seconds.
         #[arg(long, default_value_t = 3)]
         wait: u64,
+        /// Also this peer, by its node address (what `receive` prints);
+        /// repeatable.
+        #[arg(long = "add", value_name = "NODE_ADDR")]
+        add: Vec<String>,
+        /// Keep the table up to date, every second, until interrupted.
+        #[arg(long)]
+        watch: bool,
     },
     /// Round trips to a peer.
     Ping {
@@ -180,7 +188,13 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Peers { common, node, wait } => peers(&common, &node, wait).await,
+        Command::Peers {
+            common,
+            node,
+            wait,
+            add,
+            watch,
+        } => peers(&common, &node, wait, &add, watch).await,
         Command::Ping {
             peer,
             common,
@@ -303,13 +317,44 @@ async fn reach(p2p: &P2P, peer: &str) -> Result<pos_p2p::Peer> {
     }
 }
 
-async fn peers(common: &Common, node: &NodeArgs, wait: u64) -> Result<()> {
+async fn peers(
+    common: &Common,
+    node: &NodeArgs,
+    wait: u64,
+    add: &[String],
+    watch: bool,
+) -> Result<()> {
     let (identity, _) = load_identity(common)?;
     let p2p = start(identity, node)?;
+    for addr in add {
+        if let Err(error) = reach(&p2p, addr).await {
+            if common.json {
+                println!("{}", json!({"event": "error", "error": error.to_string()}));
+            } else {
+                eprintln!("{error}");
+            }
+        }
+    }
     tokio::time::sleep(Duration::from_secs(wait)).await;
-    let peers = p2p.peers();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        if watch && terminal && !common.json {
+            // Clear the screen and go home: the table in place.
+            print!("\x1b[2J\x1b[H");
+        }
+        print_peers(&p2p, common.json, wait);
+        if !watch {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    p2p.shutdown().await;
+    Ok(())
+}
+
+fn print_peers(p2p: &P2P, json: bool, wait: u64) {
     let mut rows = Vec::new();
-    for (id, peer) in peers.iter() {
+    for (id, peer) in p2p.peers().iter() {
         let meta = peer.metadata();
         rows.push(json!({
             "identity": id.to_string(),
@@ -321,7 +366,7 @@ async fn peers(common: &Common, node: &NodeArgs, wait: u64) -> Result<()> {
             "rtt_ms": peer.stats().map(|s| s.rtt.as_secs_f64() * 1000.0),
         }));
     }
-    if common.json {
+    if json {
         for row in rows {
             println!("{row}");
         }
@@ -331,23 +376,25 @@ async fn peers(common: &Common, node: &NodeArgs, wait: u64) -> Result<()> {
         );
     } else {
         println!(
-            "{:<54} {:<16} {:<8} {:<8} {:<10} addresses",
-            "identity", "name", "os", "version", "connected"
+            "{:<54} {:<16} {:<8} {:<8} {:<10} {:<9} addresses",
+            "identity", "name", "os", "version", "connected", "rtt"
         );
         for row in rows {
+            let rtt = row["rtt_ms"]
+                .as_f64()
+                .map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
             println!(
-                "{:<54} {:<16} {:<8} {:<8} {:<10} {}",
+                "{:<54} {:<16} {:<8} {:<8} {:<10} {:<9} {}",
                 row["identity"].as_str().unwrap_or(""),
                 row["name"].as_str().unwrap_or("?"),
                 row["os"].as_str().unwrap_or("?"),
                 row["version"].as_str().unwrap_or("?"),
                 row["connected"],
+                rtt,
                 row["addrs"]
             );
         }
     }
-    p2p.shutdown().await;
-    Ok(())
 }
 
 async fn ping_once(peer: &pos_p2p::Peer) -> Result<Duration> {

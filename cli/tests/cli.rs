@@ -323,6 +323,35 @@ fn a_name_that_cannot_be_sent_is_a_clear_error() {
 }
 
 #[test]
+fn peers_lists_a_peer_added_by_address_with_its_rtt() {
+    let work = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&work.path().join("rid"), &work.path().join("dst"), true);
+    let identity = receiver.addr.split('?').next().unwrap().to_owned();
+    let out = bin()
+        .arg("peers")
+        .args(LOCAL)
+        .arg("--identity")
+        .arg(work.path().join("sid"))
+        .args(["--wait", "1", "--add"])
+        .arg(&receiver.addr)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| r["identity"] == identity.as_str())
+        .unwrap_or_else(|| panic!("{identity} not listed: {stdout}"));
+    assert_eq!(row["connected"], true, "{row}");
+    assert!(row["rtt_ms"].as_f64().is_some(), "{row}");
+    assert_eq!(row["version"], env!("CARGO_PKG_VERSION"), "{row}");
+}
+
+#[test]
 fn ping_reaches_a_receiver() {
     let work = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(&work.path().join("rid"), &work.path().join("dst"), true);

@@ -1255,7 +1255,7 @@ fn transfer_fixture() -> &'static TransferFixture {
 ///   and holds only safe, ordered paths.
 /// - `1`: an answer's body. One that decodes re-encodes to the same bytes.
 /// - `2`: the sender's side: answer frames, one after another, to an offer
-///   of [`transfer_fixture`]'s files. Every want the sender takes passed
+///   of the fixture's files (`transfer_fixture`). Every want the sender takes passed
 ///   [`Want::check`](pos_p2p_protocol::transfer::wire::Want::check): its
 ///   pieces lie inside their files and add up to its `data_len`; never
 ///   more than `MAX_ROUNDS` wants.
