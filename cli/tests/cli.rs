@@ -1,8 +1,9 @@
 //! The `pos-p2p` binary end to end, on loopback: identity, send and
 //! receive of a tree (a large file, 10,000 small files, empty files and
-//! directories, non-ASCII names), resume after the receiver is
-//! killed (only the missing part goes on the wire), names that cannot be
-//! sent, ping.
+//! directories, non-ASCII names), decline, resume after the receiver is
+//! killed (only the missing part goes on the wire; a chunk corrupted on
+//! its disk meanwhile is found and fetched again), a full disk, names that
+//! cannot be sent, peers, ping.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use serde_json::Value;
 fn bin() -> Command {
     Command::new(cargo_bin("pos-p2p"))
 }
+
+/// The transfer's verification unit (docs/PROTOCOL.md §11.1).
+const GROUP: u64 = 256 * 1024;
 
 const LOCAL: [&str; 4] = ["--listen", "127.0.0.1:0", "--no-mdns", "--json"];
 
@@ -189,7 +193,11 @@ fn a_tree_with_ten_thousand_small_files_arrives_identical() {
     assert_eq!(received["files"], 10_003);
     assert_eq!(received["dirs"], 103);
     assert!(exit_within(&mut receiver.child, Duration::from_secs(30)).success());
-    assert_eq!(tree_files(&src), tree_files(&dst));
+    // Not assert_eq!: a failure would print every file's bytes.
+    assert!(
+        tree_files(&src) == tree_files(&dst),
+        "the received tree differs from the sent one"
+    );
 }
 
 #[test]
@@ -232,6 +240,20 @@ fn a_killed_receiver_resumes_and_only_the_missing_part_is_sent() {
     let _ = sender.kill();
     let _ = sender.wait();
     assert!(!dst.join("movie.bin").exists(), "nothing at the final name");
+    // A chunk corrupted on the receiver's disk while it was down: the
+    // resume re-verifies what is there, so group 0 is fetched again
+    // rather than kept (the final comparison fails otherwise).
+    let part = std::fs::read_dir(&partial)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "part"))
+        .expect("a partial file");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+        f.seek(SeekFrom::Start(1000)).unwrap();
+        f.write_all(&[!fill(1001, 7)[1000]]).unwrap();
+    }
 
     let mut receiver = Receiver::start(&rid, &dst, true);
     let (sent, ok) = send(&sid, &receiver.addr, &[&file]);
@@ -240,17 +262,19 @@ fn a_killed_receiver_resumes_and_only_the_missing_part_is_sent() {
     assert_eq!(received["event"], "received", "{received}");
     let kept = received["bytes_kept"].as_u64().unwrap();
     let bytes_sent = sent["bytes_sent"].as_u64().unwrap();
-    assert!(kept >= 16 << 20, "{received}");
+    assert!(kept >= (16 << 20) - GROUP, "{received}");
     assert!(kept < size, "{received}");
+    assert_eq!(kept % GROUP, 0, "whole groups are kept: {received}");
     assert_eq!(bytes_sent, size - kept, "only the missing part: {sent}");
     // And on the wire: the UDP bytes the sender sent are the missing part
     // plus a little overhead, not the whole file.
     let udp = sent["udp_bytes_sent"].as_u64().unwrap();
     assert!(udp < size - kept + (size - kept) / 20 + (1 << 20), "{sent}");
     assert!(udp >= size - kept, "{sent}");
-    assert_eq!(
-        std::fs::read(dst.join("movie.bin")).unwrap(),
-        std::fs::read(&file).unwrap()
+    // Not assert_eq!: a failure would print 2 × 192 MiB.
+    assert!(
+        std::fs::read(dst.join("movie.bin")).unwrap() == std::fs::read(&file).unwrap(),
+        "the resumed file differs from the sent one"
     );
 }
 
@@ -301,6 +325,55 @@ fn a_declined_offer_is_a_clear_answer_on_both_sides() {
     );
     assert!(!exit_within(&mut receiver.child, Duration::from_secs(30)).success());
     assert!(!dst.join("secret.txt").exists());
+}
+
+/// A receiver whose directory is a 1 MiB tmpfs (root only; skipped
+/// elsewhere unless POS_P2P_REQUIRE_NETNS says the machine must allow
+/// it): both processes fail with the reason, nothing at the final name.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_fails_clearly_on_both_sides() {
+    let work = tempfile::tempdir().unwrap();
+    let disk = work.path().join("small-disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("POS_P2P_REQUIRE_NETNS").is_none(),
+            "mounting a tmpfs failed and POS_P2P_REQUIRE_NETNS is set"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let file = work.path().join("big.bin");
+    std::fs::write(&file, fill(4 << 20, 3)).unwrap();
+    let mut receiver = Receiver::start(&work.path().join("rid"), &disk, true);
+    let (sent, ok) = send(&work.path().join("sid"), &receiver.addr, &[&file]);
+    assert!(!ok, "{sent}");
+    let reason = sent["error"].as_str().unwrap_or("").to_lowercase();
+    assert!(reason.contains("space"), "{sent}");
+    let answer = receiver.next();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("space"),
+        "{answer}"
+    );
+    assert!(!exit_within(&mut receiver.child, Duration::from_secs(30)).success());
+    assert!(!disk.join("big.bin").exists());
 }
 
 #[cfg(target_os = "linux")]
