@@ -637,7 +637,10 @@ pub struct ReceiveReport {
 /// that answer: a node that closes the connection earlier (a command-line
 /// receiver that exits) could take the answer away unread. A sender that
 /// neither finishes nor goes away keeps this waiting; wrap the call in a
-/// timeout if that matters.
+/// timeout if that matters. After a failure the sender is still sending
+/// and reads the reason only once its writes fail: a node about to shut
+/// down should first give the sender a moment to disconnect, as
+/// `pos-p2p receive` does (up to 5 s).
 pub async fn receive<S, D, F>(
     stream: &mut S,
     dir: &Path,

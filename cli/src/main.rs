@@ -561,6 +561,11 @@ async fn send(common: &Common, node: &NodeArgs, target: &str, paths: &[PathBuf])
     let mut bars = Bars::new(common.json, &offer);
     let result = transfer::send(&mut stream, &prepared, &mut |p| bars.update(&p)).await;
     bars.finish();
+    if result.is_err() {
+        // Tell the receiver at once: it waits for us to go.
+        drop(stream);
+        p2p.shutdown().await;
+    }
     let report = result?;
     let wire = peer.stats().map(|s| s.bytes_sent);
     if common.json {
@@ -696,6 +701,14 @@ async fn receive(common: &Common, node: &NodeArgs, dir: &Path, yes: bool) -> Res
         })
         .spawn();
     let outcome = done_rx.recv().await.ok_or("the node stopped")?;
+    // Closing the connection discards what the sender has not read yet:
+    // after a failure (a full disk) it reads our reason only once its
+    // writes fail. It disconnects when it is done; wait for that, at most
+    // 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && p2p.peers().iter().any(|(_, p)| p.is_connected()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     router.shutdown().await;
     let report = outcome?;
     if common.json {
