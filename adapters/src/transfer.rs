@@ -753,9 +753,6 @@ where
     // What is here already: files in place, and verified groups of
     // interrupted transfers (one blocking task for all files: a tree of
     // many small files is mostly nothing).
-    // A file whose contents another file of the offer has too is asked
-    // for once (its partial file is that one's) and copied.
-    let mut first_of: std::collections::HashMap<[u8; HASH_LEN], usize> = Default::default();
     let lookups: Vec<_> = offer
         .entries
         .iter()
@@ -768,13 +765,8 @@ where
                 obao: rx.outboard_path(&hash),
                 size,
                 hash,
-                same_as: match first_of.entry(hash) {
-                    std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(index);
-                        None
-                    }
-                },
+                // Not asked for (the core decided): only its target counts.
+                same_as: receiving.same_as(index),
             }),
             EntryKind::Dir => None,
         })
@@ -811,7 +803,6 @@ where
             }
             Existing::Nothing => {
                 if let Some(first) = same_as {
-                    receiving.skip(index);
                     rx.report.bytes_kept += size;
                     rx.copies.push((index, first));
                 }

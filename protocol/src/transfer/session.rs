@@ -103,6 +103,9 @@ struct FileProgress {
     outstanding: u64,
     /// Groups that failed this round.
     corrupt: Vec<u64>,
+    /// An earlier file of the offer with the same contents: this one is
+    /// not asked for, but copied from that one.
+    same_as: Option<usize>,
 }
 
 /// The receiver's state for one offer.
@@ -116,20 +119,38 @@ pub struct Receiving {
 
 impl Receiving {
     /// A receiver that has nothing of `offer` yet.
+    /// A file whose contents an earlier file has is not asked for
+    /// ([`same_as`](Receiving::same_as) names that file).
     pub fn new(offer: Offer) -> Self {
+        let mut first_of = std::collections::HashMap::new();
         let files = offer
             .entries
             .iter()
-            .map(|entry| match entry.kind {
+            .enumerate()
+            .map(|(index, entry)| match entry.kind {
                 EntryKind::Dir => None,
-                EntryKind::File { size, hash } => Some(FileProgress {
-                    size,
-                    hash,
-                    verifier: None,
-                    missing: std::iter::once(0..group_count(size)).collect(),
-                    outstanding: 0,
-                    corrupt: Vec::new(),
-                }),
+                EntryKind::File { size, hash } => {
+                    let same_as = match first_of.entry(hash) {
+                        std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(index);
+                            None
+                        }
+                    };
+                    let missing = match same_as {
+                        Some(_) => Vec::new(),
+                        None => std::iter::once(0..group_count(size)).collect(),
+                    };
+                    Some(FileProgress {
+                        size,
+                        hash,
+                        verifier: None,
+                        missing,
+                        outstanding: 0,
+                        corrupt: Vec::new(),
+                        same_as,
+                    })
+                }
             })
             .collect();
         Self {
@@ -181,6 +202,13 @@ impl Receiving {
         if let Some(file) = self.progress(index) {
             file.missing.clear();
         }
+    }
+
+    /// The earlier file of the offer with the same contents as file
+    /// `index`, if any: `index` is never asked for; copy it from that one
+    /// once that one is complete.
+    pub fn same_as(&self, index: usize) -> Option<usize> {
+        self.files.get(index)?.as_ref()?.same_as
     }
 
     /// The verifier of file `index`, once its outboard is known.
@@ -459,6 +487,26 @@ mod tests {
                 groups: 1
             })
         );
+    }
+
+    #[test]
+    fn identical_contents_are_asked_for_once() {
+        let files = vec![data(GROUP_LEN as usize + 9, 2), data(100, 3)];
+        let offer = Offer::new(
+            "x".into(),
+            vec![
+                entry("a", &files[0]),
+                entry("b", &files[1]),
+                entry("c", &files[0]),
+            ],
+        )
+        .unwrap();
+        let mut receiving = Receiving::new(offer);
+        assert_eq!(receiving.same_as(2), Some(0));
+        assert_eq!(receiving.same_as(0), None);
+        let want = receiving.next_want().unwrap().unwrap();
+        let asked: Vec<u64> = want.files.iter().map(|f| f.index).collect();
+        assert_eq!(asked, vec![0, 1]);
     }
 
     #[test]
